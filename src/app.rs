@@ -1,0 +1,67 @@
+//! The application state shared by every handler.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::registry::{CacheSettings, Registry};
+use crate::source::RegistrySource;
+use crate::storage::Storage;
+
+/// Everything a request may need.
+#[derive(Debug)]
+pub struct App {
+    /// The effective configuration.
+    pub config: Config,
+    /// The registry read path.
+    pub registry: Arc<Registry>,
+    /// The object-store roles.
+    pub storage: Storage,
+    /// Prometheus metrics.
+    pub metrics: Metrics,
+}
+
+/// The state handlers extract.
+pub type AppState = Arc<App>;
+
+impl App {
+    /// Opens the registry source and the storage roles, and loads the first snapshot.
+    ///
+    /// # Errors
+    /// When the registry cannot be read or a storage location cannot be opened.
+    pub async fn build(config: Config) -> anyhow::Result<Self> {
+        let storage = Storage::open(config.storage.clone())?;
+        let source = {
+            let path = config.registry.clone();
+            let git_ref = config.registry_ref.clone();
+            crate::tasks::spawn_blocking(move || RegistrySource::open(&path, git_ref.as_deref()))
+                .await??
+        };
+        let registry = Arc::new(
+            Registry::load(
+                source,
+                CacheSettings {
+                    capacity_bytes: config.cache_capacity_bytes,
+                    ttl: config.cache_ttl,
+                },
+            )
+            .await?,
+        );
+        let metrics = Metrics::new(registry.clone());
+        Ok(Self {
+            config,
+            registry,
+            storage,
+            metrics,
+        })
+    }
+
+    /// Whether every backend answers: the storage roles list within a short limit.
+    ///
+    /// # Errors
+    /// The first backend failure.
+    pub async fn check_ready(&self) -> Result<(), crate::storage::StorageError> {
+        self.storage.check(Duration::from_secs(2)).await
+    }
+}

@@ -1,0 +1,241 @@
+//! The command line: `serve`, `config check|show`, `registry check`.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::{Config, Inputs, LogFormat};
+use crate::registry::check::check_registry;
+use crate::source::RegistrySource;
+
+/// gf-registry: a Bazel registry and content-addressed mirror.
+#[derive(Debug, Parser)]
+#[command(name = "gf-registry", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve the registry (and the mirror's storage roles) over HTTP.
+    Serve(ServeArgs),
+    /// Inspect the configuration.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+    /// Work on a registry tree.
+    #[command(subcommand)]
+    Registry(RegistryCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum ConfigCommand {
+    /// Resolve and validate the configuration; exit non-zero with the reason if it is wrong.
+    Check(ServeArgs),
+    /// Print the effective configuration and where each value came from.
+    Show(ServeArgs),
+}
+
+#[derive(Debug, Subcommand)]
+enum RegistryCommand {
+    /// Validate a registry tree: one line per problem (file: what is wrong), exit 1 if any.
+    Check {
+        /// The registry folder or git repository.
+        #[arg(default_value = "./registry")]
+        path: PathBuf,
+        /// For a git repository: the ref to check (default: the current branch).
+        #[arg(long = "ref")]
+        git_ref: Option<String>,
+    },
+}
+
+/// Flags shared by `serve` and `config`; each is also `GF_REGISTRY_*` and a config-file key.
+#[derive(Debug, Args)]
+struct ServeArgs {
+    /// TOML configuration file (env GF_REGISTRY_CONFIG).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Address to listen on [default: 127.0.0.1:8080] (env GF_REGISTRY_LISTEN).
+    #[arg(long)]
+    listen: Option<String>,
+    /// How clients reach the server [default: derived from --listen] (env GF_REGISTRY_PUBLIC_URL).
+    #[arg(long)]
+    public_url: Option<String>,
+    /// Registry tree: a directory or a git repository [default: ./registry] (env GF_REGISTRY_REGISTRY).
+    #[arg(long)]
+    registry: Option<String>,
+    /// Git ref to serve [default: the current branch] (env GF_REGISTRY_REGISTRY_REF).
+    #[arg(long)]
+    registry_ref: Option<String>,
+    /// Object-store root for the mirror: file:///abs, s3://bucket/prefix, ... or a path [default: ./data] (env GF_REGISTRY_DATA).
+    #[arg(long)]
+    data: Option<String>,
+    /// Mirror policy folder [default: ./mirror-policy] (env GF_REGISTRY_MIRROR_POLICY).
+    #[arg(long)]
+    mirror_policy: Option<String>,
+    /// Log format: text or json [default: text] (env GF_REGISTRY_LOG_FORMAT).
+    #[arg(long)]
+    log_format: Option<String>,
+}
+
+impl ServeArgs {
+    fn inputs(&self) -> Inputs {
+        let mut flags = BTreeMap::new();
+        let pairs: [(&'static str, &Option<String>); 7] = [
+            ("listen", &self.listen),
+            ("public-url", &self.public_url),
+            ("registry", &self.registry),
+            ("registry-ref", &self.registry_ref),
+            ("data", &self.data),
+            ("mirror-policy", &self.mirror_policy),
+            ("log-format", &self.log_format),
+        ];
+        for (flag, value) in pairs {
+            if let Some(v) = value {
+                flags.insert(flag, v.clone());
+            }
+        }
+        Inputs {
+            config_file: self.config.clone(),
+            flags,
+            env: std::env::vars()
+                .filter(|(k, _)| k.starts_with("GF_REGISTRY_"))
+                .collect(),
+        }
+    }
+}
+
+impl Cli {
+    /// Runs the parsed command.
+    #[must_use]
+    pub fn run(self) -> ExitCode {
+        match self.command {
+            Command::Serve(args) => with_config(&args, serve),
+            Command::Config(ConfigCommand::Check(args)) => with_config(&args, |c| {
+                let source = RegistrySource::open(&c.registry, c.registry_ref.as_deref())
+                    .map_err(|e| anyhow::anyhow!("registry.path: {e}"))?;
+                println!("configuration OK (registry: {})", source.describe());
+                Ok(())
+            }),
+            Command::Config(ConfigCommand::Show(args)) => with_config(&args, |c| {
+                print!("{}", c.show());
+                Ok(())
+            }),
+            Command::Registry(RegistryCommand::Check { path, git_ref }) => {
+                registry_check(&path, git_ref.as_deref())
+            }
+        }
+    }
+}
+
+fn with_config(args: &ServeArgs, f: impl FnOnce(Config) -> anyhow::Result<()>) -> ExitCode {
+    match Config::resolve(&args.inputs()) {
+        Ok(config) => match f(config) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
+        Err(e) => {
+            eprintln!("error: configuration: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
+}
+
+fn serve(config: Config) -> anyhow::Result<()> {
+    init_logging(config.log_format);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        let grace = config.shutdown_timeout;
+        let running = crate::server::start(config).await?;
+        // One stable line on stdout, for people and for tools that start the binary.
+        println!("gf-registry listening on {}", running.public_url);
+        shutdown_signal().await;
+        tracing::info!(
+            grace_seconds = grace.as_secs(),
+            "shutting down: finishing in-flight requests"
+        );
+        running.shutdown(grace).await?;
+        tracing::info!("stopped");
+        Ok(())
+    })
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
+}
+
+fn registry_check(path: &std::path::Path, git_ref: Option<&str>) -> ExitCode {
+    let result = RegistrySource::open(path, git_ref)
+        .and_then(|s| s.current())
+        .and_then(|tree| check_registry(tree.as_ref()));
+    match result {
+        Ok(report) => {
+            for p in &report.problems {
+                println!("{p}");
+            }
+            eprintln!(
+                "{}: {} modules, {} versions, {} files checked, {} problem(s)",
+                path.display(),
+                report.modules,
+                report.versions,
+                report.files,
+                report.problems.len()
+            );
+            if report.problems.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory as _;
+
+    #[test]
+    fn verify_cli() {
+        super::Cli::command().debug_assert();
+    }
+}

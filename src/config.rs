@@ -1,0 +1,496 @@
+//! Configuration: one typed struct, layered from defaults < TOML file < `GF_REGISTRY_*`
+//! environment < command-line flags, remembering where every value came from.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use url::Url;
+
+use crate::storage::{Location, StorageLayout};
+
+/// Where a value came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    /// The built-in default.
+    Default,
+    /// Derived from another setting.
+    Derived(&'static str),
+    /// The config file.
+    File(PathBuf),
+    /// An environment variable.
+    Env(&'static str),
+    /// A command-line flag.
+    Flag(&'static str),
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Default => f.write_str("default"),
+            Self::Derived(from) => write!(f, "derived from {from}"),
+            Self::File(p) => write!(f, "file {}", p.display()),
+            Self::Env(v) => write!(f, "env {v}"),
+            Self::Flag(n) => write!(f, "flag --{n}"),
+        }
+    }
+}
+
+/// A configuration problem, naming the key, variable, flag or file at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The config file could not be read.
+    #[error("config file {path}: {message}")]
+    File {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+    /// A value is invalid.
+    #[error("{key} ({origin}): invalid value {value:?}: {message}")]
+    Value {
+        /// The setting's key.
+        key: &'static str,
+        /// Where the value came from.
+        origin: Origin,
+        /// The value.
+        value: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// An environment variable with our prefix that we do not know.
+    #[error("unknown environment variable {0}; see `gf-registry config show` for the known ones")]
+    UnknownEnv(String),
+    /// Settings that contradict each other.
+    #[error("{0}")]
+    Conflict(String),
+}
+
+/// One setting: its key in the file (`section.name`), its environment variable and its flag.
+#[derive(Debug, Clone, Copy)]
+pub struct Setting {
+    /// `section.name` in the TOML file.
+    pub key: &'static str,
+    /// The environment variable.
+    pub env: &'static str,
+    /// The command-line flag, if there is one.
+    pub flag: Option<&'static str>,
+    /// The default, as text (`None`: unset or derived).
+    pub default: Option<&'static str>,
+    /// One line of documentation.
+    pub doc: &'static str,
+}
+
+macro_rules! settings {
+    ($($id:ident = ($key:literal, $env:literal, $flag:expr, $default:expr, $doc:literal);)*) => {
+        /// Every setting, in the order `config show` prints them.
+        pub const SETTINGS: &[Setting] = &[$(Setting { key: $key, env: $env, flag: $flag, default: $default, doc: $doc }),*];
+        #[allow(non_camel_case_types, clippy::upper_case_acronyms, reason = "indices named after keys")]
+        #[derive(Debug, Clone, Copy)]
+        #[repr(usize)]
+        enum Id { $($id),* }
+    };
+}
+
+settings! {
+    LISTEN = ("server.listen", "GF_REGISTRY_LISTEN", Some("listen"), Some("127.0.0.1:8080"), "address to listen on");
+    PUBLIC_URL = ("server.public_url", "GF_REGISTRY_PUBLIC_URL", Some("public-url"), None, "how clients reach the server (default: http://LISTEN/)");
+    LOG_FORMAT = ("server.log_format", "GF_REGISTRY_LOG_FORMAT", Some("log-format"), Some("text"), "log format: text or json");
+    SHUTDOWN = ("server.shutdown_timeout_seconds", "GF_REGISTRY_SHUTDOWN_TIMEOUT_SECONDS", None, Some("30"), "how long in-flight requests may take to finish on SIGTERM");
+    REGISTRY = ("registry.path", "GF_REGISTRY_REGISTRY", Some("registry"), Some("./registry"), "registry tree: a directory or a git repository");
+    REGISTRY_REF = ("registry.ref", "GF_REGISTRY_REGISTRY_REF", Some("registry-ref"), None, "git ref to serve (default: the current branch)");
+    POLL = ("registry.poll_interval_seconds", "GF_REGISTRY_POLL_INTERVAL_SECONDS", None, Some("10"), "how often to look for new commits or folders (0: never)");
+    CACHE_BYTES = ("registry.cache_capacity_bytes", "GF_REGISTRY_CACHE_CAPACITY_BYTES", None, Some("67108864"), "registry file cache size in bytes (0 disables it)");
+    CACHE_TTL = ("registry.cache_ttl_seconds", "GF_REGISTRY_CACHE_TTL_SECONDS", None, Some("3600"), "how long a cached registry file may stay");
+    DATA = ("storage.data", "GF_REGISTRY_DATA", Some("data"), Some("./data"), "object-store root of the mirror (URL or local path)");
+    CAS = ("storage.cas", "GF_REGISTRY_CAS", None, None, "location of the cas role (default: DATA/cas)");
+    RECORDS = ("storage.records", "GF_REGISTRY_RECORDS", None, None, "location of the records role (default: DATA/records)");
+    MIRROR_POLICY = ("mirror.policy", "GF_REGISTRY_MIRROR_POLICY", Some("mirror-policy"), Some("./mirror-policy"), "mirror policy folder");
+}
+
+/// The environment variable naming the config file.
+pub const CONFIG_ENV: &str = "GF_REGISTRY_CONFIG";
+
+/// Raw inputs for one resolution: flags (by flag name) and the environment.
+#[derive(Debug, Default, Clone)]
+pub struct Inputs {
+    /// `--config`.
+    pub config_file: Option<PathBuf>,
+    /// Flag values by flag name (without `--`).
+    pub flags: BTreeMap<&'static str, String>,
+    /// The environment (only `GF_REGISTRY_*` matter).
+    pub env: BTreeMap<String, String>,
+}
+
+/// A value with its origin.
+#[derive(Debug, Clone)]
+pub struct Sourced<T> {
+    /// The value.
+    pub value: T,
+    /// Where it came from.
+    pub origin: Origin,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+impl FromStr for LogFormat {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "text" => Ok(Self::Text),
+            "json" => Ok(Self::Json),
+            _ => Err("expected `text` or `json`".to_owned()),
+        }
+    }
+}
+
+/// The effective configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The config file read, if any.
+    pub config_file: Option<PathBuf>,
+    /// Listen address.
+    pub listen: SocketAddr,
+    /// Public base URL, if configured (otherwise derived from the bound address).
+    pub public_url: Option<Url>,
+    /// Log format.
+    pub log_format: LogFormat,
+    /// Graceful shutdown limit.
+    pub shutdown_timeout: Duration,
+    /// Registry tree.
+    pub registry: PathBuf,
+    /// Git ref.
+    pub registry_ref: Option<String>,
+    /// Poll interval (zero: never).
+    pub poll_interval: Duration,
+    /// Registry cache capacity in bytes.
+    pub cache_capacity_bytes: u64,
+    /// Registry cache TTL.
+    pub cache_ttl: Duration,
+    /// Storage roles.
+    pub storage: StorageLayout,
+    /// Mirror policy folder.
+    pub mirror_policy: PathBuf,
+    /// Every setting's textual value and origin, for `config show`.
+    pub shown: Vec<(Setting, Option<String>, Origin)>,
+}
+
+impl Config {
+    /// Resolves the configuration from its inputs.
+    ///
+    /// # Errors
+    /// [`ConfigError`] naming the key, variable, flag or file at fault.
+    pub fn resolve(inputs: &Inputs) -> Result<Self, ConfigError> {
+        for var in inputs.env.keys() {
+            if var.starts_with("GF_REGISTRY_")
+                && var != CONFIG_ENV
+                && !SETTINGS.iter().any(|s| s.env == var)
+            {
+                return Err(ConfigError::UnknownEnv(var.clone()));
+            }
+        }
+        let config_file = inputs
+            .config_file
+            .clone()
+            .or_else(|| inputs.env.get(CONFIG_ENV).map(PathBuf::from));
+        let file = match &config_file {
+            Some(p) => read_file(p)?,
+            None => BTreeMap::new(),
+        };
+        let layered: Vec<(Setting, Option<String>, Origin)> = SETTINGS
+            .iter()
+            .map(|s| {
+                let (value, origin) = if let Some(v) = s.flag.and_then(|f| inputs.flags.get(f)) {
+                    (Some(v.clone()), Origin::Flag(s.flag.unwrap_or_default()))
+                } else if let Some(v) = inputs.env.get(s.env) {
+                    (Some(v.clone()), Origin::Env(s.env))
+                } else if let Some(v) = file.get(s.key) {
+                    (
+                        Some(v.clone()),
+                        Origin::File(config_file.clone().unwrap_or_default()),
+                    )
+                } else {
+                    (s.default.map(str::to_owned), Origin::Default)
+                };
+                (*s, value, origin)
+            })
+            .collect();
+        let r = Resolver { layered: &layered };
+
+        let data = r
+            .parse(Id::DATA, Location::parse)?
+            .ok_or_else(|| missing(Id::DATA))?;
+        let cas = r
+            .parse(Id::CAS, Location::parse)?
+            .unwrap_or_else(|| data.join("cas"));
+        let records = r
+            .parse(Id::RECORDS, Location::parse)?
+            .unwrap_or_else(|| data.join("records"));
+        let storage = StorageLayout { cas, records };
+        storage
+            .validate()
+            .map_err(|e| ConfigError::Conflict(e.to_string()))?;
+        let registry: PathBuf = r
+            .parse(Id::REGISTRY, |s| Ok::<_, String>(PathBuf::from(s)))?
+            .ok_or_else(|| missing(Id::REGISTRY))?;
+        for (role, loc) in [("cas", &storage.cas), ("records", &storage.records)] {
+            if loc.overlaps_dir(&registry) {
+                return Err(ConfigError::Conflict(format!(
+                    "storage role `{role}` ({loc}) and the registry ({}) share a location; keep them apart",
+                    registry.display()
+                )));
+            }
+        }
+        let public_url = r.parse(Id::PUBLIC_URL, |s| {
+            let u = Url::parse(s).map_err(|e| e.to_string())?;
+            if !matches!(u.scheme(), "http" | "https") {
+                return Err("must be an http:// or https:// URL".to_owned());
+            }
+            Ok(u)
+        })?;
+        let secs = |id| r.parse(id, |s| s.parse::<u64>().map_err(|e| e.to_string()));
+        let mut shown = layered.clone();
+        if public_url.is_none() {
+            shown[Id::PUBLIC_URL as usize].2 = Origin::Derived("server.listen");
+        }
+        Ok(Self {
+            config_file,
+            listen: r
+                .parse(Id::LISTEN, |s| {
+                    s.parse::<SocketAddr>()
+                        .map_err(|e| format!("{e} (expected IP:PORT)"))
+                })?
+                .ok_or_else(|| missing(Id::LISTEN))?,
+            public_url,
+            log_format: r
+                .parse(Id::LOG_FORMAT, LogFormat::from_str)?
+                .unwrap_or(LogFormat::Text),
+            shutdown_timeout: Duration::from_secs(secs(Id::SHUTDOWN)?.unwrap_or(30)),
+            registry,
+            registry_ref: r.parse(Id::REGISTRY_REF, |s| {
+                if s.is_empty() {
+                    Err("is empty".to_owned())
+                } else {
+                    Ok(s.to_owned())
+                }
+            })?,
+            poll_interval: Duration::from_secs(secs(Id::POLL)?.unwrap_or(10)),
+            cache_capacity_bytes: secs(Id::CACHE_BYTES)?.unwrap_or(0),
+            cache_ttl: Duration::from_secs(secs(Id::CACHE_TTL)?.unwrap_or(3600).max(1)),
+            storage,
+            mirror_policy: r
+                .parse(Id::MIRROR_POLICY, |s| Ok::<_, String>(PathBuf::from(s)))?
+                .ok_or_else(|| missing(Id::MIRROR_POLICY))?,
+            shown,
+        })
+    }
+
+    /// The effective configuration as `key = value  # origin` lines.
+    #[must_use]
+    pub fn show(&self) -> String {
+        let mut out = String::new();
+        if let Some(p) = &self.config_file {
+            out.push_str(&format!("# config file: {}\n", p.display()));
+        }
+        for (s, value, origin) in &self.shown {
+            let value = match (s.key, value) {
+                ("server.public_url", None) => format!("{:?}", self.public_url_for(self.listen)),
+                ("storage.cas", None) => format!("{:?}", self.storage.cas.to_string()),
+                ("storage.records", None) => format!("{:?}", self.storage.records.to_string()),
+                (_, Some(v)) => format!("{v:?}"),
+                (_, None) => "(unset)".to_owned(),
+            };
+            let origin = match (s.key, value.as_str()) {
+                ("storage.cas" | "storage.records", _) if matches!(origin, Origin::Default) => {
+                    Origin::Derived("storage.data").to_string()
+                }
+                _ => origin.to_string(),
+            };
+            out.push_str(&format!(
+                "{} = {value}  # {origin}; env {}{}\n",
+                s.key,
+                s.env,
+                s.flag.map(|f| format!(", flag --{f}")).unwrap_or_default()
+            ));
+        }
+        out
+    }
+
+    /// The public base URL (always ending in `/`), derived from `bound` when not configured.
+    #[must_use]
+    pub fn public_url_for(&self, bound: SocketAddr) -> String {
+        let s = match &self.public_url {
+            Some(u) => u.to_string(),
+            None => format!("http://{bound}/"),
+        };
+        if s.ends_with('/') { s } else { format!("{s}/") }
+    }
+}
+
+fn missing(id: Id) -> ConfigError {
+    let s = SETTINGS[id as usize];
+    ConfigError::Value {
+        key: s.key,
+        origin: Origin::Default,
+        value: String::new(),
+        message: "must be set".to_owned(),
+    }
+}
+
+struct Resolver<'a> {
+    layered: &'a [(Setting, Option<String>, Origin)],
+}
+
+impl Resolver<'_> {
+    fn parse<T, E: fmt::Display>(
+        &self,
+        id: Id,
+        f: impl FnOnce(&str) -> Result<T, E>,
+    ) -> Result<Option<T>, ConfigError> {
+        let (setting, value, origin) = &self.layered[id as usize];
+        match value {
+            None => Ok(None),
+            Some(v) => f(v).map(Some).map_err(|e| ConfigError::Value {
+                key: setting.key,
+                origin: origin.clone(),
+                value: v.clone(),
+                message: e.to_string(),
+            }),
+        }
+    }
+}
+
+/// Reads the TOML file into `section.key -> value text`, refusing unknown keys.
+fn read_file(path: &Path) -> Result<BTreeMap<&'static str, String>, ConfigError> {
+    let err = |message: String| ConfigError::File {
+        path: path.to_path_buf(),
+        message,
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| err(format!("cannot read: {e}")))?;
+    let table: toml::Table = text
+        .parse()
+        .map_err(|e: toml::de::Error| err(e.to_string().trim().to_owned()))?;
+    let mut out = BTreeMap::new();
+    for (section, body) in &table {
+        let toml::Value::Table(body) = body else {
+            return Err(err(format!(
+                "unknown key `{section}` (settings live in sections: [server], [registry], [storage], [mirror])"
+            )));
+        };
+        for (name, value) in body {
+            let full = format!("{section}.{name}");
+            let setting = SETTINGS
+                .iter()
+                .find(|s| s.key == full)
+                .ok_or_else(|| err(format!("unknown key `{full}`")))?;
+            let text = match value {
+                toml::Value::String(s) => s.clone(),
+                toml::Value::Integer(i) => i.to_string(),
+                toml::Value::Boolean(b) => b.to_string(),
+                other => {
+                    return Err(err(format!(
+                        "key `{full}` must be a string or an integer, not {}",
+                        other.type_str()
+                    )));
+                }
+            };
+            out.insert(setting.key, text);
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn inputs(flags: &[(&'static str, &str)], env: &[(&str, &str)]) -> Inputs {
+        Inputs {
+            config_file: None,
+            flags: flags.iter().map(|(k, v)| (*k, (*v).to_owned())).collect(),
+            env: env
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn defaults() {
+        let c = Config::resolve(&inputs(&[], &[])).unwrap();
+        assert_eq!(c.listen.to_string(), "127.0.0.1:8080");
+        assert!(c.storage.cas.to_string().ends_with("/data/cas"));
+        assert!(c.storage.records.to_string().ends_with("/data/records"));
+        assert_eq!(c.public_url_for(c.listen), "http://127.0.0.1:8080/");
+        assert!(
+            c.show()
+                .contains("server.listen = \"127.0.0.1:8080\"  # default")
+        );
+    }
+
+    #[test]
+    fn flag_beats_env_beats_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.toml");
+        std::fs::write(&file, "[server]\nlisten = \"127.0.0.1:1\"\nlog_format = \"json\"\n[registry]\npoll_interval_seconds = 5\n").unwrap();
+        let mut i = inputs(
+            &[("listen", "127.0.0.1:3")],
+            &[
+                ("GF_REGISTRY_LISTEN", "127.0.0.1:2"),
+                ("GF_REGISTRY_LOG_FORMAT", "text"),
+            ],
+        );
+        i.config_file = Some(file.clone());
+        let c = Config::resolve(&i).unwrap();
+        assert_eq!(c.listen.port(), 3);
+        assert_eq!(c.log_format, LogFormat::Text);
+        assert_eq!(c.poll_interval, Duration::from_secs(5));
+        let shown = c.show();
+        assert!(shown.contains("# flag --listen"), "{shown}");
+        assert!(shown.contains("# env GF_REGISTRY_LOG_FORMAT"), "{shown}");
+        assert!(
+            shown.contains(&format!("# file {}", file.display())),
+            "{shown}"
+        );
+    }
+
+    #[test]
+    fn errors_name_their_source() {
+        let e = Config::resolve(&inputs(&[("listen", "nope")], &[]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("server.listen") && e.contains("--listen"), "{e}");
+        let e = Config::resolve(&inputs(&[], &[("GF_REGISTRY_LISTNE", "x")]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("GF_REGISTRY_LISTNE"), "{e}");
+        let e = Config::resolve(&inputs(
+            &[],
+            &[
+                ("GF_REGISTRY_CAS", "s3://b/x"),
+                ("GF_REGISTRY_RECORDS", "s3://b/x"),
+            ],
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("`cas`") && e.contains("`records`"), "{e}");
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.toml");
+        std::fs::write(&file, "[server]\nlisten_addr = \"x\"\n").unwrap();
+        let mut i = inputs(&[], &[]);
+        i.config_file = Some(file);
+        let e = Config::resolve(&i).unwrap_err().to_string();
+        assert!(e.contains("unknown key `server.listen_addr`"), "{e}");
+    }
+}

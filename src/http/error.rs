@@ -1,0 +1,80 @@
+//! The one mapping from domain errors to HTTP answers.
+
+use axum::http::{StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+
+use crate::registry::RegistryError;
+use crate::registry::path::PathError;
+
+/// An error answer: a status and a one-line message that names what is at fault.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    message: String,
+}
+
+impl ApiError {
+    /// An answer with this status and message.
+    #[must_use]
+    pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            message: message.into(),
+        }
+    }
+
+    /// A plain 404.
+    #[must_use]
+    pub fn not_found(what: &str) -> Self {
+        Self::new(StatusCode::NOT_FOUND, format!("not found: {what}"))
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        // Registry clients parse bodies as JSON or Starlark; a short text line can never be
+        // mistaken for a file, and the status is what Bazel acts on.
+        (
+            self.status,
+            [
+                (header::CONTENT_TYPE, "text/plain; charset=utf-8"),
+                (header::CACHE_CONTROL, "no-store"),
+            ],
+            format!("{}\n", self.message),
+        )
+            .into_response()
+    }
+}
+
+impl From<RegistryError> for ApiError {
+    fn from(e: RegistryError) -> Self {
+        match e {
+            RegistryError::NotFound => Self::new(StatusCode::NOT_FOUND, "not found"),
+            other => {
+                tracing::error!(error = %other, "registry read failed");
+                Self::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal error reading the registry",
+                )
+            }
+        }
+    }
+}
+
+impl From<PathError> for ApiError {
+    fn from(e: PathError) -> Self {
+        match e {
+            PathError::Invalid(m) => Self::new(StatusCode::BAD_REQUEST, m),
+            PathError::NotRegistryPath => Self::new(StatusCode::NOT_FOUND, "not found"),
+        }
+    }
+}
+
+/// Everything no route matched: a plain 404 (never a redirect, never a page).
+pub(super) async fn fallback(uri: Uri) -> ApiError {
+    // Parse anyway, so traversal probes get a 400 that says why.
+    match crate::registry::RegistryPath::parse(uri.path()) {
+        Err(PathError::Invalid(m)) => ApiError::new(StatusCode::BAD_REQUEST, m),
+        _ => ApiError::not_found(uri.path()),
+    }
+}

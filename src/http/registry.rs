@@ -1,0 +1,59 @@
+//! Registry files: bytes exactly as stored, with their sha256 as a strong ETag.
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
+use axum::response::Response;
+
+use super::error::ApiError;
+use crate::app::AppState;
+use crate::registry::{FileKind, RegistryFile, RegistryPath};
+
+/// `GET|HEAD` of any registry path (`bazel_registry.json`, `modules/...`).
+pub(super) async fn get_registry_file(
+    State(app): State<AppState>,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let path = RegistryPath::parse(uri.path())?;
+    let file = app.registry.get(&path).await?;
+    Ok(file_response(&file, headers.get(header::IF_NONE_MATCH)))
+}
+
+fn content_type(kind: FileKind) -> &'static str {
+    match kind {
+        FileKind::MutableJson | FileKind::Json => "application/json",
+        FileKind::Starlark => "text/plain; charset=utf-8",
+        FileKind::Yaml => "application/yaml",
+        FileKind::Patch => "text/x-diff",
+        FileKind::Other => "application/octet-stream",
+    }
+}
+
+fn cache_control(kind: FileKind) -> &'static str {
+    if kind.is_immutable() {
+        "public, max-age=31536000, immutable"
+    } else {
+        "no-cache"
+    }
+}
+
+fn file_response(file: &RegistryFile, if_none_match: Option<&HeaderValue>) -> Response {
+    let etag = format!("\"{}\"", file.sha256_hex);
+    let not_modified = if_none_match
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').any(|t| t.trim() == etag || t.trim() == "*"));
+    let builder = Response::builder()
+        .header(header::ETAG, &etag)
+        .header(header::CACHE_CONTROL, cache_control(file.kind))
+        .header(header::X_CONTENT_TYPE_OPTIONS, "nosniff");
+    let response = if not_modified {
+        builder.status(StatusCode::NOT_MODIFIED).body(Body::empty())
+    } else {
+        builder
+            .header(header::CONTENT_TYPE, content_type(file.kind))
+            .header(header::CONTENT_LENGTH, file.bytes.len())
+            .body(Body::from(file.bytes.clone()))
+    };
+    response.unwrap_or_else(|_| Response::new(Body::empty()))
+}

@@ -1,0 +1,12 @@
+#![doc = include_str!("../README.md")]
+
+pub mod app;
+pub mod cli;
+pub mod config;
+pub mod http;
+pub mod metrics;
+pub mod registry;
+pub mod server;
+pub mod source;
+pub mod storage;
+pub mod tasks;

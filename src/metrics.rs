@@ -1,0 +1,125 @@
+//! Prometheus metrics: request counts and latency by matched route and status (updated per
+//! request), and registry cache figures (read from the service at scrape time).
+
+use std::sync::Arc;
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric as _};
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+
+use crate::registry::Registry;
+
+/// Labels of a served request.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    /// The matched route pattern (`/modules/{name}/metadata.json`), or `unmatched`.
+    pub route: String,
+    /// The HTTP method.
+    pub method: String,
+    /// The response status.
+    pub status: u16,
+}
+
+type HistogramFamily = Family<RequestLabels, Histogram, fn() -> Histogram>;
+
+/// The server's metrics.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: prometheus_client::registry::Registry,
+    requests: Family<RequestLabels, Counter>,
+    latency: HistogramFamily,
+}
+
+fn latency_histogram() -> Histogram {
+    // 100 µs .. ~1.6 s.
+    Histogram::new(exponential_buckets(0.0001, 2.0, 15))
+}
+
+impl Metrics {
+    /// Registers every metric; `registry` feeds the cache figures at scrape time.
+    #[must_use]
+    pub fn new(registry: Arc<Registry>) -> Self {
+        let mut reg = prometheus_client::registry::Registry::with_prefix("gf_registry");
+        let requests = Family::<RequestLabels, Counter>::default();
+        let latency: HistogramFamily = Family::new_with_constructor(latency_histogram);
+        reg.register(
+            "http_requests",
+            "HTTP requests served, by matched route, method and status",
+            requests.clone(),
+        );
+        reg.register(
+            "http_request_duration_seconds",
+            "Time to produce the response head, by matched route, method and status",
+            latency.clone(),
+        );
+        reg.register_collector(Box::new(CacheCollector(registry)));
+        Self {
+            registry: reg,
+            requests,
+            latency,
+        }
+    }
+
+    /// Records one request.
+    pub fn observe(&self, labels: RequestLabels, seconds: f64) {
+        self.latency.get_or_create(&labels).observe(seconds);
+        self.requests.get_or_create(&labels).inc();
+    }
+
+    /// Renders the OpenMetrics text exposition.
+    #[must_use]
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CacheLabels {
+    cache: &'static str,
+}
+
+#[derive(Debug)]
+struct CacheCollector(Arc<Registry>);
+
+impl Collector for CacheCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
+        let (hits, misses, entries, bytes) = self.0.cache_stats();
+        let labels = CacheLabels {
+            cache: "registry_files",
+        };
+        let counters = [
+            ("cache_hits", "Lookups answered from a named cache", hits),
+            (
+                "cache_misses",
+                "Lookups that loaded from the source",
+                misses,
+            ),
+        ];
+        for (name, help, value) in counters {
+            let c = ConstCounter::new(value);
+            let mut family = encoder.encode_descriptor(name, help, None, c.metric_type())?;
+            c.encode(family.encode_family(&labels)?)?;
+        }
+        let gauges = [
+            ("cache_entries", "Entries in a named cache", entries),
+            ("cache_weighted_bytes", "Bytes held by a named cache", bytes),
+            (
+                "registry_modules",
+                "Modules in the served registry snapshot",
+                self.0.module_count() as u64,
+            ),
+        ];
+        for (name, help, value) in gauges {
+            let g = ConstGauge::new(i64::try_from(value).unwrap_or(i64::MAX));
+            let mut family = encoder.encode_descriptor(name, help, None, g.metric_type())?;
+            g.encode(family.encode_family(&labels)?)?;
+        }
+        Ok(())
+    }
+}

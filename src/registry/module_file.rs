@@ -1,0 +1,214 @@
+//! Reading the facts a registry needs out of a `MODULE.bazel`, with a real Starlark parser.
+//!
+//! Only literal arguments are understood; `MODULE.bazel` files in a registry are declarative,
+//! and Bazel itself forbids most computation in them.
+
+use starlark_syntax::lexer::TokenInt;
+use starlark_syntax::syntax::ast::{ArgumentP, AstExpr, AstLiteral, ExprP, StmtP};
+use starlark_syntax::syntax::top_level_stmts::top_level_stmts;
+use starlark_syntax::syntax::{AstModule, Dialect};
+
+/// The declarations of a `MODULE.bazel` that a registry checks.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ModuleFile {
+    /// `module(name = ...)`.
+    pub name: Option<String>,
+    /// `module(version = ...)`.
+    pub version: Option<String>,
+    /// `module(compatibility_level = ...)`.
+    pub compatibility_level: Option<i64>,
+    /// `module(bazel_compatibility = [...])`.
+    pub bazel_compatibility: Vec<String>,
+    /// Every top-level `bazel_dep(name = ..., version = ...)`.
+    pub deps: Vec<BazelDep>,
+    /// Whether a `module()` call was present.
+    pub has_module_call: bool,
+}
+
+/// One `bazel_dep`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BazelDep {
+    /// The dependency's module name.
+    pub name: String,
+    /// The requested version (empty when not given).
+    pub version: String,
+    /// `dev_dependency = True`.
+    pub dev_dependency: bool,
+}
+
+/// Why a `MODULE.bazel` could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ModuleFileError {
+    /// Not valid Starlark.
+    #[error("MODULE.bazel is not valid Starlark: {0}")]
+    Syntax(String),
+    /// More than one `module()` call.
+    #[error("MODULE.bazel calls module() more than once")]
+    DuplicateModuleCall,
+    /// An argument that must be a literal is not.
+    #[error("MODULE.bazel: `{call}({arg} = ...)` must be a literal {want}")]
+    NotLiteral {
+        /// The call.
+        call: &'static str,
+        /// The keyword.
+        arg: String,
+        /// The expected literal kind.
+        want: &'static str,
+    },
+}
+
+/// Parses `MODULE.bazel` source.
+///
+/// # Errors
+/// [`ModuleFileError`] for syntax errors and non-literal arguments the registry needs.
+pub fn parse(source: &str) -> Result<ModuleFile, ModuleFileError> {
+    let ast =
+        AstModule::parse("MODULE.bazel", source.to_owned(), &Dialect::Standard).map_err(|e| {
+            ModuleFileError::Syntax(e.to_string().lines().next().unwrap_or_default().to_owned())
+        })?;
+    let mut out = ModuleFile::default();
+    for stmt in top_level_stmts(ast.statement()) {
+        let StmtP::Expression(expr) = &stmt.node else {
+            continue;
+        };
+        let ExprP::Call(callee, args) = &expr.node else {
+            continue;
+        };
+        let ExprP::Identifier(ident) = &callee.node else {
+            continue;
+        };
+        match ident.node.ident.as_str() {
+            "module" => {
+                if out.has_module_call {
+                    return Err(ModuleFileError::DuplicateModuleCall);
+                }
+                out.has_module_call = true;
+                for arg in &args.args {
+                    let ArgumentP::Named(key, value) = &arg.node else {
+                        continue;
+                    };
+                    match key.node.as_str() {
+                        "name" => out.name = Some(string_arg("module", key, value)?),
+                        "version" => out.version = Some(string_arg("module", key, value)?),
+                        "compatibility_level" => {
+                            out.compatibility_level = Some(int_arg("module", key, value)?)
+                        }
+                        "bazel_compatibility" => {
+                            out.bazel_compatibility = string_list_arg("module", key, value)?
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            "bazel_dep" => {
+                let mut dep = BazelDep {
+                    name: String::new(),
+                    version: String::new(),
+                    dev_dependency: false,
+                };
+                for arg in &args.args {
+                    let ArgumentP::Named(key, value) = &arg.node else {
+                        continue;
+                    };
+                    match key.node.as_str() {
+                        "name" => dep.name = string_arg("bazel_dep", key, value)?,
+                        "version" => dep.version = string_arg("bazel_dep", key, value)?,
+                        "dev_dependency" => {
+                            dep.dev_dependency = matches!(&value.node, ExprP::Identifier(i) if i.node.ident == "True");
+                        }
+                        _ => {}
+                    }
+                }
+                out.deps.push(dep);
+            }
+            _ => {}
+        }
+    }
+    Ok(out)
+}
+
+fn not_literal(call: &'static str, key: &str, want: &'static str) -> ModuleFileError {
+    ModuleFileError::NotLiteral {
+        call,
+        arg: key.to_owned(),
+        want,
+    }
+}
+
+fn string_arg(call: &'static str, key: &str, value: &AstExpr) -> Result<String, ModuleFileError> {
+    match &value.node {
+        ExprP::Literal(AstLiteral::String(s)) => Ok(s.node.clone()),
+        _ => Err(not_literal(call, key, "string")),
+    }
+}
+
+fn int_arg(call: &'static str, key: &str, value: &AstExpr) -> Result<i64, ModuleFileError> {
+    match &value.node {
+        ExprP::Literal(AstLiteral::Int(i)) => match &i.node {
+            TokenInt::I32(n) => Ok(i64::from(*n)),
+            TokenInt::BigInt(_) => Err(not_literal(call, key, "32-bit integer")),
+        },
+        _ => Err(not_literal(call, key, "integer")),
+    }
+}
+
+fn string_list_arg(
+    call: &'static str,
+    key: &str,
+    value: &AstExpr,
+) -> Result<Vec<String>, ModuleFileError> {
+    match &value.node {
+        ExprP::List(items) => items
+            .iter()
+            .map(|item| string_arg(call, key, item))
+            .collect(),
+        _ => Err(not_literal(call, key, "list of strings")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_module_and_deps() {
+        let src = r#"
+# A comment with module(name = "fake")
+module(
+    name = "app_toolkit",
+    version = "1.0.0",
+    compatibility_level = 1,
+    bazel_compatibility = [">=7.2.1"],
+)
+
+bazel_dep(name = "hello_lib", version = "1.1.0.bcr.1")
+bazel_dep(name = "rules_testing", version = "0.6.0", dev_dependency = True)
+"#;
+        let m = parse(src).unwrap();
+        assert_eq!(m.name.as_deref(), Some("app_toolkit"));
+        assert_eq!(m.version.as_deref(), Some("1.0.0"));
+        assert_eq!(m.compatibility_level, Some(1));
+        assert_eq!(m.bazel_compatibility, [">=7.2.1"]);
+        assert_eq!(m.deps.len(), 2);
+        assert_eq!(m.deps[0].name, "hello_lib");
+        assert!(m.deps[1].dev_dependency);
+    }
+
+    #[test]
+    fn errors() {
+        assert!(matches!(
+            parse("module(name = \"x\""),
+            Err(ModuleFileError::Syntax(_))
+        ));
+        assert!(matches!(
+            parse("module(name = NAME)"),
+            Err(ModuleFileError::NotLiteral { .. })
+        ));
+        assert_eq!(
+            parse("module()\nmodule()"),
+            Err(ModuleFileError::DuplicateModuleCall)
+        );
+        let empty = parse("").unwrap();
+        assert!(!empty.has_module_call);
+    }
+}

@@ -1,0 +1,349 @@
+//! The registry read path: one snapshot of the source at a time, an index of the modules and
+//! versions it holds (so unknown modules are answered without touching disk or git), and a
+//! bounded cache of file bytes in front of the source.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use moka::Expiry;
+use moka::future::Cache;
+use sha2::Digest as _;
+
+use super::path::{FileKind, RegistryPath};
+use crate::source::{EntryKind, RegistrySource, SourceError, Tree};
+use crate::tasks;
+
+/// Cache settings for registry files.
+#[derive(Debug, Clone, Copy)]
+pub struct CacheSettings {
+    /// Upper bound of cached bytes; 0 disables the cache.
+    pub capacity_bytes: u64,
+    /// How long an entry may stay.
+    pub ttl: Duration,
+}
+
+/// How long a mutable file (`metadata.json`) of a live directory may be served from cache.
+const LIVE_MUTABLE_TTL: Duration = Duration::from_secs(1);
+
+/// A registry file ready to serve: bytes exactly as stored, and their sha256.
+#[derive(Debug)]
+pub struct RegistryFile {
+    /// The bytes, as stored.
+    pub bytes: Bytes,
+    /// Lowercase hex sha256 of `bytes`.
+    pub sha256_hex: String,
+    /// What kind of file it is.
+    pub kind: FileKind,
+}
+
+/// Errors of the registry read path.
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    /// The registry holds no such file.
+    #[error("not found")]
+    NotFound,
+    /// The source could not be read.
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    /// A blocking task failed.
+    #[error("internal task failed: {0}")]
+    Task(String),
+}
+
+/// One snapshot of the source and its module index.
+#[derive(Debug)]
+struct Snapshot {
+    generation: u64,
+    tree: Arc<dyn Tree>,
+    modules: HashMap<String, HashSet<String>>,
+}
+
+type CacheKey = (u64, String);
+
+/// A cached read: the file, or its absence, and whether it may change without a new snapshot.
+#[derive(Debug, Clone)]
+struct CacheValue {
+    file: Option<Arc<RegistryFile>>,
+    short_lived: bool,
+}
+
+/// Counters of the file cache, read at scrape time.
+#[derive(Debug, Default)]
+pub struct CacheCounters {
+    /// Requests answered from the cache.
+    pub hits: AtomicU64,
+    /// Requests that had to read the source (concurrent misses for one key count once each,
+    /// but load once).
+    pub misses: AtomicU64,
+}
+
+/// What a refresh did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefreshOutcome {
+    /// The revision served before.
+    pub previous: String,
+    /// The revision served now.
+    pub current: String,
+    /// Whether the served snapshot was replaced.
+    pub switched: bool,
+    /// Modules in the index now.
+    pub modules: usize,
+}
+
+/// The registry service.
+#[derive(Debug)]
+pub struct Registry {
+    source: RegistrySource,
+    snapshot: ArcSwap<Snapshot>,
+    cache: Option<Cache<CacheKey, CacheValue>>,
+    counters: CacheCounters,
+    refresh_lock: tokio::sync::Mutex<()>,
+}
+
+struct FileExpiry {
+    ttl: Duration,
+}
+
+impl Expiry<CacheKey, CacheValue> for FileExpiry {
+    fn expire_after_create(
+        &self,
+        _key: &CacheKey,
+        value: &CacheValue,
+        _now: Instant,
+    ) -> Option<Duration> {
+        // Absent files and mutable files in a live directory are re-read soon; everything else
+        // lives until the snapshot changes or the TTL passes.
+        if value.short_lived {
+            Some(self.ttl.min(LIVE_MUTABLE_TTL))
+        } else {
+            Some(self.ttl)
+        }
+    }
+}
+
+impl Registry {
+    /// Loads the first snapshot of `source` and its index.
+    ///
+    /// # Errors
+    /// [`RegistryError`] when the source cannot be read.
+    pub async fn load(source: RegistrySource, cache: CacheSettings) -> Result<Self, RegistryError> {
+        let (tree, modules) = Self::read_snapshot(&source).await?;
+        let cache = (cache.capacity_bytes > 0).then(|| {
+            Cache::builder()
+                .name("registry_files")
+                .max_capacity(cache.capacity_bytes)
+                .weigher(|k: &CacheKey, v: &CacheValue| {
+                    let size = k.1.len() + v.file.as_ref().map_or(64, |f| f.bytes.len() + 128);
+                    u32::try_from(size).unwrap_or(u32::MAX)
+                })
+                .expire_after(FileExpiry { ttl: cache.ttl })
+                .build()
+        });
+        Ok(Self {
+            source,
+            snapshot: ArcSwap::from_pointee(Snapshot {
+                generation: 0,
+                tree,
+                modules,
+            }),
+            cache,
+            counters: CacheCounters::default(),
+            refresh_lock: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    async fn read_snapshot(
+        source: &RegistrySource,
+    ) -> Result<(Arc<dyn Tree>, HashMap<String, HashSet<String>>), RegistryError> {
+        let source = source.clone();
+        let loaded = tasks::spawn_blocking(move || {
+            let tree = source.current()?;
+            let modules = index_modules(tree.as_ref())?;
+            Ok::<_, SourceError>((tree, modules))
+        })
+        .await
+        .map_err(task_err)??;
+        Ok(loaded)
+    }
+
+    /// A description of the source, for logs.
+    #[must_use]
+    pub fn describe(&self) -> String {
+        self.source.describe()
+    }
+
+    /// The revision served now.
+    #[must_use]
+    pub fn revision(&self) -> String {
+        self.snapshot.load().tree.revision().to_owned()
+    }
+
+    /// Number of modules in the index.
+    #[must_use]
+    pub fn module_count(&self) -> usize {
+        self.snapshot.load().modules.len()
+    }
+
+    /// Cache counters and size: `(hits, misses, entries, weighted bytes)`.
+    #[must_use]
+    pub fn cache_stats(&self) -> (u64, u64, u64, u64) {
+        let (entries, size) = self
+            .cache
+            .as_ref()
+            .map_or((0, 0), |c| (c.entry_count(), c.weighted_size()));
+        (
+            self.counters.hits.load(Ordering::Relaxed),
+            self.counters.misses.load(Ordering::Relaxed),
+            entries,
+            size,
+        )
+    }
+
+    /// Re-reads the source: for git, switches atomically to the commit the ref points to now;
+    /// for a directory, rebuilds the module index. Requests in flight finish on the snapshot
+    /// they started with.
+    ///
+    /// # Errors
+    /// [`RegistryError`] when the source cannot be read; the old snapshot stays in service.
+    pub async fn refresh(&self) -> Result<RefreshOutcome, RegistryError> {
+        let _guard = self.refresh_lock.lock().await;
+        let old = self.snapshot.load_full();
+        let previous = old.tree.revision().to_owned();
+        let (tree, modules) = Self::read_snapshot(&self.source).await?;
+        let current = tree.revision().to_owned();
+        let switched = current != previous || (tree.is_live() && modules != old.modules);
+        if switched {
+            let count = modules.len();
+            self.snapshot.store(Arc::new(Snapshot {
+                generation: old.generation + 1,
+                tree,
+                modules,
+            }));
+            if let Some(c) = &self.cache {
+                c.invalidate_all();
+            }
+            tracing::info!(registry.previous = %previous, registry.current = %current, modules = count, "registry snapshot switched");
+        }
+        Ok(RefreshOutcome {
+            previous,
+            current,
+            switched,
+            modules: self.module_count(),
+        })
+    }
+
+    /// Reads a registry file from the snapshot current at the time of the call.
+    ///
+    /// # Errors
+    /// [`RegistryError::NotFound`] when the registry holds no such file; source errors.
+    pub async fn get(&self, path: &RegistryPath) -> Result<Arc<RegistryFile>, RegistryError> {
+        let snap = self.snapshot.load_full();
+        if let Some(module) = path.module() {
+            let versions = snap
+                .modules
+                .get(module.as_str())
+                .ok_or(RegistryError::NotFound)?;
+            if let Some(v) = path.version()
+                && !versions.contains(v.as_str())
+            {
+                return Err(RegistryError::NotFound);
+            }
+        }
+        if let RegistryPath::LegacyOverlay(name, version, rel) = path {
+            // Bazel 7.2.0 asked for overlay files beside source.json; serve only listed ones.
+            let source_json = RegistryPath::Version(
+                name.clone(),
+                version.clone(),
+                super::path::VersionFile::SourceJson,
+            );
+            let sj = self
+                .read_cached(&snap, &source_json)
+                .await?
+                .file
+                .ok_or(RegistryError::NotFound)?;
+            if !super::files::overlay_lists(&sj.bytes, rel.as_str()) {
+                return Err(RegistryError::NotFound);
+            }
+        }
+        self.read_cached(&snap, path)
+            .await?
+            .file
+            .ok_or(RegistryError::NotFound)
+    }
+
+    async fn read_cached(
+        &self,
+        snap: &Arc<Snapshot>,
+        path: &RegistryPath,
+    ) -> Result<CacheValue, RegistryError> {
+        let tree_path = path.tree_path();
+        let kind = path.kind();
+        let Some(cache) = &self.cache else {
+            self.counters.misses.fetch_add(1, Ordering::Relaxed);
+            return load_file(snap.tree.clone(), tree_path, kind).await;
+        };
+        let key = (snap.generation, tree_path);
+        if let Some(hit) = cache.get(&key).await {
+            self.counters.hits.fetch_add(1, Ordering::Relaxed);
+            return Ok(hit);
+        }
+        self.counters.misses.fetch_add(1, Ordering::Relaxed);
+        let tree = snap.tree.clone();
+        let rel = key.1.clone();
+        cache
+            .try_get_with(key, load_file(tree, rel, kind))
+            .await
+            .map_err(|e: Arc<RegistryError>| match e.as_ref() {
+                RegistryError::NotFound => RegistryError::NotFound,
+                other => RegistryError::Task(other.to_string()),
+            })
+    }
+}
+
+async fn load_file(
+    tree: Arc<dyn Tree>,
+    rel: String,
+    kind: FileKind,
+) -> Result<CacheValue, RegistryError> {
+    let live = tree.is_live();
+    let bytes = tasks::spawn_blocking(move || tree.read(&rel))
+        .await
+        .map_err(task_err)??;
+    let file = bytes.map(|b| {
+        let sha256_hex = hex::encode(sha2::Sha256::digest(&b));
+        Arc::new(RegistryFile {
+            bytes: Bytes::from(b),
+            sha256_hex,
+            kind,
+        })
+    });
+    let short_lived = live && file.as_ref().is_none_or(|f| !f.kind.is_immutable());
+    Ok(CacheValue { file, short_lived })
+}
+
+fn task_err(e: tasks::TaskError) -> RegistryError {
+    RegistryError::Task(e.to_string())
+}
+
+/// Lists `modules/*/*/` folders: module name -> version folder names.
+fn index_modules(tree: &dyn Tree) -> Result<HashMap<String, HashSet<String>>, SourceError> {
+    let mut out = HashMap::new();
+    for module in tree.list("modules")?.unwrap_or_default() {
+        if module.kind != EntryKind::Dir {
+            continue;
+        }
+        let versions = tree
+            .list(&format!("modules/{}", module.name))?
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|e| e.kind == EntryKind::Dir)
+            .map(|e| e.name)
+            .collect();
+        out.insert(module.name, versions);
+    }
+    Ok(out)
+}

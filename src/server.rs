@@ -1,0 +1,101 @@
+//! Running the server: bind, serve, poll the registry source, shut down gracefully.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::app::App;
+use crate::config::Config;
+
+/// A server that is accepting connections.
+#[derive(Debug)]
+pub struct Running {
+    /// The bound address (the real port when `:0` was asked for).
+    pub addr: SocketAddr,
+    /// The public base URL, ending in `/`.
+    pub public_url: String,
+    /// The application state.
+    pub app: Arc<App>,
+    shutdown: watch::Sender<bool>,
+    serve: JoinHandle<std::io::Result<()>>,
+    poll: JoinHandle<()>,
+}
+
+/// Builds the app and starts serving on `config.listen`.
+///
+/// # Errors
+/// When the registry or storage cannot be opened, or the address cannot be bound.
+pub async fn start(config: Config) -> anyhow::Result<Running> {
+    let app = Arc::new(App::build(config).await?);
+    let listener = TcpListener::bind(app.config.listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {} (--listen): {e}", app.config.listen))?;
+    let addr = listener.local_addr()?;
+    let public_url = app.config.public_url_for(addr);
+    let (shutdown, mut rx) = watch::channel(false);
+    let router = crate::http::router(app.clone());
+    let mut serve_rx = rx.clone();
+    let serve = tokio::spawn(async move {
+        axum::serve(listener, router)
+            .with_graceful_shutdown(async move {
+                let _ = serve_rx.wait_for(|stop| *stop).await;
+            })
+            .await
+    });
+    let poll_app = app.clone();
+    let interval = app.config.poll_interval;
+    let poll = tokio::spawn(async move {
+        if interval.is_zero() {
+            return;
+        }
+        loop {
+            tokio::select! {
+                _ = rx.wait_for(|stop| *stop) => return,
+                () = tokio::time::sleep(interval) => {}
+            }
+            if let Err(e) = poll_app.registry.refresh().await {
+                tracing::warn!(error = %e, "registry poll failed; still serving the previous snapshot");
+            }
+        }
+    });
+    tracing::info!(
+        listen = %addr,
+        public_url = %public_url,
+        registry = %app.registry.describe(),
+        registry.revision = %app.registry.revision(),
+        registry.modules = app.registry.module_count(),
+        storage.cas = %app.storage.layout().cas,
+        storage.records = %app.storage.layout().records,
+        "gf-registry serving"
+    );
+    Ok(Running {
+        addr,
+        public_url,
+        app,
+        shutdown,
+        serve,
+        poll,
+    })
+}
+
+impl Running {
+    /// Stops accepting connections and waits up to `grace` for in-flight requests.
+    ///
+    /// # Errors
+    /// When the server task failed, or requests were still running after `grace`.
+    pub async fn shutdown(self, grace: Duration) -> anyhow::Result<()> {
+        let _ = self.shutdown.send(true);
+        self.poll.abort();
+        match tokio::time::timeout(grace, self.serve).await {
+            Ok(joined) => Ok(joined??),
+            Err(_) => anyhow::bail!(
+                "in-flight requests did not finish within {} s",
+                grace.as_secs()
+            ),
+        }
+    }
+}

@@ -1,0 +1,277 @@
+//! The object-store facade: the mirror's blobs (`cas`) and its records (`records`), each a
+//! role at its own location, chosen by URL. Nothing above this layer imports `object_store`.
+
+mod key;
+mod location;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::TryStreamExt as _;
+use object_store::path::Path as ObjectPath;
+use object_store::{ObjectStore, ObjectStoreExt as _, PutPayload};
+
+pub use key::{Role, StorageKey};
+pub use location::Location;
+
+/// Storage failures.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    /// A location could not be parsed or opened.
+    #[error("storage location `{location}`: {message}")]
+    Location {
+        /// The location as configured.
+        location: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// Two roles were configured at one location.
+    #[error(
+        "storage roles `{a}` ({a_loc}) and `{b}` ({b_loc}) share a location; give each role its own bucket or prefix"
+    )]
+    SharedLocation {
+        /// First role.
+        a: &'static str,
+        /// Its location.
+        a_loc: String,
+        /// Second role.
+        b: &'static str,
+        /// Its location.
+        b_loc: String,
+    },
+    /// The backend failed.
+    #[error("storage backend ({role}): {source}")]
+    Backend {
+        /// The role whose backend failed.
+        role: &'static str,
+        /// The error.
+        source: object_store::Error,
+    },
+    /// The backend did not answer in time.
+    #[error("storage backend ({role}) did not answer within {seconds} s")]
+    Timeout {
+        /// The role.
+        role: &'static str,
+        /// The limit.
+        seconds: u64,
+    },
+}
+
+/// The configured locations of the storage roles.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StorageLayout {
+    /// Where CAS blobs live.
+    pub cas: Location,
+    /// Where records live.
+    pub records: Location,
+}
+
+impl StorageLayout {
+    /// Checks that no two roles share a location (equal, or one nested in the other).
+    ///
+    /// # Errors
+    /// [`StorageError::SharedLocation`] naming both roles.
+    pub fn validate(&self) -> Result<(), StorageError> {
+        if self.cas.overlaps(&self.records) {
+            return Err(StorageError::SharedLocation {
+                a: Role::Cas.name(),
+                a_loc: self.cas.to_string(),
+                b: Role::Records.name(),
+                b_loc: self.records.to_string(),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// The storage facade.
+#[derive(Debug, Clone)]
+pub struct Storage {
+    layout: StorageLayout,
+    cas: Arc<dyn ObjectStore>,
+    records: Arc<dyn ObjectStore>,
+}
+
+impl Storage {
+    /// Opens every role (creating local folders), after checking the layout.
+    ///
+    /// # Errors
+    /// [`StorageError`] for shared or unusable locations.
+    pub fn open(layout: StorageLayout) -> Result<Self, StorageError> {
+        layout.validate()?;
+        let cas = layout.cas.open()?;
+        let records = layout.records.open()?;
+        Ok(Self {
+            layout,
+            cas,
+            records,
+        })
+    }
+
+    /// The configured layout.
+    #[must_use]
+    pub fn layout(&self) -> &StorageLayout {
+        &self.layout
+    }
+
+    fn store(&self, role: Role) -> &Arc<dyn ObjectStore> {
+        match role {
+            Role::Cas => &self.cas,
+            Role::Records => &self.records,
+        }
+    }
+
+    fn backend(role: Role) -> impl FnOnce(object_store::Error) -> StorageError {
+        move |source| StorageError::Backend {
+            role: role.name(),
+            source,
+        }
+    }
+
+    /// Writes an object atomically (no reader sees a partial object).
+    ///
+    /// # Errors
+    /// [`StorageError::Backend`].
+    pub async fn put(&self, key: &StorageKey, bytes: Bytes) -> Result<(), StorageError> {
+        let role = key.role();
+        self.store(role)
+            .put(&key.path(), PutPayload::from_bytes(bytes))
+            .await
+            .map_err(Self::backend(role))?;
+        Ok(())
+    }
+
+    /// Reads a whole object; `None` when absent.
+    ///
+    /// # Errors
+    /// [`StorageError::Backend`].
+    pub async fn get(&self, key: &StorageKey) -> Result<Option<Bytes>, StorageError> {
+        let role = key.role();
+        match self.store(role).get(&key.path()).await {
+            Ok(r) => Ok(Some(r.bytes().await.map_err(Self::backend(role))?)),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(Self::backend(role)(e)),
+        }
+    }
+
+    /// Size of an object; `None` when absent.
+    ///
+    /// # Errors
+    /// [`StorageError::Backend`].
+    pub async fn size(&self, key: &StorageKey) -> Result<Option<u64>, StorageError> {
+        let role = key.role();
+        match self.store(role).head(&key.path()).await {
+            Ok(m) => Ok(Some(m.size)),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(Self::backend(role)(e)),
+        }
+    }
+
+    /// Deletes an object; deleting an absent object succeeds.
+    ///
+    /// # Errors
+    /// [`StorageError::Backend`].
+    pub async fn delete(&self, key: &StorageKey) -> Result<(), StorageError> {
+        let role = key.role();
+        match self.store(role).delete(&key.path()).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(Self::backend(role)(e)),
+        }
+    }
+
+    /// Lists the object paths of a role under a `/`-separated prefix, sorted.
+    ///
+    /// # Errors
+    /// [`StorageError::Backend`].
+    pub async fn list(&self, role: Role, prefix: &str) -> Result<Vec<String>, StorageError> {
+        let prefix = (!prefix.is_empty()).then(|| ObjectPath::from(prefix));
+        let mut out: Vec<String> = self
+            .store(role)
+            .list(prefix.as_ref())
+            .map_ok(|m| m.location.to_string())
+            .try_collect()
+            .await
+            .map_err(Self::backend(role))?;
+        out.sort();
+        Ok(out)
+    }
+
+    /// Checks that every role's backend answers a listing within `timeout`.
+    ///
+    /// # Errors
+    /// [`StorageError`] for the first role that fails.
+    pub async fn check(&self, timeout: Duration) -> Result<(), StorageError> {
+        for role in [Role::Cas, Role::Records] {
+            let probe = self.store(role).list_with_delimiter(None);
+            match tokio::time::timeout(timeout, probe).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => return Err(Self::backend(role)(e)),
+                Err(_) => {
+                    return Err(StorageError::Timeout {
+                        role: role.name(),
+                        seconds: timeout.as_secs(),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn memory() -> Storage {
+        Storage::open(StorageLayout {
+            cas: Location::parse("memory:///cas").unwrap(),
+            records: Location::parse("memory:///records").unwrap(),
+        })
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn put_get_list_delete_on_memory() {
+        let s = memory();
+        let blob = StorageKey::blob("sha256", &"ab".repeat(32));
+        s.put(&blob, Bytes::from_static(b"x")).await.unwrap();
+        assert_eq!(s.get(&blob).await.unwrap().as_deref(), Some(&b"x"[..]));
+        assert_eq!(s.size(&blob).await.unwrap(), Some(1));
+        assert_eq!(
+            s.list(Role::Cas, "sha256").await.unwrap(),
+            [blob.path().to_string()]
+        );
+        // Roles are apart: the records role does not see the blob.
+        assert!(s.list(Role::Records, "").await.unwrap().is_empty());
+        s.delete(&blob).await.unwrap();
+        assert_eq!(s.get(&blob).await.unwrap(), None);
+        s.delete(&blob).await.unwrap();
+        s.check(Duration::from_secs(1)).await.unwrap();
+    }
+
+    #[test]
+    fn shared_locations_are_refused() {
+        let same = StorageLayout {
+            cas: Location::parse("s3://bucket/gf").unwrap(),
+            records: Location::parse("s3://bucket/gf/").unwrap(),
+        };
+        let err = same.validate().unwrap_err().to_string();
+        assert!(err.contains("`cas`") && err.contains("`records`"), "{err}");
+        let nested = StorageLayout {
+            cas: Location::parse("s3://bucket/gf").unwrap(),
+            records: Location::parse("s3://bucket/gf/records").unwrap(),
+        };
+        assert!(nested.validate().is_err());
+        let apart = StorageLayout {
+            cas: Location::parse("s3://bucket/gf/cas").unwrap(),
+            records: Location::parse("s3://bucket/gf/cas-records").unwrap(),
+        };
+        apart.validate().unwrap();
+        let buckets = StorageLayout {
+            cas: Location::parse("s3://a/x").unwrap(),
+            records: Location::parse("s3://b/x").unwrap(),
+        };
+        buckets.validate().unwrap();
+    }
+}

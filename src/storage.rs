@@ -197,15 +197,17 @@ impl Storage {
         Ok(out)
     }
 
-    /// Checks that every role's backend answers a listing within `timeout`.
+    /// Checks that every role's backend answers within `timeout`: a `HEAD` of a key that
+    /// need not exist must come back as found or not found, not as an error.
     ///
     /// # Errors
     /// [`StorageError`] for the first role that fails.
     pub async fn check(&self, timeout: Duration) -> Result<(), StorageError> {
+        let probe_key = ObjectPath::from("readiness-probe");
         for role in [Role::Cas, Role::Records] {
-            let probe = self.store(role).list_with_delimiter(None);
+            let probe = self.store(role).head(&probe_key);
             match tokio::time::timeout(timeout, probe).await {
-                Ok(Ok(_)) => {}
+                Ok(Ok(_) | Err(object_store::Error::NotFound { .. })) => {}
                 Ok(Err(e)) => return Err(Self::backend(role)(e)),
                 Err(_) => {
                     return Err(StorageError::Timeout {

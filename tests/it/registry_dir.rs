@@ -1,0 +1,342 @@
+//! The registry read path over a directory: every file, byte for byte, with its headers.
+
+use crate::util::{TestServer, copy_tree, example_registry, files_under, sha256_hex};
+
+#[tokio::test]
+async fn every_file_is_served_byte_for_byte() {
+    let root = example_registry();
+    let server = TestServer::start(&root, &[]).await;
+    let files = files_under(&root);
+    assert!(
+        files.len() >= 30,
+        "example registry has {} files",
+        files.len()
+    );
+    for rel in &files {
+        let on_disk = std::fs::read(root.join(rel)).expect("read");
+        let resp = server.get(&format!("/{rel}")).await;
+        assert_eq!(resp.status(), 200, "{rel}");
+        let etag = resp.headers()["etag"].to_str().expect("etag").to_owned();
+        let len: usize = resp.headers()["content-length"]
+            .to_str()
+            .expect("len")
+            .parse()
+            .expect("num");
+        let body = resp.bytes().await.expect("body");
+        assert_eq!(
+            sha256_hex(&body),
+            sha256_hex(&on_disk),
+            "{rel}: served bytes differ from disk"
+        );
+        assert_eq!(len, on_disk.len(), "{rel}: Content-Length");
+        assert_eq!(
+            etag,
+            format!("\"{}\"", sha256_hex(&on_disk)),
+            "{rel}: strong ETag is the sha256"
+        );
+    }
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn content_types_and_cache_control() {
+    let server = TestServer::start(&example_registry(), &[]).await;
+    let cases = [
+        ("/bazel_registry.json", "application/json", "no-cache"),
+        (
+            "/modules/hello_lib/metadata.json",
+            "application/json",
+            "no-cache",
+        ),
+        (
+            "/modules/hello_lib/1.2.0/MODULE.bazel",
+            "text/plain; charset=utf-8",
+            "immutable",
+        ),
+        (
+            "/modules/hello_lib/1.2.0/source.json",
+            "application/json",
+            "immutable",
+        ),
+        (
+            "/modules/hello_lib/1.2.0/presubmit.yml",
+            "application/yaml",
+            "immutable",
+        ),
+        (
+            "/modules/hello_lib/1.1.0.bcr.1/patches/fix_build.patch",
+            "text/x-diff",
+            "immutable",
+        ),
+        (
+            "/modules/greet_overlay/0.2.0/overlay/src/BUILD.bazel",
+            "application/octet-stream",
+            "immutable",
+        ),
+    ];
+    for (path, content_type, cache) in cases {
+        let resp = server.get(path).await;
+        assert_eq!(resp.status(), 200, "{path}");
+        assert_eq!(resp.headers()["content-type"], content_type, "{path}");
+        let cc = resp.headers()["cache-control"].to_str().expect("cc");
+        assert!(cc.contains(cache), "{path}: cache-control {cc}");
+        assert!(
+            resp.headers().get("content-encoding").is_none(),
+            "{path}: never re-encoded"
+        );
+    }
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn head_matches_get_without_a_body() {
+    let server = TestServer::start(&example_registry(), &[]).await;
+    for path in [
+        "/bazel_registry.json",
+        "/modules/app_toolkit/metadata.json",
+        "/modules/app_toolkit/1.0.0-rc.1/MODULE.bazel",
+        "/modules/greet_overlay/0.1.0/overlay/BUILD.bazel",
+    ] {
+        let get = server.get(path).await;
+        let get_len = get.headers()["content-length"].clone();
+        let get_etag = get.headers()["etag"].clone();
+        let raw = server.raw("HEAD", path).await;
+        assert_eq!(raw.status, 200, "{path}");
+        assert_eq!(
+            raw.header("content-length"),
+            get_len.to_str().ok(),
+            "{path}"
+        );
+        assert_eq!(raw.header("etag"), get_etag.to_str().ok(), "{path}");
+        assert!(raw.body.is_empty(), "{path}: HEAD has no body");
+    }
+    let missing = server.head("/modules/nope/1.0/MODULE.bazel").await;
+    assert_eq!(missing.status(), 404);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn absent_things_are_a_plain_404() {
+    let server = TestServer::start(&example_registry(), &[]).await;
+    for path in [
+        "/modules/no_such_module/1.0.0/MODULE.bazel",
+        "/modules/no_such_module/metadata.json",
+        "/modules/hello_lib/9.9.9/MODULE.bazel",
+        "/modules/hello_lib/9.9.9/source.json",
+        "/modules/hello_lib/1.2.0/attestations.json",
+        "/modules/hello_lib/1.2.0/patches/none.patch",
+        "/modules/hello_lib/1.1.0/presubmit.yml",
+        "/modules/greet_overlay/0.2.0/overlay/missing/BUILD",
+        // Not listed in source.json overlay: the Bazel 7.2.0 location serves nothing else.
+        "/modules/hello_lib/1.2.0/hello.cc",
+        "/",
+        "/index.html",
+        "/modules",
+        "/modules/hello_lib",
+        "/modules/hello_lib/1.2.0",
+    ] {
+        let resp = server
+            .client
+            .get(server.url(path))
+            .send()
+            .await
+            .expect("send");
+        assert_eq!(resp.status(), 404, "{path}");
+        assert!(
+            resp.headers().get("location").is_none(),
+            "{path}: never a redirect"
+        );
+        let ct = resp.headers()["content-type"]
+            .to_str()
+            .expect("ct")
+            .to_owned();
+        assert!(ct.starts_with("text/plain"), "{path}: {ct}");
+        let body = resp.text().await.expect("text");
+        assert!(
+            body.len() < 200 && !body.contains('<'),
+            "{path}: plain body {body:?}"
+        );
+    }
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn overlay_is_also_served_where_bazel_7_2_0_looked() {
+    let server = TestServer::start(&example_registry(), &[]).await;
+    let new = server
+        .get("/modules/greet_overlay/0.2.0/overlay/src/BUILD.bazel")
+        .await;
+    assert_eq!(new.status(), 200);
+    let new = new.bytes().await.expect("body");
+    let old = server
+        .get("/modules/greet_overlay/0.2.0/src/BUILD.bazel")
+        .await;
+    assert_eq!(old.status(), 200);
+    assert_eq!(old.bytes().await.expect("body"), new);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn if_none_match_gives_304() {
+    let server = TestServer::start(&example_registry(), &[]).await;
+    let path = "/modules/hello_lib/1.2.0/source.json";
+    let etag = server.get(path).await.headers()["etag"].clone();
+    let resp = server
+        .client
+        .get(server.url(path))
+        .header("if-none-match", etag.clone())
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(resp.status(), 304);
+    assert_eq!(resp.headers()["etag"], etag);
+    let resp = server
+        .client
+        .get(server.url(path))
+        .header("if-none-match", "\"other\"")
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(resp.status(), 200);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn gzip_is_never_applied() {
+    let server = TestServer::start(&example_registry(), &[]).await;
+    let raw =
+        crate::util::raw_request(server.addr(), "GET", "/modules/hello_lib/metadata.json").await;
+    assert_eq!(raw.status, 200);
+    assert!(raw.header("content-encoding").is_none());
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_directory_registry_picks_up_new_versions_on_refresh() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    copy_tree(&example_registry(), dir.path());
+    // No polling: only the refresh endpoint may change what is served.
+    let server = TestServer::start_with_env(
+        dir.path(),
+        &[],
+        &[("GF_REGISTRY_POLL_INTERVAL_SECONDS", "0")],
+    )
+    .await;
+    let path = "/modules/hello_lib/1.3.0/MODULE.bazel";
+    assert_eq!(server.get(path).await.status(), 404);
+    let version_dir = dir.path().join("modules/hello_lib/1.3.0");
+    std::fs::create_dir_all(&version_dir).expect("mkdir");
+    let module = "module(name = \"hello_lib\", version = \"1.3.0\")\n";
+    std::fs::write(version_dir.join("MODULE.bazel"), module).expect("write");
+    let resp = server.post("/admin/registry/refresh").await;
+    assert_eq!(resp.status(), 200);
+    let body: serde_json::Value = resp.json().await.expect("json");
+    assert_eq!(body["switched"], true);
+    let resp = server.get(path).await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.text().await.expect("text"), module);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_changed_metadata_json_is_seen_quickly_in_a_directory() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    copy_tree(&example_registry(), dir.path());
+    let server = TestServer::start(dir.path(), &[]).await;
+    let path = "/modules/hello_lib/metadata.json";
+    let before = server.get(path).await.bytes().await.expect("body");
+    let changed = String::from_utf8(before.to_vec()).expect("utf8").replace(
+        "\"yanked_versions\": {",
+        "\"yanked_versions\": {\n        \"1.1.0\": \"broken build\",",
+    );
+    std::fs::write(dir.path().join("modules/hello_lib/metadata.json"), &changed).expect("write");
+    // Bounded wait: mutable files of a live directory are cached for at most a second.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let now = server.get(path).await.bytes().await.expect("body");
+        if now == changed.as_bytes() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "metadata.json change not seen within 10 s"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn symlinks_in_a_directory_registry_are_not_followed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    copy_tree(&example_registry(), dir.path());
+    let secret = tempfile::tempdir().expect("tempdir");
+    std::fs::write(secret.path().join("secret.txt"), "secret").expect("write");
+    let overlay = dir.path().join("modules/greet_overlay/0.2.0/overlay");
+    std::os::unix::fs::symlink(secret.path().join("secret.txt"), overlay.join("link.txt"))
+        .expect("symlink");
+    std::os::unix::fs::symlink(secret.path(), overlay.join("linkdir")).expect("symlink");
+    let server = TestServer::start(dir.path(), &[]).await;
+    assert_eq!(
+        server
+            .get("/modules/greet_overlay/0.2.0/overlay/link.txt")
+            .await
+            .status(),
+        404
+    );
+    assert_eq!(
+        server
+            .get("/modules/greet_overlay/0.2.0/overlay/linkdir/secret.txt")
+            .await
+            .status(),
+        404
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn concurrent_cold_reads_agree_and_are_cached() {
+    let server = TestServer::start(&example_registry(), &[]).await;
+    let path = "/modules/app_toolkit/1.0.0/source.json";
+    let want = std::fs::read(example_registry().join("modules/app_toolkit/1.0.0/source.json"))
+        .expect("read");
+    let mut tasks = Vec::new();
+    for _ in 0..32 {
+        let client = server.client.clone();
+        let url = server.url(path);
+        tasks.push(tokio::spawn(async move {
+            client
+                .get(url)
+                .send()
+                .await
+                .expect("send")
+                .bytes()
+                .await
+                .expect("body")
+        }));
+    }
+    for t in tasks {
+        assert_eq!(t.await.expect("join"), want);
+    }
+    let metrics = server.get("/metrics").await.text().await.expect("text");
+    let hits = metric_value(
+        &metrics,
+        "gf_registry_cache_hits_total{cache=\"registry_files\"}",
+    );
+    let misses = metric_value(
+        &metrics,
+        "gf_registry_cache_misses_total{cache=\"registry_files\"}",
+    );
+    assert!(hits + misses >= 32.0, "{hits} hits + {misses} misses");
+    assert!(hits >= 1.0, "later requests hit the cache: {metrics}");
+    server.stop().await;
+}
+
+pub(crate) fn metric_value(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|l| {
+            l.strip_prefix(series)
+                .map(|v| v.trim().parse().expect("number"))
+        })
+        .unwrap_or_else(|| panic!("no series {series} in:\n{text}"))
+}

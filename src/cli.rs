@@ -42,12 +42,15 @@ enum ConfigCommand {
 enum RegistryCommand {
     /// Validate a registry tree: one line per problem (file: what is wrong), exit 1 if any.
     Check {
-        /// The registry folder or git repository.
-        #[arg(default_value = "./registry")]
-        path: PathBuf,
-        /// For a git repository: the ref to check (default: the current branch).
+        /// The registry folder or git repository [default: registry.path of the configuration,
+        /// `./registry` unless set].
+        path: Option<PathBuf>,
+        /// For a git repository: the ref to check [default: registry.ref, else the current branch].
         #[arg(long = "ref")]
         git_ref: Option<String>,
+        /// TOML configuration file to take the defaults from (env GF_REGISTRY_CONFIG).
+        #[arg(long)]
+        config: Option<PathBuf>,
     },
 }
 
@@ -114,6 +117,9 @@ impl Cli {
         match self.command {
             Command::Serve(args) => with_config(&args, serve),
             Command::Config(ConfigCommand::Check(args)) => with_config(&args, |c| {
+                for w in &c.warnings {
+                    eprintln!("warning: {w}");
+                }
                 let source = RegistrySource::open(&c.registry, c.registry_ref.as_deref())
                     .map_err(|e| anyhow::anyhow!("registry.path: {e}"))?;
                 println!("configuration OK (registry: {})", source.describe());
@@ -123,7 +129,26 @@ impl Cli {
                 print!("{}", c.show());
                 Ok(())
             }),
-            Command::Registry(RegistryCommand::Check { path, git_ref }) => {
+            Command::Registry(RegistryCommand::Check {
+                path,
+                git_ref,
+                config,
+            }) => {
+                let inputs = Inputs {
+                    config_file: config,
+                    flags: BTreeMap::new(),
+                    env: std::env::vars()
+                        .filter(|(k, _)| k.starts_with("GF_REGISTRY_"))
+                        .collect(),
+                };
+                let (path, git_ref) = match (path, Config::resolve(&inputs)) {
+                    (Some(p), _) => (p, git_ref),
+                    (None, Ok(c)) => (c.registry, git_ref.or(c.registry_ref)),
+                    (None, Err(e)) => {
+                        eprintln!("error: configuration: {e}");
+                        return ExitCode::from(2);
+                    }
+                };
                 registry_check(&path, git_ref.as_deref())
             }
         }
@@ -160,6 +185,9 @@ fn init_logging(format: LogFormat) {
 
 fn serve(config: Config) -> anyhow::Result<()> {
     init_logging(config.log_format);
+    for w in &config.warnings {
+        tracing::warn!("{w}");
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;

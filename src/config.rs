@@ -62,9 +62,6 @@ pub enum ConfigError {
         /// What is wrong.
         message: String,
     },
-    /// An environment variable with our prefix that we do not know.
-    #[error("unknown environment variable {0}; see `gf-registry config show` for the known ones")]
-    UnknownEnv(String),
     /// Settings that contradict each other.
     #[error("{0}")]
     Conflict(String),
@@ -184,6 +181,8 @@ pub struct Config {
     pub mirror_policy: PathBuf,
     /// Every setting's textual value and origin, for `config show`.
     pub shown: Vec<(Setting, Option<String>, Origin)>,
+    /// Things worth telling the operator that are not errors.
+    pub warnings: Vec<String>,
 }
 
 impl Config {
@@ -192,18 +191,29 @@ impl Config {
     /// # Errors
     /// [`ConfigError`] naming the key, variable, flag or file at fault.
     pub fn resolve(inputs: &Inputs) -> Result<Self, ConfigError> {
-        for var in inputs.env.keys() {
-            if var.starts_with("GF_REGISTRY_")
-                && var != CONFIG_ENV
-                && !SETTINGS.iter().any(|s| s.env == var)
-            {
-                return Err(ConfigError::UnknownEnv(var.clone()));
-            }
-        }
+        // Unknown GF_REGISTRY_* variables are warned about, not refused: Kubernetes injects
+        // GF_REGISTRY_PORT, GF_REGISTRY_SERVICE_HOST, ... for a Service named gf-registry.
+        let warnings: Vec<String> = inputs
+            .env
+            .keys()
+            .filter(|var| {
+                var.starts_with("GF_REGISTRY_")
+                    && *var != CONFIG_ENV
+                    && !SETTINGS.iter().any(|s| s.env == *var)
+            })
+            .map(|var| format!("ignoring unknown environment variable {var}"))
+            .collect();
+        // An empty variable counts as unset.
+        let env: BTreeMap<&str, &str> = inputs
+            .env
+            .iter()
+            .filter(|(_, v)| !v.is_empty())
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
         let config_file = inputs
             .config_file
             .clone()
-            .or_else(|| inputs.env.get(CONFIG_ENV).map(PathBuf::from));
+            .or_else(|| env.get(CONFIG_ENV).map(PathBuf::from));
         let file = match &config_file {
             Some(p) => read_file(p)?,
             None => BTreeMap::new(),
@@ -213,8 +223,8 @@ impl Config {
             .map(|s| {
                 let (value, origin) = if let Some(v) = s.flag.and_then(|f| inputs.flags.get(f)) {
                     (Some(v.clone()), Origin::Flag(s.flag.unwrap_or_default()))
-                } else if let Some(v) = inputs.env.get(s.env) {
-                    (Some(v.clone()), Origin::Env(s.env))
+                } else if let Some(v) = env.get(s.env) {
+                    (Some((*v).to_owned()), Origin::Env(s.env))
                 } else if let Some(v) = file.get(s.key) {
                     (
                         Some(v.clone()),
@@ -293,6 +303,7 @@ impl Config {
                 .parse(Id::MIRROR_POLICY, |s| Ok::<_, String>(PathBuf::from(s)))?
                 .ok_or_else(|| missing(Id::MIRROR_POLICY))?,
             shown,
+            warnings,
         })
     }
 
@@ -300,6 +311,9 @@ impl Config {
     #[must_use]
     pub fn show(&self) -> String {
         let mut out = String::new();
+        for w in &self.warnings {
+            out.push_str(&format!("# warning: {w}\n"));
+        }
         if let Some(p) = &self.config_file {
             out.push_str(&format!("# config file: {}\n", p.display()));
         }
@@ -471,10 +485,16 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("server.listen") && e.contains("--listen"), "{e}");
-        let e = Config::resolve(&inputs(&[], &[("GF_REGISTRY_LISTNE", "x")]))
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("GF_REGISTRY_LISTNE"), "{e}");
+        let c = Config::resolve(&inputs(
+            &[],
+            &[("GF_REGISTRY_LISTNE", "x"), ("GF_REGISTRY_PUBLIC_URL", "")],
+        ))
+        .unwrap();
+        assert_eq!(
+            c.warnings,
+            ["ignoring unknown environment variable GF_REGISTRY_LISTNE"]
+        );
+        assert!(c.public_url.is_none(), "an empty variable is unset");
         let e = Config::resolve(&inputs(
             &[],
             &[

@@ -10,3 +10,4 @@ pub mod server;
 pub mod source;
 pub mod storage;
 pub mod tasks;
+pub mod upstream;

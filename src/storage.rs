@@ -7,10 +7,16 @@ mod location;
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::ops::Range;
+use std::path::Path;
+
 use bytes::Bytes;
-use futures::TryStreamExt as _;
+use futures::stream::BoxStream;
+use futures::{StreamExt as _, TryStreamExt as _};
+use object_store::buffered::BufWriter;
 use object_store::path::Path as ObjectPath;
-use object_store::{ObjectStore, ObjectStoreExt as _, PutPayload};
+use object_store::{GetOptions, GetRange, ObjectStore, ObjectStoreExt as _, PutPayload};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 pub use key::{Role, StorageKey};
 pub use location::Location;
@@ -122,7 +128,7 @@ impl Storage {
         }
     }
 
-    fn backend(role: Role) -> impl FnOnce(object_store::Error) -> StorageError {
+    fn backend(role: Role) -> impl Fn(object_store::Error) -> StorageError + Send + 'static {
         move |source| StorageError::Backend {
             role: role.name(),
             source,
@@ -195,6 +201,74 @@ impl Storage {
             .map_err(Self::backend(role))?;
         out.sort();
         Ok(out)
+    }
+
+    /// Uploads a local file to `key` in parts (no reader sees a partial object); returns the
+    /// number of bytes written. On failure the upload is aborted.
+    ///
+    /// # Errors
+    /// [`StorageError::Backend`], or an I/O error reading the file.
+    pub async fn put_file(&self, key: &StorageKey, file: &Path) -> Result<u64, StorageError> {
+        let role = key.role();
+        let io = |e: std::io::Error| StorageError::Backend {
+            role: role.name(),
+            source: object_store::Error::Generic {
+                store: "local spool",
+                source: Box::new(e),
+            },
+        };
+        let mut reader = tokio::fs::File::open(file).await.map_err(io)?;
+        let mut writer = BufWriter::new(self.store(role).clone(), key.path());
+        let mut buf = vec![0u8; 1 << 20];
+        let mut total = 0u64;
+        let result: Result<(), std::io::Error> = async {
+            loop {
+                let n = reader.read(&mut buf).await?;
+                if n == 0 {
+                    break;
+                }
+                writer.write_all(&buf[..n]).await?;
+                total += n as u64;
+            }
+            writer.shutdown().await
+        }
+        .await;
+        if let Err(e) = result {
+            let _ = writer.abort().await;
+            return Err(io(e));
+        }
+        Ok(total)
+    }
+
+    /// Moves an object within one role (atomic on a filesystem; copy then delete elsewhere).
+    ///
+    /// # Errors
+    /// [`StorageError::Backend`].
+    pub async fn rename(&self, from: &StorageKey, to: &StorageKey) -> Result<(), StorageError> {
+        let role = to.role();
+        debug_assert_eq!(from.role(), role, "rename within one role");
+        self.store(role)
+            .rename(&from.path(), &to.path())
+            .await
+            .map_err(Self::backend(role))
+    }
+
+    /// Streams bytes `range` of an object; `None` when absent.
+    ///
+    /// # Errors
+    /// [`StorageError::Backend`].
+    pub async fn get_range(
+        &self,
+        key: &StorageKey,
+        range: Range<u64>,
+    ) -> Result<Option<BoxStream<'static, Result<Bytes, StorageError>>>, StorageError> {
+        let role = key.role();
+        let opts = GetOptions::default().with_range(Some(GetRange::Bounded(range)));
+        match self.store(role).get_opts(&key.path(), opts).await {
+            Ok(r) => Ok(Some(r.into_stream().map_err(Self::backend(role)).boxed())),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(Self::backend(role)(e)),
+        }
     }
 
     /// Checks that every role's backend answers within `timeout`: a `HEAD` of a key that

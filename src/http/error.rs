@@ -66,6 +66,7 @@ impl From<PathError> for ApiError {
         match e {
             PathError::Invalid(m) => Self::new(StatusCode::BAD_REQUEST, m),
             PathError::NotRegistryPath => Self::new(StatusCode::NOT_FOUND, "not found"),
+            PathError::NoSuchName(m) => Self::new(StatusCode::NOT_FOUND, format!("not found: {m}")),
         }
     }
 }

@@ -124,8 +124,8 @@ impl Checker<'_> {
             None => {}
             Some(Value::Array(items)) => {
                 for item in items {
-                    match item.as_str().map(url::Url::parse) {
-                        Some(Ok(_)) => {}
+                    match item.as_str().map(super::files::is_fetchable_url) {
+                        Some(true) => {}
                         _ => self.problem(path, format!("`mirrors` entry {item} is not a URL (Bazel fails with \"Malformed mirror URL\")")),
                     }
                 }
@@ -331,12 +331,35 @@ impl Checker<'_> {
         }
         self.check_module_bazel(name, version)?;
         self.check_source_json(name, version)?;
-        if let Some(bytes) = self.read(&format!("{dir}/attestations.json"))?
-            && let Err(e) = parse_object(&bytes)
-        {
-            self.problem(format!("{dir}/attestations.json"), e);
+        if let Some(bytes) = self.read(&format!("{dir}/attestations.json"))? {
+            self.check_attestations(&format!("{dir}/attestations.json"), &bytes);
         }
         Ok(())
+    }
+
+    /// Every `{url, integrity}` entry of `attestations.json` carries a well-formed SRI value.
+    fn check_attestations(&mut self, path: &str, bytes: &[u8]) {
+        let obj = match parse_object(bytes) {
+            Ok(o) => o,
+            Err(e) => return self.problem(path, e),
+        };
+        let Some(Value::Object(entries)) = obj.get("attestations") else {
+            return self.problem(
+                path,
+                "`attestations` must be an object of file -> {url, integrity}",
+            );
+        };
+        for (name, entry) in entries {
+            match entry
+                .get("integrity")
+                .and_then(Value::as_str)
+                .map(Integrity::parse)
+            {
+                Some(Ok(_)) => {}
+                Some(Err(e)) => self.problem(path, format!("`attestations.{name}.integrity`: {e}")),
+                None => self.problem(path, format!("`attestations.{name}.integrity` is missing")),
+            }
+        }
     }
 
     fn check_module_bazel(&mut self, name: &str, version: &str) -> Result<(), SourceError> {
@@ -403,8 +426,8 @@ impl Checker<'_> {
                     &path,
                     &obj,
                     "url",
-                    |s| url::Url::parse(s).is_ok(),
-                    "an absolute URL",
+                    super::files::is_fetchable_url,
+                    "an absolute http, https or file URL",
                 );
                 match obj.get("integrity") {
                     Some(Value::String(i)) => {
@@ -419,7 +442,7 @@ impl Checker<'_> {
                     None => {}
                     Some(Value::Array(a))
                         if a.iter()
-                            .all(|u| u.as_str().is_some_and(|s| url::Url::parse(s).is_ok())) => {}
+                            .all(|u| u.as_str().is_some_and(super::files::is_fetchable_url)) => {}
                     Some(_) => {
                         self.problem(&path, "`mirror_urls` must be an array of absolute URLs")
                     }

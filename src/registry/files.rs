@@ -5,6 +5,41 @@
 
 use serde_json::{Map, Value};
 
+use super::integrity::Integrity;
+
+/// An `archive` source of one module version.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ArchiveRef {
+    /// Module name.
+    pub module: String,
+    /// Module version.
+    pub version: String,
+    /// `url`, then every `mirror_urls` entry.
+    pub urls: Vec<String>,
+    /// The archive's integrity.
+    pub integrity: Integrity,
+}
+
+/// Reads the archive source of a `source.json`, if it is a well-formed `archive` entry.
+#[must_use]
+pub fn archive_ref(module: &str, version: &str, source_json: &[u8]) -> Option<ArchiveRef> {
+    let obj = parse_object(source_json).ok()?;
+    if SourceType::from_field(obj.get("type")) != Some(SourceType::Archive) {
+        return None;
+    }
+    let integrity = Integrity::parse(obj.get("integrity")?.as_str()?).ok()?;
+    let mut urls = vec![obj.get("url")?.as_str()?.to_owned()];
+    if let Some(Value::Array(mirrors)) = obj.get("mirror_urls") {
+        urls.extend(mirrors.iter().filter_map(Value::as_str).map(str::to_owned));
+    }
+    Some(ArchiveRef {
+        module: module.to_owned(),
+        version: version.to_owned(),
+        urls,
+        integrity,
+    })
+}
+
 /// The `type` of a `source.json`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SourceType {
@@ -33,16 +68,83 @@ impl SourceType {
     }
 }
 
-/// Parses a JSON file that must hold an object.
+/// Parses a JSON file that must hold an object. Duplicate keys anywhere are an error: Bazel's
+/// JSON reader (Gson) refuses them, so a file that has one would break resolution.
 ///
 /// # Errors
 /// A message saying why it is not a JSON object.
 pub fn parse_object(bytes: &[u8]) -> Result<Map<String, Value>, String> {
-    match serde_json::from_slice::<Value>(bytes) {
-        Ok(Value::Object(m)) => Ok(m),
+    match serde_json::from_slice::<StrictValue>(bytes) {
+        Ok(StrictValue(Value::Object(m))) => Ok(m),
         Ok(_) => Err("is not a JSON object".to_owned()),
         Err(e) => Err(format!("is not valid JSON: {e}")),
     }
+}
+
+/// A JSON value whose objects may not repeat a key.
+struct StrictValue(Value);
+
+impl<'de> serde::Deserialize<'de> for StrictValue {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(StrictVisitor).map(StrictValue)
+    }
+}
+
+struct StrictVisitor;
+
+impl<'de> serde::de::Visitor<'de> for StrictVisitor {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::Bool(v))
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+        Ok(Value::String(v.to_owned()))
+    }
+    fn visit_string<E>(self, v: String) -> Result<Value, E> {
+        Ok(Value::String(v))
+    }
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_none<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut out = Vec::new();
+        while let Some(StrictValue(v)) = seq.next_element()? {
+            out.push(v);
+        }
+        Ok(Value::Array(out))
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut out = Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            let StrictValue(v) = map.next_value()?;
+            if out.insert(key.clone(), v).is_some() {
+                return Err(serde::de::Error::custom(format!("duplicate key `{key}`")));
+            }
+        }
+        Ok(Value::Object(out))
+    }
+}
+
+/// Whether a string is a URL Bazel's `java.net.URL` accepts for downloads (http, https, file).
+#[must_use]
+pub fn is_fetchable_url(s: &str) -> bool {
+    url::Url::parse(s).is_ok_and(|u| matches!(u.scheme(), "http" | "https" | "file"))
 }
 
 /// Whether a `source.json` lists `path` in its `overlay` map.

@@ -72,6 +72,10 @@ pub enum PathError {
     /// Well-formed, but not a registry path: answered with 404.
     #[error("no registry file at this path")]
     NotRegistryPath,
+    /// A name or version outside the grammar: no registry can hold it, so it is answered
+    /// with 404 (never 400, which Bazel treats as fatal instead of trying the next registry).
+    #[error("{0}")]
+    NoSuchName(String),
 }
 
 /// The kind of a registry file, for content type and caching.
@@ -112,13 +116,18 @@ impl RegistryPath {
             .map(decode_segment)
             .collect::<Result<Vec<_>, _>>()?;
         let segs: Vec<&str> = segments.iter().map(AsRef::as_ref).collect();
+        if segs.iter().any(|s| *s == ".." || *s == ".") {
+            return Err(PathError::Invalid(
+                "path traversal is not allowed: `..` or `.` segment".to_owned(),
+            ));
+        }
         match segs.as_slice() {
             ["bazel_registry.json"] => Ok(Self::BazelRegistryJson),
             ["modules", name, "metadata.json"] => Ok(Self::Metadata(parse_name(name)?)),
             ["modules", name, version, rest @ ..] if !rest.is_empty() => {
                 let name = parse_name(name)?;
                 let version = ModuleVersion::parse(version)
-                    .map_err(|e| PathError::Invalid(format!("bad version segment: {e}")))?;
+                    .map_err(|e| PathError::NoSuchName(format!("bad version segment: {e}")))?;
                 match rest {
                     [file] if VersionFile::from_name(file).is_some() => {
                         let file =
@@ -217,12 +226,12 @@ fn decode_segment(raw: &str) -> Result<Cow<'_, str>, PathError> {
 }
 
 fn parse_name(s: &str) -> Result<ModuleName, PathError> {
-    ModuleName::parse(s).map_err(|e| PathError::Invalid(format!("bad module segment: {e}")))
+    ModuleName::parse(s).map_err(|e| PathError::NoSuchName(format!("bad module segment: {e}")))
 }
 
 fn parse_rel(segments: &[&str]) -> Result<RelativePath, PathError> {
     RelativePath::parse(&segments.join("/"))
-        .map_err(|e| PathError::Invalid(format!("bad file path: {e}")))
+        .map_err(|e| PathError::NoSuchName(format!("bad file path: {e}")))
 }
 
 #[cfg(test)]
@@ -279,16 +288,29 @@ mod tests {
             "/modules/zlib/1.0/overlay/a%2fb",
             "/modules/zlib/1.0/overlay/a%5cb",
             "/modules/zlib/1.0/overlay/a%00b",
-            "/modules/Zlib/1.0/source.json",
-            "/modules/zlib/1.0+build/source.json",
-            "/modules/zlib/1..0/source.json",
-            "/modules/zlib/1.0/overlay//x",
             "/modules/zlib/1.0/overlay/%ff",
+            "/modules/zlib/1.0/overlay/a/./b",
             "/../etc/passwd",
             "/%2e%2e/etc/passwd",
         ] {
             assert!(
                 matches!(RegistryPath::parse(p), Err(PathError::Invalid(_))),
+                "{p}"
+            );
+        }
+    }
+
+    #[test]
+    fn names_outside_the_grammar_are_not_found_with_a_reason() {
+        for p in [
+            "/modules/Zlib/1.0/source.json",
+            "/modules/zlib/1.0+build/source.json",
+            "/modules/zlib/1..0/source.json",
+            "/modules/zlib/1.0/overlay//x",
+            "/modules/zlib/1.0/overlay/a b",
+        ] {
+            assert!(
+                matches!(RegistryPath::parse(p), Err(PathError::NoSuchName(_))),
                 "{p}"
             );
         }

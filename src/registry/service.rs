@@ -13,6 +13,7 @@ use moka::Expiry;
 use moka::future::Cache;
 use sha2::Digest as _;
 
+use super::files::ArchiveRef;
 use super::path::{FileKind, RegistryPath};
 use crate::source::{EntryKind, RegistrySource, SourceError, Tree};
 use crate::tasks;
@@ -102,6 +103,7 @@ pub struct Registry {
     cache: Option<Cache<CacheKey, CacheValue>>,
     counters: CacheCounters,
     refresh_lock: tokio::sync::Mutex<()>,
+    live_dirs: Cache<String, bool>,
 }
 
 struct FileExpiry {
@@ -153,6 +155,11 @@ impl Registry {
             cache,
             counters: CacheCounters::default(),
             refresh_lock: tokio::sync::Mutex::new(()),
+            live_dirs: Cache::builder()
+                .name("registry_live_dirs")
+                .max_capacity(100_000)
+                .time_to_live(LIVE_MUTABLE_TTL)
+                .build(),
         })
     }
 
@@ -180,6 +187,44 @@ impl Registry {
     #[must_use]
     pub fn revision(&self) -> String {
         self.snapshot.load().tree.revision().to_owned()
+    }
+
+    /// Increases whenever the served snapshot changes.
+    #[must_use]
+    pub fn generation(&self) -> u64 {
+        self.snapshot.load().generation
+    }
+
+    /// Every `archive` source of the served snapshot: its URLs (`url`, then `mirror_urls`) and
+    /// integrity, with the module version that names them. Unreadable entries are skipped
+    /// (`registry check` reports them).
+    ///
+    /// # Errors
+    /// [`RegistryError`] when the source cannot be read.
+    pub async fn archive_sources(&self) -> Result<(u64, Vec<ArchiveRef>), RegistryError> {
+        let snap = self.snapshot.load_full();
+        let generation = snap.generation;
+        let refs = tasks::spawn_blocking(move || {
+            let mut out = Vec::new();
+            for (module, versions) in &snap.modules {
+                for version in versions {
+                    let Some(bytes) = snap
+                        .tree
+                        .read(&format!("modules/{module}/{version}/source.json"))?
+                    else {
+                        continue;
+                    };
+                    if let Some(r) = super::files::archive_ref(module, version, &bytes) {
+                        out.push(r);
+                    }
+                }
+            }
+            out.sort_by(|a, b| (&a.module, &a.version).cmp(&(&b.module, &b.version)));
+            Ok::<_, SourceError>(out)
+        })
+        .await
+        .map_err(task_err)??;
+        Ok((generation, refs))
     }
 
     /// Number of modules in the index.
@@ -243,14 +288,21 @@ impl Registry {
     pub async fn get(&self, path: &RegistryPath) -> Result<Arc<RegistryFile>, RegistryError> {
         let snap = self.snapshot.load_full();
         if let Some(module) = path.module() {
-            let versions = snap
+            let indexed = snap
                 .modules
                 .get(module.as_str())
-                .ok_or(RegistryError::NotFound)?;
-            if let Some(v) = path.version()
-                && !versions.contains(v.as_str())
-            {
-                return Err(RegistryError::NotFound);
+                .map(|versions| path.version().is_none_or(|v| versions.contains(v.as_str())));
+            if indexed != Some(true) {
+                // A git snapshot's index is exact. A live directory may have gained the folder
+                // since the last poll: look (at most once a second per folder), so a version
+                // published into the directory is never answered 404 while its metadata lists it.
+                let dir = match path.version() {
+                    Some(v) => format!("modules/{module}/{v}"),
+                    None => format!("modules/{module}"),
+                };
+                if !snap.tree.is_live() || !self.live_dir_exists(&snap, dir).await? {
+                    return Err(RegistryError::NotFound);
+                }
             }
         }
         if let RegistryPath::LegacyOverlay(name, version, rel) = path {
@@ -273,6 +325,24 @@ impl Registry {
             .await?
             .file
             .ok_or(RegistryError::NotFound)
+    }
+
+    async fn live_dir_exists(
+        &self,
+        snap: &Arc<Snapshot>,
+        dir: String,
+    ) -> Result<bool, RegistryError> {
+        let tree = snap.tree.clone();
+        let key = dir.clone();
+        self.live_dirs
+            .try_get_with(key, async move {
+                tasks::spawn_blocking(move || tree.list(&dir).map(|l| l.is_some()))
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .map_err(|e| e.to_string())
+            })
+            .await
+            .map_err(|e: Arc<String>| RegistryError::Task(e.to_string()))
     }
 
     async fn read_cached(

@@ -13,11 +13,12 @@ pub struct DirTree {
 }
 
 impl DirTree {
-    /// A tree rooted at `root`.
+    /// A tree rooted at `root`. The root itself may be reached through a symlink (it is
+    /// resolved once here); nothing below it may be.
     #[must_use]
     pub fn new(root: &Path) -> Self {
         Self {
-            root: root.to_path_buf(),
+            root: fs::canonicalize(root).unwrap_or_else(|_| root.to_path_buf()),
         }
     }
 

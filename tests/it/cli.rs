@@ -117,6 +117,53 @@ fn registry_check_reports_one_line_per_problem() {
 }
 
 #[test]
+fn registry_check_catches_what_bazel_would_choke_on() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let real = dir.path().join("real");
+    copy_tree(&example_registry(), &real);
+    // Duplicate keys (Gson refuses them) and a URL scheme Bazel cannot fetch.
+    let sj = real.join("modules/hello_lib/1.2.0/source.json");
+    let text = std::fs::read_to_string(&sj).expect("read");
+    let text = text
+        .replacen("\"url\": \"https://", "\"url\": \"gs://", 1)
+        .replacen("{", "{\n    \"strip_prefix\": \"x\",", 1);
+    std::fs::write(&sj, text).expect("write");
+    // A symlink below a root that is itself reached through a symlink.
+    std::os::unix::fs::symlink("/etc/passwd", real.join("modules/hello_lib/1.2.0/evil"))
+        .expect("symlink");
+    let link = dir.path().join("link");
+    std::os::unix::fs::symlink(&real, &link).expect("symlink root");
+    let (code, out, err) = run(bin().args(["registry", "check"]).arg(&link));
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        out.contains(
+            "modules/hello_lib/1.2.0/source.json: is not valid JSON: duplicate key `strip_prefix`"
+        ),
+        "{out}"
+    );
+    assert!(
+        out.contains("modules/hello_lib/1.2.0/evil: is a symlink"),
+        "{out}"
+    );
+    std::fs::remove_file(real.join("modules/hello_lib/1.2.0/evil")).expect("rm");
+    let text = std::fs::read_to_string(&sj).expect("read").replacen(
+        "    \"strip_prefix\": \"x\",\n",
+        "",
+        1,
+    );
+    std::fs::write(&sj, text).expect("write");
+    let (code, out, _) = run(bin().args(["registry", "check"]).arg(&link));
+    assert_eq!(code, 1);
+    assert!(out.contains("`url` \"gs://"), "{out}");
+    // Without a PATH, the configured registry is checked.
+    let (code, out, err) = run(bin()
+        .args(["registry", "check"])
+        .env("GF_REGISTRY_REGISTRY", &link));
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(err.contains(&link.display().to_string()), "{err}");
+}
+
+#[test]
 fn config_errors_name_the_key_variable_or_flag() {
     let dir = tempfile::tempdir().expect("tempdir");
     let file = dir.path().join("gf.toml");

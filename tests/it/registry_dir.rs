@@ -228,6 +228,15 @@ async fn a_directory_registry_picks_up_new_versions_on_refresh() {
     std::fs::create_dir_all(&version_dir).expect("mkdir");
     let module = "module(name = \"hello_lib\", version = \"1.3.0\")\n";
     std::fs::write(version_dir.join("MODULE.bazel"), module).expect("write");
+    // Served without waiting for a poll or refresh (within the one-second folder cache).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while server.get(path).await.status() != 200 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "new version folder not served within 10 s"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
     let resp = server.post("/admin/registry/refresh").await;
     assert_eq!(resp.status(), 200);
     let body: serde_json::Value = resp.json().await.expect("json");

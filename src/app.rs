@@ -5,9 +5,12 @@ use std::time::Duration;
 
 use crate::config::Config;
 use crate::metrics::Metrics;
+use crate::mirror::Mirror;
+use crate::mirror::policy::Policy;
 use crate::registry::{CacheSettings, Registry};
 use crate::source::RegistrySource;
 use crate::storage::Storage;
+use crate::upstream::{UpstreamClient, UpstreamTimeouts};
 
 /// Everything a request may need.
 #[derive(Debug)]
@@ -18,8 +21,12 @@ pub struct App {
     pub registry: Arc<Registry>,
     /// The object-store roles.
     pub storage: Storage,
+    /// The content-addressed mirror.
+    pub mirror: Mirror,
     /// Prometheus metrics.
     pub metrics: Metrics,
+    /// The public base URL (ending in `/`), known once the listener is bound.
+    pub public_url: std::sync::OnceLock<String>,
 }
 
 /// The state handlers extract.
@@ -48,13 +55,28 @@ impl App {
             )
             .await?,
         );
-        let metrics = Metrics::new(registry.clone());
+        let policy = Policy::load(&config.mirror_policy)
+            .map_err(|e| anyhow::anyhow!("mirror.policy: {e}"))?;
+        let upstream = UpstreamClient::new(UpstreamTimeouts::default())?;
+        let mirror = Mirror::load(storage.clone(), policy, registry.clone(), upstream).await?;
+        let metrics = Metrics::new(registry.clone(), mirror.clone());
         Ok(Self {
             config,
             registry,
             storage,
+            mirror,
             metrics,
+            public_url: std::sync::OnceLock::new(),
         })
+    }
+
+    /// The public base URL, ending in `/`.
+    #[must_use]
+    pub fn public_url(&self) -> String {
+        self.public_url
+            .get()
+            .cloned()
+            .unwrap_or_else(|| self.config.public_url_for(self.config.listen))
     }
 
     /// Whether every backend answers: the storage roles list within a short limit.

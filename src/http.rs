@@ -4,6 +4,7 @@
 mod admin;
 mod error;
 mod middleware;
+mod mirror;
 mod registry;
 
 use axum::Router;
@@ -25,6 +26,15 @@ pub fn router(state: AppState) -> Router {
             "/modules/{name}/{version}/{*file}",
             get(registry::get_registry_file),
         )
+        .route("/mirror/{*path}", get(mirror::get_mirror_url))
+        .route("/cas/{algorithm}/{hex}", get(mirror::get_cas_blob))
+        .route(
+            "/cas/{algorithm}/{hex}/{basename}",
+            get(mirror::get_cas_blob),
+        )
+        .route("/bazel/downloader.cfg", get(mirror::get_downloader_cfg))
+        .route("/bazel/bazelrc", get(mirror::get_bazelrc))
+        .route("/api/v1/blobs/{sha256}", get(mirror::get_blob_provenance))
         .route("/healthz", get(admin::get_healthz))
         .route("/readyz", get(admin::get_readyz))
         .route("/metrics", get(admin::get_metrics))

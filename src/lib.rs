@@ -5,6 +5,7 @@ pub mod cli;
 pub mod config;
 pub mod http;
 pub mod metrics;
+pub mod mirror;
 pub mod registry;
 pub mod server;
 pub mod source;

@@ -10,6 +10,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 
+use crate::mirror::Mirror;
 use crate::registry::Registry;
 
 /// Labels of a served request.
@@ -41,7 +42,7 @@ fn latency_histogram() -> Histogram {
 impl Metrics {
     /// Registers every metric; `registry` feeds the cache figures at scrape time.
     #[must_use]
-    pub fn new(registry: Arc<Registry>) -> Self {
+    pub fn new(registry: Arc<Registry>, mirror: Mirror) -> Self {
         let mut reg = prometheus_client::registry::Registry::with_prefix("gf_registry");
         let requests = Family::<RequestLabels, Counter>::default();
         let latency: HistogramFamily = Family::new_with_constructor(latency_histogram);
@@ -56,6 +57,7 @@ impl Metrics {
             latency.clone(),
         );
         reg.register_collector(Box::new(CacheCollector(registry)));
+        reg.register_collector(Box::new(MirrorCollector(mirror)));
         Self {
             registry: reg,
             requests,
@@ -119,6 +121,53 @@ impl Collector for CacheCollector {
             let g = ConstGauge::new(i64::try_from(value).unwrap_or(i64::MAX));
             let mut family = encoder.encode_descriptor(name, help, None, g.metric_type())?;
             g.encode(family.encode_family(&labels)?)?;
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug)]
+struct MirrorCollector(Mirror);
+
+impl Collector for MirrorCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let s = self.0.stats();
+        let counters = [
+            (
+                "mirror_hits",
+                "Blobs served from the store",
+                s.hits.load(Relaxed),
+            ),
+            (
+                "mirror_upstream_fetches",
+                "Upstream fetches started by pull-through",
+                s.upstream_fetches.load(Relaxed),
+            ),
+            (
+                "mirror_fills_stored",
+                "Pull-throughs that completed, verified and were stored",
+                s.fills_stored.load(Relaxed),
+            ),
+            (
+                "mirror_fills_failed",
+                "Pull-throughs that failed (nothing stored)",
+                s.fills_failed.load(Relaxed),
+            ),
+            (
+                "mirror_integrity_failures",
+                "Stored blobs that failed verification on read (quarantined)",
+                s.integrity_failures.load(Relaxed),
+            ),
+            (
+                "mirror_served_bytes",
+                "Body bytes served from the store",
+                s.bytes_served.load(Relaxed),
+            ),
+        ];
+        for (name, help, value) in counters {
+            let c = ConstCounter::new(value);
+            c.encode(encoder.encode_descriptor(name, help, None, c.metric_type())?)?;
         }
         Ok(())
     }

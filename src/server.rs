@@ -36,15 +36,19 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         .map_err(|e| anyhow::anyhow!("cannot listen on {} (--listen): {e}", app.config.listen))?;
     let addr = listener.local_addr()?;
     let public_url = app.config.public_url_for(addr);
+    let _ = app.public_url.set(public_url.clone());
     let (shutdown, mut rx) = watch::channel(false);
     let router = crate::http::router(app.clone());
     let mut serve_rx = rx.clone();
     let serve = tokio::spawn(async move {
-        axum::serve(listener, router)
-            .with_graceful_shutdown(async move {
-                let _ = serve_rx.wait_for(|stop| *stop).await;
-            })
-            .await
+        axum::serve(
+            listener,
+            router.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move {
+            let _ = serve_rx.wait_for(|stop| *stop).await;
+        })
+        .await
     });
     let poll_app = app.clone();
     let interval = app.config.poll_interval;

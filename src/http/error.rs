@@ -3,6 +3,7 @@
 use axum::http::{StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 
+use crate::mirror::MirrorError;
 use crate::registry::RegistryError;
 use crate::registry::path::PathError;
 
@@ -58,6 +59,25 @@ impl From<RegistryError> for ApiError {
                 )
             }
         }
+    }
+}
+
+impl From<MirrorError> for ApiError {
+    fn from(e: MirrorError) -> Self {
+        let status = match &e {
+            MirrorError::NotFound(_) => StatusCode::NOT_FOUND,
+            MirrorError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            MirrorError::RangeNotSatisfiable { .. } => StatusCode::RANGE_NOT_SATISFIABLE,
+            MirrorError::Upstream { timeout: true, .. } => StatusCode::GATEWAY_TIMEOUT,
+            MirrorError::Upstream { .. } | MirrorError::IntegrityMismatch { .. } => {
+                StatusCode::BAD_GATEWAY
+            }
+            MirrorError::Storage(_) => {
+                tracing::error!(error = %e, "mirror storage failure");
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+        };
+        Self::new(status, e.to_string())
     }
 }
 

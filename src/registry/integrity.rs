@@ -134,6 +134,19 @@ impl Integrity {
         }
     }
 
+    /// An integrity from a digest already computed (its length must fit the algorithm).
+    #[must_use]
+    pub fn of_digest(algorithm: Algorithm, digest: Vec<u8>) -> Self {
+        debug_assert_eq!(digest.len(), algorithm.digest_len());
+        Self { algorithm, digest }
+    }
+
+    /// Lowercase hex of the digest.
+    #[must_use]
+    pub fn hex(&self) -> String {
+        hex::encode(&self.digest)
+    }
+
     /// The algorithm.
     #[must_use]
     pub fn algorithm(&self) -> Algorithm {

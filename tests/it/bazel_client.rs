@@ -64,12 +64,20 @@ async fn bazel_builds_directly_from_the_upstream() {
 
     bazel.build(&[]).assert_ok("direct build");
     bazel.assert_original_output();
-    assert_eq!(upstream.hits(), one_hit_per_archive(), "one GET per archive");
+    assert_eq!(
+        upstream.hits(),
+        one_hit_per_archive(),
+        "one GET per archive"
+    );
 
     upstream.set(&release_path(CHANGED), fixture_archive(CHANGED_TO));
     bazel.forget_downloads();
     let out = bazel.build(&[]);
-    assert!(!out.success(), "changed bytes must fail the build:\n{}", out.tail());
+    assert!(
+        !out.success(),
+        "changed bytes must fail the build:\n{}",
+        out.tail()
+    );
     assert!(
         out.log.contains("Checksum was"),
         "fails on the checksum:\n{}",
@@ -98,7 +106,11 @@ async fn bazel_requests_rewritten_urls_in_the_mirror_shape() {
 
     bazel.build(&[&flag]).assert_ok("build through the rewrite");
     bazel.assert_original_output();
-    assert_eq!(upstream.hits(), BTreeMap::new(), "the upstream is not asked");
+    assert_eq!(
+        upstream.hits(),
+        BTreeMap::new(),
+        "the upstream is not asked"
+    );
     let expected: BTreeMap<String, u32> = ARCHIVES
         .iter()
         .map(|name| (mirror_path(&host, name), 1))
@@ -114,14 +126,19 @@ async fn bazel_builds_through_the_mirror_across_upstream_outage_and_change() {
     let mut upstream = Upstream::start(original_files()).await;
     let work = tempfile::tempdir().expect("tempdir");
     let policy = write_policy(work.path(), &upstream);
-    let server = TestServer::start(&example_registry(), &[("mirror-policy", path_str(&policy))]).await;
+    let server =
+        TestServer::start(&example_registry(), &[("mirror-policy", path_str(&policy))]).await;
     let bazel = Bazel::new(bin, &upstream.origin());
     let flag = bazel.write_downloader_config(&downloader_config(&server).await);
 
     // a. Cold: the mirror pulls each archive from the upstream exactly once.
     bazel.build(&[&flag]).assert_ok("build through the mirror");
     bazel.assert_original_output();
-    assert_eq!(upstream.hits(), one_hit_per_archive(), "one upstream GET per archive");
+    assert_eq!(
+        upstream.hits(),
+        one_hit_per_archive(),
+        "one upstream GET per archive"
+    );
 
     // b. Upstream down, Bazel's caches gone: the mirror alone serves the archives.
     upstream.stop().await;
@@ -172,7 +189,11 @@ async fn bazel_builds_offline_from_an_exported_repository_cache() {
         let resp = server.get(&mirror_path(&upstream.host(), name)).await;
         assert_eq!(resp.status(), 200, "mirror GET of {name}");
         let body = resp.bytes().await.expect("body");
-        assert_eq!(sha256_hex(&body), sha256_hex(&fixture_archive(name)), "{name}");
+        assert_eq!(
+            sha256_hex(&body),
+            sha256_hex(&fixture_archive(name)),
+            "{name}"
+        );
     }
     server.stop().await;
     upstream.stop().await;
@@ -204,21 +225,20 @@ async fn bazel_builds_offline_from_an_exported_repository_cache() {
     );
     out.assert_ok("mirror export");
     for name in ARCHIVES {
-        let bytes = fixture_archive(name);
-        let file = cache.join(format!(
-            "content_addressable/sha256/{}/file",
-            sha256_hex(&bytes)
-        ));
+        let digest = sha256_hex(&fixture_archive(name));
+        let file = cache.join(format!("content_addressable/sha256/{digest}/file"));
         assert_eq!(
-            std::fs::read(&file).ok(),
-            Some(bytes),
+            std::fs::read(&file).ok().map(|b| sha256_hex(&b)),
+            Some(digest),
             "{} holds {name}",
             file.display()
         );
     }
 
     // No downloader config, upstream and mirror both gone: only the cache can serve.
-    bazel.build(&[]).assert_ok("offline build from the exported cache");
+    bazel
+        .build(&[])
+        .assert_ok("offline build from the exported cache");
     bazel.assert_original_output();
 }
 
@@ -240,7 +260,10 @@ async fn upstream_double_stops_restarts_and_changes_bytes() {
     let resp = client.get(&url).send().await.expect("upstream up");
     assert_eq!(body(resp).await, fixture_archive(CHANGED));
     upstream.stop().await;
-    assert!(client.get(&url).send().await.is_err(), "stopped upstream answered");
+    assert!(
+        client.get(&url).send().await.is_err(),
+        "stopped upstream answered"
+    );
 
     upstream.set(&release_path(CHANGED), fixture_archive(CHANGED_TO));
     upstream.restart().await;
@@ -315,7 +338,10 @@ fn original_files() -> BTreeMap<String, Vec<u8>> {
 }
 
 fn one_hit_per_archive() -> BTreeMap<String, u32> {
-    ARCHIVES.iter().map(|name| (release_path(name), 1)).collect()
+    ARCHIVES
+        .iter()
+        .map(|name| (release_path(name), 1))
+        .collect()
 }
 
 /// Writes `policy/policy.toml` allowing the upstream; returns the policy folder.
@@ -568,15 +594,18 @@ impl Bazel {
     /// Runs one Bazel command in the workspace; output goes to `logs/NN-<command>.log`.
     fn run(&self, args: &[&str]) -> Outcome {
         let n = self.runs.fetch_add(1, Ordering::Relaxed);
-        let log = self
-            .dir
-            .path()
-            .join(format!("logs/{n:02}-{}.log", args.first().unwrap_or(&"bazel")));
+        let log = self.dir.path().join(format!(
+            "logs/{n:02}-{}.log",
+            args.first().unwrap_or(&"bazel")
+        ));
         let mut cmd = Command::new(&self.bin);
         cmd.current_dir(self.ws())
             // Startup options: identical on every call, or Bazel restarts its server.
             .arg("--nohome_rc")
-            .arg(format!("--output_user_root={}", self.dir.path().join("root").display()))
+            .arg(format!(
+                "--output_user_root={}",
+                self.dir.path().join("root").display()
+            ))
             // Client/server gRPC on 127.0.0.1 rather than [::1].
             .arg("--host_jvm_args=-Djava.net.preferIPv4Stack=true")
             // A server orphaned by a killed test goes away by itself.
@@ -585,7 +614,12 @@ impl Bazel {
         for var in PROXY_VARS {
             cmd.env_remove(var);
         }
-        run_bounded(format!("bazel {}", args.join(" ")), &mut cmd, &log, BAZEL_TIMEOUT)
+        run_bounded(
+            format!("bazel {}", args.join(" ")),
+            &mut cmd,
+            &log,
+            BAZEL_TIMEOUT,
+        )
     }
 }
 
@@ -637,9 +671,7 @@ fn run_bounded(what: String, cmd: &mut Command, log: &Path, limit: Duration) -> 
         .stdout(file.try_clone().expect("clone log"))
         .stderr(file);
     let started = Instant::now();
-    let mut child = cmd
-        .spawn()
-        .unwrap_or_else(|e| panic!("spawn {what}: {e}"));
+    let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {what}: {e}"));
     let status = tokio::task::block_in_place(|| wait_bounded(&mut child, limit));
     eprintln!(
         "{what}: {status:?} after {:.1} s",

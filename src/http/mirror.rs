@@ -1,0 +1,174 @@
+//! Mirror routes: archives by upstream URL, blobs by digest, client configuration, provenance.
+
+use std::net::SocketAddr;
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::{ConnectInfo, Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+
+use super::error::ApiError;
+use crate::app::AppState;
+use crate::mirror::client_config;
+use crate::mirror::{BlobResponse, ByteRange, MirrorError};
+
+/// `GET|HEAD /mirror/{host}/{path...}[?query]`.
+pub(super) async fn get_mirror_url(
+    State(app): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let rest = uri.path().strip_prefix("/mirror/").unwrap_or_default();
+    if rest.is_empty() || rest.split('/').any(|s| s == ".." || s == ".") {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "mirror path must be /mirror/{host}/{path} without `.` or `..` segments",
+        ));
+    }
+    let host_and_path = match uri.query() {
+        Some(q) => format!("{rest}?{q}"),
+        None => rest.to_owned(),
+    };
+    let range = parse_range(&headers)?;
+    let blob = app
+        .mirror
+        .get_url(&host_and_path, range, &peer.ip().to_string())
+        .await;
+    Ok(blob.map_or_else(error_response, blob_response))
+}
+
+/// `GET|HEAD /cas/{algorithm}/{hex}` and `/cas/{algorithm}/{hex}/{basename}`.
+pub(super) async fn get_cas_blob(
+    State(app): State<AppState>,
+    Path(params): Path<Vec<(String, String)>>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let get = |k: &str| {
+        params
+            .iter()
+            .find(|(n, _)| n == k)
+            .map(|(_, v)| v.as_str())
+            .unwrap_or_default()
+    };
+    let range = parse_range(&headers)?;
+    let blob = app.mirror.get_digest(get("algorithm"), get("hex"), range);
+    Ok(blob.map_or_else(error_response, blob_response))
+}
+
+/// `GET /api/v1/blobs/{sha256}`: provenance and state of a blob.
+pub(super) async fn get_blob_provenance(
+    State(app): State<AppState>,
+    Path(sha256): Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    Ok(Json(app.mirror.provenance(&sha256).await?))
+}
+
+#[derive(Debug, Deserialize)]
+pub(super) struct DownloaderQuery {
+    #[serde(default)]
+    strict: Option<String>,
+}
+
+/// `GET /bazel/downloader.cfg[?strict=1]`.
+pub(super) async fn get_downloader_cfg(
+    State(app): State<AppState>,
+    Query(q): Query<DownloaderQuery>,
+) -> impl IntoResponse {
+    let strict = q
+        .strict
+        .as_deref()
+        .is_some_and(|v| matches!(v, "1" | "true" | "yes"));
+    let body = client_config::downloader_config(app.mirror.policy(), &app.public_url(), strict);
+    (
+        [
+            (header::CONTENT_TYPE, "text/plain; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        body,
+    )
+}
+
+/// `GET /bazel/bazelrc`.
+pub(super) async fn get_bazelrc(State(app): State<AppState>) -> impl IntoResponse {
+    let body = client_config::bazelrc(&app.public_url());
+    (
+        [
+            (header::CONTENT_TYPE, "text/plain; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        body,
+    )
+}
+
+/// Parses a single `bytes=` range; several ranges are answered with the whole blob.
+fn parse_range(headers: &HeaderMap) -> Result<Option<ByteRange>, ApiError> {
+    let Some(value) = headers.get(header::RANGE) else {
+        return Ok(None);
+    };
+    let bad = || {
+        ApiError::new(
+            StatusCode::RANGE_NOT_SATISFIABLE,
+            "malformed Range header; use bytes=START-END",
+        )
+    };
+    let s = value.to_str().map_err(|_| bad())?;
+    let Some(spec) = s.trim().strip_prefix("bytes=") else {
+        return Err(bad());
+    };
+    if spec.contains(',') {
+        return Ok(None);
+    }
+    let (a, b) = spec.split_once('-').ok_or_else(bad)?;
+    let num = |t: &str| t.trim().parse::<u64>().map_err(|_| bad());
+    Ok(Some(match (a.trim().is_empty(), b.trim().is_empty()) {
+        (false, false) => ByteRange::FromTo(num(a)?, num(b)?),
+        (false, true) => ByteRange::From(num(a)?),
+        (true, false) => ByteRange::Suffix(num(b)?),
+        (true, true) => return Err(bad()),
+    }))
+}
+
+/// Errors as [`ApiError`] does, plus `Content-Range: bytes */SIZE` on a 416.
+fn error_response(e: MirrorError) -> Response {
+    let size = match &e {
+        MirrorError::RangeNotSatisfiable { size } => Some(*size),
+        _ => None,
+    };
+    let mut response = ApiError::from(e).into_response();
+    if let Some(size) = size
+        && let Ok(v) = header::HeaderValue::from_str(&format!("bytes */{size}"))
+    {
+        response.headers_mut().insert(header::CONTENT_RANGE, v);
+    }
+    response
+}
+
+fn blob_response(blob: BlobResponse) -> Response {
+    let mut b = Response::builder()
+        .header(header::CONTENT_TYPE, "application/octet-stream")
+        .header(header::CACHE_CONTROL, "public, max-age=31536000, immutable")
+        .header(header::X_CONTENT_TYPE_OPTIONS, "nosniff");
+    if let Some(sha) = &blob.sha256 {
+        b = b
+            .header(header::ETAG, format!("\"{sha}\""))
+            .header(header::ACCEPT_RANGES, "bytes");
+    }
+    match (blob.range, blob.size) {
+        (Some((start, end)), Some(size)) => {
+            b = b
+                .status(StatusCode::PARTIAL_CONTENT)
+                .header(
+                    header::CONTENT_RANGE,
+                    format!("bytes {start}-{}/{size}", end - 1),
+                )
+                .header(header::CONTENT_LENGTH, end - start);
+        }
+        (_, Some(size)) => b = b.header(header::CONTENT_LENGTH, size),
+        (_, None) => {}
+    }
+    b.body(Body::from_stream(blob.body))
+        .unwrap_or_else(|_| Response::new(Body::empty()))
+}

@@ -1,0 +1,513 @@
+//! Pull-through of one URL: a single upstream fetch per URL at a time, spooled to a local file
+//! while it is hashed, streamed to every waiting client at once, and stored only once it is
+//! complete and verified.
+//!
+//! Clients are always one byte behind the spool until the blob is verified and stored: a
+//! transfer that breaks or fails verification therefore never completes on the client side.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use bytes::{Bytes, BytesMut};
+use chrono::Utc;
+use futures::StreamExt as _;
+use futures::stream::BoxStream;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::sync::watch;
+use url::Url;
+
+use super::records::{BlobRecord, EventKind, EventRecord, PinRecord, Record, UpstreamMeta};
+use super::service::{Inner, write_state};
+use super::verify::{CHUNK_SIZE, Digests, Hashers};
+use crate::registry::{Algorithm, Integrity};
+use crate::storage::StorageKey;
+use crate::upstream::{Allowed, UpstreamError, UpstreamResponse};
+
+/// Bytes gathered before they are written to the spool and announced.
+const SPOOL_BATCH: usize = 256 * 1024;
+
+/// Why a fill failed.
+#[derive(Debug, Clone)]
+pub(super) enum FillError {
+    /// The upstream refused, failed or was not allowed.
+    Upstream(UpstreamError),
+    /// The bytes do not match the expected integrity.
+    Mismatch {
+        /// Expected SRI.
+        expected: String,
+        /// Actual SRI.
+        actual: String,
+    },
+    /// The storage backend failed.
+    Storage(String),
+    /// Anything else (size cap, truncation, spool I/O).
+    Other(String),
+}
+
+impl std::fmt::Display for FillError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Upstream(e) => write!(f, "{e}"),
+            Self::Mismatch { expected, actual } => write!(f, "expected {expected}, got {actual}"),
+            Self::Storage(m) => write!(f, "storage: {m}"),
+            Self::Other(m) => f.write_str(m),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+struct Progress {
+    /// Set once the upstream answered 200: its `Content-Length`, if any.
+    head: Option<Option<u64>>,
+    /// Bytes in the spool.
+    written: u64,
+    /// Set once, at the end.
+    done: Option<Result<Arc<BlobRecord>, FillError>>,
+}
+
+/// One fill in progress (or just finished).
+#[derive(Debug)]
+pub(super) struct Fill {
+    spool: Option<tempfile::TempPath>,
+    rx: watch::Receiver<Progress>,
+}
+
+impl Fill {
+    /// Joins the fill of `url` in progress, or starts one.
+    pub(super) fn join_or_start(
+        inner: &Arc<Inner>,
+        url: Url,
+        allowed: Allowed,
+        expected: Option<Integrity>,
+        requested_by: String,
+    ) -> Arc<Self> {
+        let mut map = inner
+            .inflight
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(f) = map.get(url.as_str()) {
+            return f.clone();
+        }
+        let (tx, rx) = watch::channel(Progress::default());
+        let spool = match tempfile::Builder::new()
+            .prefix("gf-registry-fill-")
+            .tempfile()
+        {
+            Ok(f) => f.into_temp_path(),
+            Err(e) => {
+                tx.send_modify(|p| {
+                    p.done = Some(Err(FillError::Other(format!(
+                        "cannot create a spool file: {e}"
+                    ))))
+                });
+                return Arc::new(Self { spool: None, rx });
+            }
+        };
+        let fill = Arc::new(Self {
+            spool: Some(spool),
+            rx,
+        });
+        map.insert(url.to_string(), fill.clone());
+        drop(map);
+        let task = FillTask {
+            inner: inner.clone(),
+            fill: fill.clone(),
+            url,
+            allowed,
+            expected,
+            requested_by,
+        };
+        tokio::spawn(task.run(tx));
+        fill
+    }
+
+    /// Waits until the fill is over (stored or failed).
+    pub(super) async fn finished(&self) {
+        let mut rx = self.rx.clone();
+        let _ = rx.wait_for(|p| p.done.is_some()).await;
+    }
+
+    /// Waits for the upstream's answer: its length (if sent), or the failure.
+    pub(super) async fn wait_for_head(&self) -> Result<Option<u64>, FillError> {
+        let mut rx = self.rx.clone();
+        let p = match rx.wait_for(|p| p.head.is_some() || p.done.is_some()).await {
+            Ok(p) => p.clone(),
+            Err(_) => {
+                return Err(FillError::Other(
+                    "the fill task ended unexpectedly".to_owned(),
+                ));
+            }
+        };
+        match (p.done, p.head) {
+            (Some(Err(e)), _) => Err(e),
+            (_, Some(len)) => Ok(len),
+            (_, None) => Err(FillError::Other(
+                "the fill ended without an upstream answer".to_owned(),
+            )),
+        }
+    }
+
+    /// The result, once over.
+    pub(super) fn outcome(&self) -> Option<Result<Arc<BlobRecord>, FillError>> {
+        self.rx.borrow().done.clone()
+    }
+
+    /// The bytes for one client, from the spool, as they arrive; the last byte only once the
+    /// blob is verified and stored; an error item when the fill fails.
+    pub(super) fn stream(self: &Arc<Self>) -> BoxStream<'static, Result<Bytes, std::io::Error>> {
+        let st = Reader {
+            fill: self.clone(),
+            rx: self.rx.clone(),
+            file: None,
+            pos: 0,
+            over: false,
+        };
+        futures::stream::unfold(st, |mut st| async move {
+            if st.over {
+                return None;
+            }
+            loop {
+                let (limit, done) = {
+                    let p = st.rx.borrow_and_update();
+                    let complete = matches!(p.done, Some(Ok(_)));
+                    let limit = if complete {
+                        p.written
+                    } else {
+                        p.written.saturating_sub(1)
+                    };
+                    (limit, p.done.clone())
+                };
+                if st.pos < limit {
+                    let item = st.read_up_to(limit).await;
+                    st.over = item.is_err();
+                    return Some((item, st));
+                }
+                match done {
+                    Some(Ok(_)) => return None,
+                    Some(Err(e)) => {
+                        st.over = true;
+                        return Some((Err(std::io::Error::other(e.to_string())), st));
+                    }
+                    None => {
+                        if st.rx.changed().await.is_err() {
+                            st.over = true;
+                            return Some((
+                                Err(std::io::Error::other("the fill task ended unexpectedly")),
+                                st,
+                            ));
+                        }
+                    }
+                }
+            }
+        })
+        .boxed()
+    }
+}
+
+/// One client's position in the spool.
+struct Reader {
+    fill: Arc<Fill>,
+    rx: watch::Receiver<Progress>,
+    file: Option<tokio::fs::File>,
+    pos: u64,
+    over: bool,
+}
+
+impl Reader {
+    async fn read_up_to(&mut self, limit: u64) -> Result<Bytes, std::io::Error> {
+        if self.file.is_none() {
+            let path = self
+                .fill
+                .spool
+                .as_ref()
+                .ok_or_else(|| std::io::Error::other("no spool file"))?;
+            self.file = Some(tokio::fs::File::open(path).await?);
+        }
+        let file = self
+            .file
+            .as_mut()
+            .ok_or_else(|| std::io::Error::other("no spool file"))?;
+        let want =
+            usize::try_from((limit - self.pos).min(SPOOL_BATCH as u64)).unwrap_or(SPOOL_BATCH);
+        let mut buf = vec![0u8; want];
+        let n = file.read(&mut buf).await?;
+        if n == 0 {
+            return Err(std::io::Error::other(
+                "spool file is shorter than announced",
+            ));
+        }
+        buf.truncate(n);
+        self.pos += n as u64;
+        Ok(Bytes::from(buf))
+    }
+}
+
+/// The background work of one fill; not tied to any client, so a client that goes away does
+/// not stop the fill the others are waiting for.
+struct FillTask {
+    inner: Arc<Inner>,
+    fill: Arc<Fill>,
+    url: Url,
+    allowed: Allowed,
+    expected: Option<Integrity>,
+    requested_by: String,
+}
+
+impl FillTask {
+    async fn run(self, tx: watch::Sender<Progress>) {
+        self.inner
+            .stats
+            .upstream_fetches
+            .fetch_add(1, Ordering::Relaxed);
+        let result = self.fetch_and_store(&tx).await;
+        match &result {
+            Ok(r) => {
+                self.inner
+                    .stats
+                    .fills_stored
+                    .fetch_add(1, Ordering::Relaxed);
+                tracing::info!(url = %self.url, blob.sha256 = %r.sha256, size_bytes = r.size, "mirrored");
+            }
+            Err(e) => {
+                self.inner
+                    .stats
+                    .fills_failed
+                    .fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(url = %self.url, error = %e, "pull-through failed; nothing stored");
+                if let FillError::Mismatch { actual, .. } = e {
+                    self.record_drift_if_pinned(actual).await;
+                }
+            }
+        }
+        {
+            let mut map = self
+                .inner
+                .inflight
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if map
+                .get(self.url.as_str())
+                .is_some_and(|f| Arc::ptr_eq(f, &self.fill))
+            {
+                map.remove(self.url.as_str());
+            }
+        }
+        tx.send_modify(|p| p.done = Some(result.map(Arc::new)));
+    }
+
+    async fn fetch_and_store(&self, tx: &watch::Sender<Progress>) -> Result<BlobRecord, FillError> {
+        let policy = &self.inner.policy;
+        let allow = |u: &Url| policy.allows(u);
+        let resp = self
+            .inner
+            .upstream
+            .get(&self.url, &allow)
+            .await
+            .map_err(FillError::Upstream)?;
+        let max = policy.max_blob_bytes;
+        if let Some(n) = resp.content_length
+            && n > max
+        {
+            return Err(FillError::Other(format!(
+                "upstream announces {n} bytes, over the policy's max_blob_bytes ({max})"
+            )));
+        }
+        tx.send_modify(|p| p.head = Some(resp.content_length));
+        let (digests, meta) = self.spool(resp, tx, max).await?;
+        if let Some(expected) = &self.expected
+            && let Err(actual) = digests.check(expected)
+        {
+            let actual = actual.map_or_else(
+                || format!("sha256-… ({})", digests.sha256_hex),
+                |a| a.to_string(),
+            );
+            return Err(FillError::Mismatch {
+                expected: expected.to_string(),
+                actual,
+            });
+        }
+        self.store(&digests, meta).await
+    }
+
+    /// Copies the body into the spool file, hashing it, announcing progress.
+    async fn spool(
+        &self,
+        mut resp: UpstreamResponse,
+        tx: &watch::Sender<Progress>,
+        max: u64,
+    ) -> Result<(Digests, UpstreamMeta), FillError> {
+        let io = |e: std::io::Error| FillError::Other(format!("spool file: {e}"));
+        let path = self
+            .fill
+            .spool
+            .as_ref()
+            .ok_or_else(|| FillError::Other("no spool file".to_owned()))?;
+        let mut file = tokio::fs::OpenOptions::new()
+            .write(true)
+            .truncate(true)
+            .open(path)
+            .await
+            .map_err(io)?;
+        let extra: Vec<Algorithm> = self
+            .expected
+            .iter()
+            .map(Integrity::algorithm)
+            .filter(|a| *a != Algorithm::Sha256)
+            .collect();
+        let mut hashers = Hashers::new(&extra);
+        let mut pending = BytesMut::with_capacity(SPOOL_BATCH);
+        let mut written = 0u64;
+        loop {
+            let next = resp.body.next().await;
+            let end = next.is_none();
+            if let Some(chunk) = next {
+                let chunk = chunk.map_err(FillError::Upstream)?;
+                if written + (pending.len() + chunk.len()) as u64 > max {
+                    return Err(FillError::Other(format!(
+                        "upstream sent more than the policy's max_blob_bytes ({max})"
+                    )));
+                }
+                hashers.update(&chunk);
+                pending.extend_from_slice(&chunk);
+            }
+            if pending.len() >= SPOOL_BATCH || (end && !pending.is_empty()) {
+                file.write_all(&pending).await.map_err(io)?;
+                file.flush().await.map_err(io)?;
+                written += pending.len() as u64;
+                pending.clear();
+                tx.send_modify(|p| p.written = written);
+            }
+            if end {
+                break;
+            }
+        }
+        if let Some(n) = resp.content_length
+            && n != written
+        {
+            return Err(FillError::Other(format!(
+                "upstream sent {written} of {n} announced bytes"
+            )));
+        }
+        let meta = UpstreamMeta {
+            status: resp.status,
+            final_url: resp.final_url.to_string(),
+            etag: resp.etag,
+            last_modified: resp.last_modified,
+            content_type: resp.content_type,
+        };
+        Ok((hashers.finish(), meta))
+    }
+
+    /// Write, verify, then expose: upload to a temporary key, move to the CAS key, check the
+    /// size the backend reports, then append provenance and the pin.
+    async fn store(&self, d: &Digests, meta: UpstreamMeta) -> Result<BlobRecord, FillError> {
+        let storage = &self.inner.storage;
+        let st = |e: crate::storage::StorageError| FillError::Storage(e.to_string());
+        let blob_key = StorageKey::blob("sha256", &d.sha256_hex);
+        let available = self
+            .inner
+            .state
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .blobs
+            .get(&d.sha256_hex)
+            .is_some_and(super::records::BlobState::is_available);
+        let present = available && storage.size(&blob_key).await.map_err(st)? == Some(d.size);
+        let now = Utc::now();
+        let record = BlobRecord {
+            sha256: d.sha256_hex.clone(),
+            integrity: d.integrity.iter().map(ToString::to_string).collect(),
+            size: d.size,
+            url: Some(self.url.to_string()),
+            fetched_at: now,
+            upstream: Some(meta),
+            rule: Some(self.allowed.rule.clone()),
+            requested_by: Some(self.requested_by.clone()),
+            chunk_size: CHUNK_SIZE,
+            chunks: d.chunks.clone(),
+        };
+        let mut new_records = Vec::new();
+        if !present {
+            let path = self
+                .fill
+                .spool
+                .as_ref()
+                .ok_or_else(|| FillError::Other("no spool file".to_owned()))?;
+            let tmp = StorageKey::Temp {
+                id: format!(
+                    "{}-{}",
+                    d.sha256_hex,
+                    now.timestamp_nanos_opt().unwrap_or_default()
+                ),
+            };
+            let sent = storage.put_file(&tmp, path).await.map_err(st)?;
+            if sent != d.size {
+                let _ = storage.delete(&tmp).await;
+                return Err(FillError::Other(format!(
+                    "spool held {sent} bytes, expected {}",
+                    d.size
+                )));
+            }
+            storage.rename(&tmp, &blob_key).await.map_err(st)?;
+            match storage.size(&blob_key).await.map_err(st)? {
+                Some(n) if n == d.size => {}
+                other => {
+                    return Err(FillError::Storage(format!(
+                        "blob {} not visible with its size after the write (backend reports {other:?}, expected {})",
+                        d.sha256_hex, d.size
+                    )));
+                }
+            }
+            new_records.push(Record::Blob(record.clone()));
+        }
+        let pinned = self
+            .inner
+            .state
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .pins
+            .contains_key(self.url.as_str());
+        if !pinned {
+            new_records.push(Record::Pin(PinRecord {
+                url: self.url.to_string(),
+                sha256: d.sha256_hex.clone(),
+                at: now,
+            }));
+        }
+        for r in &new_records {
+            self.inner.records.append(r).await.map_err(st)?;
+        }
+        let mut state = write_state(&self.inner);
+        for r in &new_records {
+            state.apply(r);
+        }
+        Ok(state
+            .blobs
+            .get(&d.sha256_hex)
+            .map_or(record, |b| (*b.record).clone()))
+    }
+
+    async fn record_drift_if_pinned(&self, actual: &str) {
+        let pin = self
+            .inner
+            .state
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .pins
+            .get(self.url.as_str())
+            .cloned();
+        if let Some(pin) = pin {
+            let event = Record::Event(EventRecord {
+                event: EventKind::Drift,
+                sha256: pin.sha256,
+                url: Some(self.url.to_string()),
+                at: Utc::now(),
+                detail: format!("upstream now serves {actual}"),
+            });
+            if let Err(e) = self.inner.records.append(&event).await {
+                tracing::error!(error = %e, "could not record drift");
+            }
+            write_state(&self.inner).apply(&event);
+        }
+    }
+}

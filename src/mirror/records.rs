@@ -1,0 +1,333 @@
+//! Append-only records in the `records` role, and the state folded from them.
+//!
+//! Every fact is one new object whose key starts with its time, so records are never read,
+//! modified and written back, and correctness never depends on conditional puts (Garage
+//! ignores them). The current state (which URL is pinned to which digest, which blobs are
+//! quarantined) is a fold over all records, kept in memory and rebuilt at start.
+
+use std::collections::{BTreeSet, HashMap};
+use std::hash::{BuildHasher as _, Hasher as _};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use futures::StreamExt as _;
+use serde::{Deserialize, Serialize};
+
+use crate::storage::{Role, Storage, StorageError, StorageKey};
+
+/// What the upstream said when a blob was fetched.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UpstreamMeta {
+    /// The status (200).
+    pub status: u16,
+    /// The URL that answered, after redirects.
+    pub final_url: String,
+    /// `ETag`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub etag: Option<String>,
+    /// `Last-Modified`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_modified: Option<String>,
+    /// `Content-Type`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content_type: Option<String>,
+}
+
+/// Provenance of one stored blob (one record per ingest).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlobRecord {
+    /// Lowercase hex sha256: the CAS address.
+    pub sha256: String,
+    /// SRI values computed at ingest (sha256 always; sha384/sha512 when an integrity asked).
+    pub integrity: Vec<String>,
+    /// Size in bytes.
+    pub size: u64,
+    /// The URL it was fetched for, if it came from an upstream.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// When the transfer completed.
+    pub fetched_at: DateTime<Utc>,
+    /// Upstream response facts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream: Option<UpstreamMeta>,
+    /// The policy rule that allowed the fetch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rule: Option<String>,
+    /// Who asked (client address or identity).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requested_by: Option<String>,
+    /// Size of the verification chunks.
+    pub chunk_size: u64,
+    /// BLAKE3 of each chunk, hex: the read path verifies every chunk before serving it.
+    pub chunks: Vec<String>,
+}
+
+/// A URL pinned to a digest: first seen wins.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PinRecord {
+    /// The upstream URL.
+    pub url: String,
+    /// Hex sha256 it is pinned to.
+    pub sha256: String,
+    /// When.
+    pub at: DateTime<Utc>,
+}
+
+/// Kinds of events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventKind {
+    /// Stored bytes did not match their digest; the blob is no longer served.
+    Quarantine,
+    /// The upstream now serves other bytes for a pinned URL.
+    Drift,
+    /// The blob was removed by retention.
+    Evict,
+    /// The blob was read (coalesced; feeds retention by age).
+    Access,
+}
+
+/// An event about a blob.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventRecord {
+    /// What happened.
+    pub event: EventKind,
+    /// The blob.
+    pub sha256: String,
+    /// The URL concerned, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// When.
+    pub at: DateTime<Utc>,
+    /// Details for people.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub detail: String,
+}
+
+/// Any record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Record {
+    /// Provenance of a stored blob.
+    Blob(BlobRecord),
+    /// A URL pin.
+    Pin(PinRecord),
+    /// An event.
+    Event(EventRecord),
+}
+
+impl Record {
+    fn stream(&self) -> &'static str {
+        match self {
+            Self::Blob(_) => "blobs",
+            Self::Pin(_) => "pins",
+            Self::Event(_) => "events",
+        }
+    }
+
+    fn time(&self) -> DateTime<Utc> {
+        match self {
+            Self::Blob(b) => b.fetched_at,
+            Self::Pin(p) => p.at,
+            Self::Event(e) => e.at,
+        }
+    }
+}
+
+/// What is known of one blob.
+#[derive(Debug, Clone)]
+pub struct BlobState {
+    /// The latest provenance record.
+    pub record: Arc<BlobRecord>,
+    /// Every URL it was served or pinned for.
+    pub urls: BTreeSet<String>,
+    /// Quarantined: never served until re-ingested.
+    pub quarantined: bool,
+    /// Evicted by retention.
+    pub evicted: bool,
+    /// Last recorded read (or the ingest time).
+    pub last_access: DateTime<Utc>,
+}
+
+impl BlobState {
+    /// Whether it may be served.
+    #[must_use]
+    pub fn is_available(&self) -> bool {
+        !self.quarantined && !self.evicted
+    }
+}
+
+/// The fold of all records.
+#[derive(Debug, Default, Clone)]
+pub struct MirrorState {
+    /// Blobs by hex sha256.
+    pub blobs: HashMap<String, BlobState>,
+    /// URL pins.
+    pub pins: HashMap<String, PinRecord>,
+    /// `sha384-...` / `sha512-...` SRI -> hex sha256.
+    pub aliases: HashMap<String, String>,
+    /// Drift events, oldest first.
+    pub drift: Vec<EventRecord>,
+}
+
+impl MirrorState {
+    /// Applies one record (records must be applied in time order).
+    pub fn apply(&mut self, record: &Record) {
+        match record {
+            Record::Blob(b) => {
+                for sri in &b.integrity {
+                    self.aliases.insert(sri.clone(), b.sha256.clone());
+                }
+                let entry = self
+                    .blobs
+                    .entry(b.sha256.clone())
+                    .or_insert_with(|| BlobState {
+                        record: Arc::new(b.clone()),
+                        urls: BTreeSet::new(),
+                        quarantined: false,
+                        evicted: false,
+                        last_access: b.fetched_at,
+                    });
+                // A re-ingest replaces the bytes: it clears quarantine and eviction.
+                entry.record = Arc::new(b.clone());
+                entry.quarantined = false;
+                entry.evicted = false;
+                entry.last_access = entry.last_access.max(b.fetched_at);
+                if let Some(u) = &b.url {
+                    entry.urls.insert(u.clone());
+                }
+            }
+            Record::Pin(p) => {
+                self.pins.entry(p.url.clone()).or_insert_with(|| p.clone());
+                if let Some(b) = self.blobs.get_mut(&p.sha256) {
+                    b.urls.insert(p.url.clone());
+                }
+            }
+            Record::Event(e) => {
+                let blob = self.blobs.get_mut(&e.sha256);
+                match (e.event, blob) {
+                    (EventKind::Quarantine, Some(b)) => b.quarantined = true,
+                    (EventKind::Evict, Some(b)) => b.evicted = true,
+                    (EventKind::Access, Some(b)) => b.last_access = b.last_access.max(e.at),
+                    (EventKind::Drift, _) => self.drift.push(e.clone()),
+                    _ => {}
+                }
+            }
+        }
+    }
+
+    /// The available blob for an SRI value or a hex sha256.
+    #[must_use]
+    pub fn resolve_alias(&self, algorithm: &str, hex_digest: &str) -> Option<String> {
+        if algorithm == "sha256" {
+            return Some(hex_digest.to_ascii_lowercase());
+        }
+        let raw = hex::decode(hex_digest).ok()?;
+        let sri = format!(
+            "{algorithm}-{}",
+            base64::Engine::encode(&base64::engine::general_purpose::STANDARD, raw)
+        );
+        self.aliases.get(&sri).cloned()
+    }
+}
+
+/// Writes and reads records.
+#[derive(Debug, Clone)]
+pub struct Records {
+    storage: Storage,
+    salt: u64,
+    counter: Arc<AtomicU64>,
+}
+
+impl Records {
+    /// Records in `storage`'s records role.
+    #[must_use]
+    pub fn new(storage: Storage) -> Self {
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u32(std::process::id());
+        Self {
+            storage,
+            salt: h.finish(),
+            counter: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    /// Appends a record under a new, unique key that starts with its time.
+    ///
+    /// # Errors
+    /// [`StorageError`] when the backend refuses the write.
+    pub async fn append(&self, record: &Record) -> Result<(), StorageError> {
+        let t = record.time();
+        let n = self.counter.fetch_add(1, Ordering::Relaxed);
+        let id = format!(
+            "{}-{:016x}-{n:06}.json",
+            t.format("%Y%m%dT%H%M%S%.9fZ"),
+            self.salt
+        );
+        let bytes = serde_json::to_vec(record).unwrap_or_default();
+        self.storage
+            .put(
+                &StorageKey::Record {
+                    stream: record.stream(),
+                    id,
+                },
+                Bytes::from(bytes),
+            )
+            .await
+    }
+
+    /// Reads every record and folds them, oldest first. Unreadable records are reported and
+    /// skipped (they are counted in the second value).
+    ///
+    /// # Errors
+    /// [`StorageError`] when listing fails.
+    pub async fn load(&self) -> Result<(MirrorState, usize), StorageError> {
+        let mut keys = Vec::new();
+        for stream in ["blobs", "pins", "events"] {
+            keys.extend(self.storage.list(Role::Records, stream).await?);
+        }
+        let fetched: Vec<(String, Result<Option<Bytes>, StorageError>)> =
+            futures::stream::iter(keys)
+                .map(|path| {
+                    let storage = self.storage.clone();
+                    async move {
+                        let (stream, id) = path.split_once('/').unwrap_or(("", ""));
+                        let stream = match stream {
+                            "blobs" => "blobs",
+                            "pins" => "pins",
+                            _ => "events",
+                        };
+                        let got = storage
+                            .get(&StorageKey::Record {
+                                stream,
+                                id: id.to_owned(),
+                            })
+                            .await;
+                        (path, got)
+                    }
+                })
+                .buffer_unordered(16)
+                .collect()
+                .await;
+        let mut records = Vec::new();
+        let mut bad = 0;
+        for (path, got) in fetched {
+            match got?.map(|b| serde_json::from_slice::<Record>(&b)) {
+                Some(Ok(r)) => records.push((r.time(), path, r)),
+                Some(Err(e)) => {
+                    bad += 1;
+                    tracing::warn!(record = %path, error = %e, "unreadable record skipped");
+                }
+                None => {}
+            }
+        }
+        records.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
+        let mut state = MirrorState::default();
+        for (_, _, r) in &records {
+            state.apply(r);
+        }
+        Ok((state, bad))
+    }
+}

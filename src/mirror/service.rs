@@ -1,0 +1,603 @@
+//! The mirror service: lookups by URL and by digest, pull-through on allowed misses,
+//! quarantine, provenance, and the state folded from records.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use bytes::Bytes;
+use chrono::Utc;
+use futures::stream::BoxStream;
+use serde::Serialize;
+use url::Url;
+
+use super::fill::{Fill, FillError};
+use super::policy::Policy;
+use super::records::{BlobRecord, BlobState, EventKind, EventRecord, MirrorState, Record, Records};
+use super::verify::{ReadFault, verified_stream};
+use crate::registry::{Integrity, Registry};
+use crate::storage::{Storage, StorageError};
+use crate::upstream::{UpstreamClient, UpstreamError};
+
+/// How long a response for a URL with a known integrity waits for the fill to be verified
+/// before it starts streaming anyway (Bazel's read timeout is 20 s).
+const KNOWN_INTEGRITY_WAIT: Duration = Duration::from_secs(10);
+
+/// How often a read of the same blob is recorded (feeds retention by age).
+const ACCESS_RECORD_EVERY: chrono::TimeDelta = chrono::TimeDelta::hours(1);
+
+/// Mirror failures, each mapped to one HTTP answer at the edge.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum MirrorError {
+    /// Nothing to serve and nothing may be fetched (404).
+    #[error("{0}")]
+    NotFound(String),
+    /// The request itself is malformed (400).
+    #[error("{0}")]
+    BadRequest(String),
+    /// The range cannot be satisfied (416).
+    #[error("range not satisfiable for a blob of {size} bytes")]
+    RangeNotSatisfiable {
+        /// The blob's size.
+        size: u64,
+    },
+    /// The upstream failed (502), or timed out (504 when `timeout`).
+    #[error("{message}")]
+    Upstream {
+        /// What happened.
+        message: String,
+        /// Whether it was a timeout.
+        timeout: bool,
+    },
+    /// The upstream's bytes do not match the integrity that is known for the URL (502).
+    #[error(
+        "{url}: upstream bytes do not match the known integrity: expected {expected}, got {actual}"
+    )]
+    IntegrityMismatch {
+        /// The URL.
+        url: String,
+        /// The known integrity.
+        expected: String,
+        /// What the bytes hash to.
+        actual: String,
+    },
+    /// The storage backend failed (503).
+    #[error("storage: {0}")]
+    Storage(String),
+}
+
+impl From<StorageError> for MirrorError {
+    fn from(e: StorageError) -> Self {
+        Self::Storage(e.to_string())
+    }
+}
+
+/// A `Range` request, before it is resolved against a size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ByteRange {
+    /// `bytes=a-b` (inclusive).
+    FromTo(u64, u64),
+    /// `bytes=a-`.
+    From(u64),
+    /// `bytes=-n`.
+    Suffix(u64),
+}
+
+impl ByteRange {
+    /// Resolves to `[start, end)` within `size`, or `None` when unsatisfiable.
+    #[must_use]
+    pub fn resolve(self, size: u64) -> Option<(u64, u64)> {
+        let (s, e) = match self {
+            Self::FromTo(a, b) if a <= b => (a, b.saturating_add(1).min(size)),
+            Self::FromTo(..) => return None,
+            Self::From(a) => (a, size),
+            Self::Suffix(n) if n > 0 => (size.saturating_sub(n), size),
+            Self::Suffix(_) => return None,
+        };
+        (s < e).then_some((s, e))
+    }
+}
+
+/// What the edge needs to answer a blob request.
+pub struct BlobResponse {
+    /// Hex sha256 (the strong ETag), when already known.
+    pub sha256: Option<String>,
+    /// The blob's total size, when known.
+    pub size: Option<u64>,
+    /// `Some((start, end_exclusive))` for a `206` answer.
+    pub range: Option<(u64, u64)>,
+    /// The bytes; an error item means "cut the response off here".
+    pub body: BoxStream<'static, Result<Bytes, std::io::Error>>,
+}
+
+impl std::fmt::Debug for BlobResponse {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BlobResponse")
+            .field("sha256", &self.sha256)
+            .field("size", &self.size)
+            .field("range", &self.range)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Counters, read at scrape time.
+#[derive(Debug, Default)]
+pub struct MirrorStats {
+    /// Blobs served from the store.
+    pub hits: AtomicU64,
+    /// Upstream fetches started.
+    pub upstream_fetches: AtomicU64,
+    /// Fills that completed and were stored.
+    pub fills_stored: AtomicU64,
+    /// Fills that failed.
+    pub fills_failed: AtomicU64,
+    /// Read-path integrity failures (quarantines).
+    pub integrity_failures: AtomicU64,
+    /// Body bytes served from the store.
+    pub bytes_served: AtomicU64,
+}
+
+/// Known integrity of URLs: from the registry's `source.json` files and the candidates.
+#[derive(Debug, Default)]
+struct Known {
+    generation: Option<u64>,
+    by_url: HashMap<String, (Integrity, Vec<String>)>,
+}
+
+/// State shared with fill tasks and response streams.
+#[derive(Debug)]
+pub(super) struct Inner {
+    pub(super) storage: Storage,
+    pub(super) records: Records,
+    pub(super) state: RwLock<MirrorState>,
+    pub(super) policy: Policy,
+    pub(super) upstream: UpstreamClient,
+    pub(super) inflight: Mutex<HashMap<String, Arc<Fill>>>,
+    pub(super) stats: MirrorStats,
+    access_written: Mutex<HashMap<String, chrono::DateTime<Utc>>>,
+}
+
+/// The mirror.
+#[derive(Debug, Clone)]
+pub struct Mirror {
+    inner: Arc<Inner>,
+    registry: Arc<Registry>,
+    known: Arc<tokio::sync::Mutex<Known>>,
+}
+
+fn read_state(inner: &Inner) -> std::sync::RwLockReadGuard<'_, MirrorState> {
+    inner
+        .state
+        .read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+pub(super) fn write_state(inner: &Inner) -> std::sync::RwLockWriteGuard<'_, MirrorState> {
+    inner
+        .state
+        .write()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl Mirror {
+    /// Loads the state from the records and sets up the mirror.
+    ///
+    /// # Errors
+    /// [`MirrorError::Storage`] when the records cannot be listed.
+    pub async fn load(
+        storage: Storage,
+        policy: Policy,
+        registry: Arc<Registry>,
+        upstream: UpstreamClient,
+    ) -> Result<Self, MirrorError> {
+        let records = Records::new(storage.clone());
+        let (state, bad) = records.load().await?;
+        if bad > 0 {
+            tracing::warn!(records.unreadable = bad, "some records could not be read");
+        }
+        tracing::info!(
+            mirror.blobs = state.blobs.len(),
+            mirror.pins = state.pins.len(),
+            "mirror state loaded"
+        );
+        Ok(Self {
+            inner: Arc::new(Inner {
+                storage,
+                records,
+                state: RwLock::new(state),
+                policy,
+                upstream,
+                inflight: Mutex::new(HashMap::new()),
+                stats: MirrorStats::default(),
+                access_written: Mutex::new(HashMap::new()),
+            }),
+            registry,
+            known: Arc::new(tokio::sync::Mutex::new(Known::default())),
+        })
+    }
+
+    /// The policy in force.
+    #[must_use]
+    pub fn policy(&self) -> &Policy {
+        &self.inner.policy
+    }
+
+    /// Counters.
+    #[must_use]
+    pub fn stats(&self) -> &MirrorStats {
+        &self.inner.stats
+    }
+
+    /// A copy of the folded state.
+    #[must_use]
+    pub fn state(&self) -> MirrorState {
+        read_state(&self.inner).clone()
+    }
+
+    /// The known integrity of `url` and who names it (registry entries, candidates).
+    ///
+    /// # Errors
+    /// [`MirrorError::Storage`] when the registry cannot be read.
+    pub async fn known_integrity(
+        &self,
+        url: &str,
+    ) -> Result<Option<(Integrity, Vec<String>)>, MirrorError> {
+        let mut known = self.known.lock().await;
+        if known.generation != Some(self.registry.generation()) {
+            let (generation, refs) = self
+                .registry
+                .archive_sources()
+                .await
+                .map_err(|e| MirrorError::Storage(format!("reading registry sources: {e}")))?;
+            let mut by_url: HashMap<String, (Integrity, Vec<String>)> = HashMap::new();
+            for r in refs {
+                for u in &r.urls {
+                    let e = by_url
+                        .entry(u.clone())
+                        .or_insert_with(|| (r.integrity.clone(), Vec::new()));
+                    e.1.push(format!("registry:{}@{}", r.module, r.version));
+                }
+            }
+            for c in &self.inner.policy.candidates {
+                for u in &c.urls {
+                    let e = by_url
+                        .entry(u.to_string())
+                        .or_insert_with(|| (c.integrity.clone(), Vec::new()));
+                    e.1.push(format!("candidate:{}", c.name));
+                }
+            }
+            known.by_url = by_url;
+            known.generation = Some(generation);
+        }
+        Ok(known.by_url.get(url).cloned())
+    }
+
+    /// Every digest that a registry entry or candidate references (hex sha256 when known, or
+    /// the SRI value), with its referrers: these blobs are pinned by retention.
+    ///
+    /// # Errors
+    /// [`MirrorError::Storage`] when the registry cannot be read.
+    pub async fn references(&self) -> Result<HashMap<String, Vec<String>>, MirrorError> {
+        // Refresh the URL map, then invert it by digest.
+        self.known_integrity("").await?;
+        let known = self.known.lock().await;
+        let state = read_state(&self.inner);
+        let mut out: HashMap<String, Vec<String>> = HashMap::new();
+        for (integrity, referrers) in known.by_url.values() {
+            let key = match integrity.algorithm() {
+                crate::registry::Algorithm::Sha256 => integrity.hex(),
+                _ => state
+                    .aliases
+                    .get(&integrity.to_string())
+                    .cloned()
+                    .unwrap_or_else(|| integrity.to_string()),
+            };
+            let e = out.entry(key).or_default();
+            for r in referrers {
+                if !e.contains(r) {
+                    e.push(r.clone());
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Serves the archive whose upstream URL is `SCHEME://{host_and_path}`: the pinned blob
+    /// when there is one, otherwise a pull-through when the policy allows it.
+    ///
+    /// # Errors
+    /// [`MirrorError`] for misses that may not be fetched, upstream failures and the like.
+    pub async fn get_url(
+        &self,
+        host_and_path: &str,
+        range: Option<ByteRange>,
+        requested_by: &str,
+    ) -> Result<BlobResponse, MirrorError> {
+        let policy = &self.inner.policy;
+        let candidates = ["https", "http"].map(|s| format!("{s}://{host_and_path}"));
+        // A pin for either scheme is served, whatever the policy says now.
+        let pinned = {
+            let state = read_state(&self.inner);
+            candidates
+                .iter()
+                .filter_map(|u| Url::parse(u).ok())
+                .find_map(|u| {
+                    state
+                        .pins
+                        .get(u.as_str())
+                        .map(|p| (u.to_string(), p.sha256.clone()))
+                })
+        };
+        if let Some((_, sha)) = &pinned
+            && let Some(blob) = self.available(sha)
+        {
+            return self.serve_blob(&blob, range);
+        }
+        let Some((url, allowed)) = policy.upstream_for(host_and_path) else {
+            return Err(MirrorError::NotFound(format!(
+                "not in the mirror, and no upstream prefix of the mirror policy allows https://{host_and_path} or http://{host_and_path}"
+            )));
+        };
+        // What the bytes must hash to: the first-seen pin, else a registry or candidate value.
+        let expected = match &pinned {
+            Some((_, sha)) => Some(Integrity::of_digest(
+                crate::registry::Algorithm::Sha256,
+                hex::decode(sha)
+                    .map_err(|_| MirrorError::Storage(format!("corrupt pin record for {url}")))?,
+            )),
+            None => self.known_integrity(url.as_str()).await?.map(|(i, _)| i),
+        };
+        let fill = Fill::join_or_start(
+            &self.inner,
+            url.clone(),
+            allowed,
+            expected.clone(),
+            requested_by.to_owned(),
+        );
+        if expected.is_some() {
+            // With a known digest, answer 502 rather than stream bytes that will be refused,
+            // when the verdict comes in time.
+            let _ = tokio::time::timeout(KNOWN_INTEGRITY_WAIT, fill.finished()).await;
+        }
+        match fill.wait_for_head().await {
+            Ok(size) => {
+                if let Some(Ok(record)) = fill.outcome() {
+                    // Already stored: serve it like a hit (ranges included).
+                    if let Some(blob) = self.available(&record.sha256) {
+                        return self.serve_blob(&blob, range);
+                    }
+                }
+                Ok(BlobResponse {
+                    sha256: None,
+                    size,
+                    range: None,
+                    body: fill.stream(),
+                })
+            }
+            Err(e) => Err(fill_error(&url, e)),
+        }
+    }
+
+    /// Serves a blob by digest (`sha256`, `sha384` or `sha512`, lowercase hex).
+    ///
+    /// # Errors
+    /// [`MirrorError::NotFound`] when no available blob has that digest.
+    pub fn get_digest(
+        &self,
+        algorithm: &str,
+        hex_digest: &str,
+        range: Option<ByteRange>,
+    ) -> Result<BlobResponse, MirrorError> {
+        let algo = crate::registry::Algorithm::from_name(algorithm).ok_or_else(|| {
+            MirrorError::BadRequest(format!(
+                "unknown digest algorithm `{algorithm}`; use sha256, sha384 or sha512"
+            ))
+        })?;
+        if hex_digest.len() != algo.digest_len() * 2
+            || !hex_digest.bytes().all(|b| b.is_ascii_hexdigit())
+        {
+            return Err(MirrorError::BadRequest(format!(
+                "`{hex_digest}` is not a {algorithm} digest ({} hex characters)",
+                algo.digest_len() * 2
+            )));
+        }
+        let sha = read_state(&self.inner).resolve_alias(algorithm, hex_digest);
+        let blob = sha.and_then(|s| self.available(&s)).ok_or_else(|| {
+            MirrorError::NotFound(format!("no blob {algorithm}:{hex_digest} in the mirror"))
+        })?;
+        self.serve_blob(&blob, range)
+    }
+
+    /// Provenance and state of a blob, for the API.
+    ///
+    /// # Errors
+    /// [`MirrorError::NotFound`] for unknown blobs.
+    pub async fn provenance(&self, sha256: &str) -> Result<BlobInfo, MirrorError> {
+        let sha = sha256.to_ascii_lowercase();
+        if sha.len() != 64 || !sha.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(MirrorError::BadRequest(format!(
+                "`{sha256}` is not a sha256 digest (64 hex characters)"
+            )));
+        }
+        let refs = self.references().await?;
+        let state = read_state(&self.inner);
+        let blob = state
+            .blobs
+            .get(&sha)
+            .ok_or_else(|| MirrorError::NotFound(format!("no blob sha256:{sha} in the mirror")))?;
+        let referenced_by = refs.get(&sha).cloned().unwrap_or_default();
+        Ok(BlobInfo {
+            sha256: sha.clone(),
+            record: (*blob.record).clone(),
+            urls: blob.urls.iter().cloned().collect(),
+            retention: if referenced_by.is_empty() {
+                "cached"
+            } else {
+                "pinned"
+            },
+            referenced_by,
+            quarantined: blob.quarantined,
+            evicted: blob.evicted,
+            last_access: blob.last_access,
+            drift: state
+                .drift
+                .iter()
+                .filter(|d| d.sha256 == sha)
+                .cloned()
+                .collect(),
+        })
+    }
+
+    fn available(&self, sha256: &str) -> Option<BlobState> {
+        read_state(&self.inner)
+            .blobs
+            .get(sha256)
+            .filter(|b| b.is_available())
+            .cloned()
+    }
+
+    fn serve_blob(
+        &self,
+        blob: &BlobState,
+        range: Option<ByteRange>,
+    ) -> Result<BlobResponse, MirrorError> {
+        let record = blob.record.clone();
+        let size = record.size;
+        let (start, end, partial) = match range {
+            None => (0, size, false),
+            Some(r) => {
+                let (s, e) = r
+                    .resolve(size)
+                    .ok_or(MirrorError::RangeNotSatisfiable { size })?;
+                (s, e, true)
+            }
+        };
+        self.inner.stats.hits.fetch_add(1, Ordering::Relaxed);
+        self.inner
+            .stats
+            .bytes_served
+            .fetch_add(end - start, Ordering::Relaxed);
+        self.note_access(&record.sha256);
+        let inner = self.inner.clone();
+        let sha = record.sha256.clone();
+        let on_fault = Arc::new(move |fault: ReadFault| match fault {
+            ReadFault::Corrupt(detail) => quarantine(&inner, &sha, detail),
+            ReadFault::Backend(detail) => {
+                tracing::error!(blob.sha256 = %sha, error = %detail, "storage failed while serving a blob");
+            }
+        });
+        Ok(BlobResponse {
+            sha256: Some(record.sha256.clone()),
+            size: Some(size),
+            range: partial.then_some((start, end)),
+            body: verified_stream(self.inner.storage.clone(), record, start, end, on_fault),
+        })
+    }
+
+    /// Records a read at most once an hour per blob (retention by age reads these).
+    fn note_access(&self, sha256: &str) {
+        let now = Utc::now();
+        {
+            let mut written = self
+                .inner
+                .access_written
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if written
+                .get(sha256)
+                .is_some_and(|t| now - *t < ACCESS_RECORD_EVERY)
+            {
+                return;
+            }
+            written.insert(sha256.to_owned(), now);
+        }
+        let event = Record::Event(EventRecord {
+            event: EventKind::Access,
+            sha256: sha256.to_owned(),
+            url: None,
+            at: now,
+            detail: String::new(),
+        });
+        write_state(&self.inner).apply(&event);
+        let records = self.inner.records.clone();
+        tokio::spawn(async move {
+            if let Err(e) = records.append(&event).await {
+                tracing::warn!(error = %e, "could not record a blob access");
+            }
+        });
+    }
+}
+
+/// Marks a blob as quarantined: never served again until it is re-ingested.
+pub(super) fn quarantine(inner: &Arc<Inner>, sha256: &str, detail: String) {
+    inner
+        .stats
+        .integrity_failures
+        .fetch_add(1, Ordering::Relaxed);
+    tracing::error!(blob.sha256 = %sha256, detail = %detail, "stored blob failed verification; quarantined");
+    let event = Record::Event(EventRecord {
+        event: EventKind::Quarantine,
+        sha256: sha256.to_owned(),
+        url: None,
+        at: Utc::now(),
+        detail,
+    });
+    write_state(inner).apply(&event);
+    let records = inner.records.clone();
+    tokio::spawn(async move {
+        if let Err(e) = records.append(&event).await {
+            tracing::error!(error = %e, "could not record a quarantine");
+        }
+    });
+}
+
+fn fill_error(url: &Url, e: FillError) -> MirrorError {
+    match e {
+        FillError::Upstream(UpstreamError::NotFound { url, status }) => {
+            MirrorError::NotFound(format!("upstream {url} answered {status}"))
+        }
+        FillError::Upstream(UpstreamError::NotAllowed(m)) => MirrorError::NotFound(m),
+        FillError::Upstream(UpstreamError::Timeout(u)) => MirrorError::Upstream {
+            message: format!("upstream {u} timed out"),
+            timeout: true,
+        },
+        FillError::Upstream(other) => MirrorError::Upstream {
+            message: other.to_string(),
+            timeout: false,
+        },
+        FillError::Mismatch { expected, actual } => MirrorError::IntegrityMismatch {
+            url: url.to_string(),
+            expected,
+            actual,
+        },
+        FillError::Other(m) => MirrorError::Upstream {
+            message: format!("{url}: {m}"),
+            timeout: false,
+        },
+        FillError::Storage(m) => MirrorError::Storage(m),
+    }
+}
+
+/// A blob's provenance and state, as the API returns it.
+#[derive(Debug, Clone, Serialize)]
+pub struct BlobInfo {
+    /// Hex sha256.
+    pub sha256: String,
+    /// The latest provenance record.
+    pub record: BlobRecord,
+    /// Every URL it was served or pinned for.
+    pub urls: Vec<String>,
+    /// `pinned` (referenced by a registry entry or candidate) or `cached`.
+    pub retention: &'static str,
+    /// Registry entries and candidates that reference it.
+    pub referenced_by: Vec<String>,
+    /// Whether it failed verification.
+    pub quarantined: bool,
+    /// Whether retention removed it.
+    pub evicted: bool,
+    /// Last recorded read.
+    pub last_access: chrono::DateTime<Utc>,
+    /// Drift events of URLs pinned to it.
+    pub drift: Vec<EventRecord>,
+}

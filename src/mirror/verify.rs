@@ -1,0 +1,280 @@
+//! Hashing on the way in, and chunk-by-chunk verification on the way out.
+//!
+//! At ingest every blob gets its sha256 (the public address; sha384/sha512 too when an
+//! integrity asks for them) and a BLAKE3 digest per 1 MiB chunk. Reads fetch whole chunks,
+//! check each one before any of its bytes leave, and cut the response at the first mismatch,
+//! so a client never receives wrong bytes with a success.
+
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use futures::stream::BoxStream;
+use futures::{StreamExt as _, TryStreamExt as _};
+use sha2::Digest as _;
+
+use super::records::BlobRecord;
+use crate::registry::{Algorithm, Integrity};
+use crate::storage::{Storage, StorageKey};
+
+/// Size of a verification chunk.
+pub const CHUNK_SIZE: u64 = 1 << 20;
+
+/// Incremental hashes of a blob being ingested.
+pub(super) struct Hashers {
+    sha256: sha2::Sha256,
+    sha384: Option<sha2::Sha384>,
+    sha512: Option<sha2::Sha512>,
+    chunk: blake3::Hasher,
+    chunk_filled: u64,
+    chunks: Vec<String>,
+    size: u64,
+}
+
+/// The digests of a complete blob.
+#[derive(Debug, Clone)]
+pub(super) struct Digests {
+    pub(super) sha256_hex: String,
+    pub(super) integrity: Vec<Integrity>,
+    pub(super) chunks: Vec<String>,
+    pub(super) size: u64,
+}
+
+impl Digests {
+    /// Whether `expected` matches, and the actual value in the same algorithm when computed.
+    pub(super) fn check(&self, expected: &Integrity) -> Result<(), Option<Integrity>> {
+        match self
+            .integrity
+            .iter()
+            .find(|i| i.algorithm() == expected.algorithm())
+        {
+            Some(actual) if actual == expected => Ok(()),
+            Some(actual) => Err(Some(actual.clone())),
+            None => Err(None),
+        }
+    }
+}
+
+impl Hashers {
+    /// Hashers for sha256 plus the algorithms of `extra`.
+    pub(super) fn new(extra: &[Algorithm]) -> Self {
+        Self {
+            sha256: sha2::Sha256::new(),
+            sha384: extra.contains(&Algorithm::Sha384).then(sha2::Sha384::new),
+            sha512: extra.contains(&Algorithm::Sha512).then(sha2::Sha512::new),
+            chunk: blake3::Hasher::new(),
+            chunk_filled: 0,
+            chunks: Vec::new(),
+            size: 0,
+        }
+    }
+
+    pub(super) fn update(&mut self, mut data: &[u8]) {
+        self.sha256.update(data);
+        if let Some(h) = &mut self.sha384 {
+            h.update(data);
+        }
+        if let Some(h) = &mut self.sha512 {
+            h.update(data);
+        }
+        self.size += data.len() as u64;
+        while !data.is_empty() {
+            let room = usize::try_from(CHUNK_SIZE - self.chunk_filled).unwrap_or(usize::MAX);
+            let take = room.min(data.len());
+            self.chunk.update(&data[..take]);
+            self.chunk_filled += take as u64;
+            data = &data[take..];
+            if self.chunk_filled == CHUNK_SIZE {
+                self.chunks.push(self.chunk.finalize().to_hex().to_string());
+                self.chunk.reset();
+                self.chunk_filled = 0;
+            }
+        }
+    }
+
+    pub(super) fn finish(mut self) -> Digests {
+        if self.chunk_filled > 0 {
+            self.chunks.push(self.chunk.finalize().to_hex().to_string());
+        }
+        let sha256 = self.sha256.finalize().to_vec();
+        let sha256_hex = hex::encode(&sha256);
+        let mut integrity = vec![Integrity::of_digest(Algorithm::Sha256, sha256)];
+        if let Some(h) = self.sha384 {
+            integrity.push(Integrity::of_digest(
+                Algorithm::Sha384,
+                h.finalize().to_vec(),
+            ));
+        }
+        if let Some(h) = self.sha512 {
+            integrity.push(Integrity::of_digest(
+                Algorithm::Sha512,
+                h.finalize().to_vec(),
+            ));
+        }
+        Digests {
+            sha256_hex,
+            integrity,
+            chunks: self.chunks,
+            size: self.size,
+        }
+    }
+}
+
+/// Why a verified read stopped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum ReadFault {
+    /// Stored bytes do not match their record: quarantine.
+    Corrupt(String),
+    /// The backend failed (transient, or the object vanished): no verdict on the bytes.
+    Backend(String),
+}
+
+/// Streams bytes `[start, end)` of a stored blob, verifying every chunk it touches. On a fault
+/// `on_fault` is called once and the stream ends with an error (the response is cut off).
+pub(super) fn verified_stream(
+    storage: Storage,
+    record: Arc<BlobRecord>,
+    start: u64,
+    end: u64,
+    on_fault: Arc<dyn Fn(ReadFault) + Send + Sync>,
+) -> BoxStream<'static, Result<Bytes, std::io::Error>> {
+    if start >= end {
+        return futures::stream::empty().boxed();
+    }
+    let cs = record.chunk_size.max(1);
+    let first = start / cs;
+    let fetch_start = first * cs;
+    let fetch_end = end.div_ceil(cs).saturating_mul(cs).min(record.size);
+    let key = StorageKey::blob("sha256", &record.sha256);
+    struct St {
+        inner: Option<BoxStream<'static, Result<Bytes, String>>>,
+        buf: BytesMut,
+        chunk: u64,
+        done: bool,
+    }
+    let state = St {
+        inner: None,
+        buf: BytesMut::new(),
+        chunk: first,
+        done: false,
+    };
+    futures::stream::unfold(state, move |mut st| {
+        let storage = storage.clone();
+        let record = record.clone();
+        let on_fault = on_fault.clone();
+        let key = key.clone();
+        async move {
+            if st.done {
+                return None;
+            }
+            let fail = |st: &mut St, fault: ReadFault| {
+                st.done = true;
+                let msg = match &fault {
+                    ReadFault::Corrupt(m) | ReadFault::Backend(m) => m.clone(),
+                };
+                on_fault(fault);
+                Some(Err(std::io::Error::other(msg)))
+            };
+            if st.inner.is_none() {
+                match storage.get_range(&key, fetch_start..fetch_end).await {
+                    Ok(Some(s)) => st.inner = Some(s.map_err(|e| e.to_string()).boxed()),
+                    Ok(None) => {
+                        let r = fail(
+                            &mut st,
+                            ReadFault::Corrupt(format!(
+                                "blob {} is missing from the cas role",
+                                record.sha256
+                            )),
+                        );
+                        return r.map(|x| (x, st));
+                    }
+                    Err(e) => {
+                        let r = fail(&mut st, ReadFault::Backend(e.to_string()));
+                        return r.map(|x| (x, st));
+                    }
+                }
+            }
+            let chunk_start = st.chunk * cs;
+            let chunk_len = cs.min(record.size - chunk_start);
+            let chunk_len_usize = usize::try_from(chunk_len).unwrap_or(usize::MAX);
+            while st.buf.len() < chunk_len_usize {
+                let next = match st.inner.as_mut() {
+                    Some(s) => s.next().await,
+                    None => None,
+                };
+                match next {
+                    Some(Ok(b)) => st.buf.extend_from_slice(&b),
+                    Some(Err(e)) => {
+                        let r = fail(&mut st, ReadFault::Backend(e));
+                        return r.map(|x| (x, st));
+                    }
+                    None => {
+                        let r = fail(
+                            &mut st,
+                            ReadFault::Corrupt(format!(
+                                "blob {} is shorter than its record says",
+                                record.sha256
+                            )),
+                        );
+                        return r.map(|x| (x, st));
+                    }
+                }
+            }
+            let data = st.buf.split_to(chunk_len_usize).freeze();
+            let idx = usize::try_from(st.chunk).unwrap_or(usize::MAX);
+            let ok = record
+                .chunks
+                .get(idx)
+                .is_some_and(|want| blake3::hash(&data).to_hex().as_str() == want);
+            if !ok {
+                let r = fail(
+                    &mut st,
+                    ReadFault::Corrupt(format!(
+                        "blob {} chunk {idx} does not match its digest",
+                        record.sha256
+                    )),
+                );
+                return r.map(|x| (x, st));
+            }
+            st.chunk += 1;
+            let from = usize::try_from(start.saturating_sub(chunk_start)).unwrap_or(0);
+            let to = usize::try_from(end.min(chunk_start + chunk_len) - chunk_start).unwrap_or(0);
+            if chunk_start + chunk_len >= end {
+                st.done = true;
+            }
+            Some((Ok(data.slice(from..to)), st))
+        }
+    })
+    .boxed()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hashers_chunk_and_digest() {
+        let data: Vec<u8> = (0..(CHUNK_SIZE * 2 + 17))
+            .map(|i| (i % 253) as u8)
+            .collect();
+        let mut h = Hashers::new(&[Algorithm::Sha512]);
+        for part in data.chunks(70_001) {
+            h.update(part);
+        }
+        let d = h.finish();
+        assert_eq!(d.size, data.len() as u64);
+        assert_eq!(d.chunks.len(), 3);
+        assert_eq!(
+            d.chunks[2],
+            blake3::hash(&data[(CHUNK_SIZE * 2) as usize..])
+                .to_hex()
+                .to_string()
+        );
+        assert_eq!(d.sha256_hex, hex::encode(sha2::Sha256::digest(&data)));
+        assert!(d.check(&Integrity::of(Algorithm::Sha512, &data)).is_ok());
+        assert!(
+            d.check(&Integrity::of(Algorithm::Sha512, b"other"))
+                .is_err()
+        );
+        assert_eq!(d.check(&Integrity::of(Algorithm::Sha384, &data)), Err(None));
+    }
+}

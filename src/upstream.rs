@@ -131,6 +131,21 @@ pub struct UpstreamClient {
     permissive: reqwest::Client,
 }
 
+/// The resolver's refusal, recognised again when reqwest hands it back.
+#[derive(Debug)]
+struct InternalAddress {
+    host: String,
+    ip: IpAddr,
+}
+
+impl std::fmt::Display for InternalAddress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} resolves to {}, an internal address", self.host, self.ip)
+    }
+}
+
+impl std::error::Error for InternalAddress {}
+
 /// Resolves names and drops internal addresses (for rules without `allow_private`).
 #[derive(Debug)]
 struct PublicOnlyResolver;
@@ -142,7 +157,7 @@ impl Resolve for PublicOnlyResolver {
             let addrs: Vec<SocketAddr> =
                 tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
             if let Some(bad) = addrs.iter().find(|a| is_internal(a.ip())) {
-                return Err(format!("{host} resolves to {}, an internal address", bad.ip()).into());
+                return Err(Box::new(InternalAddress { host, ip: bad.ip() }) as Box<dyn std::error::Error + Send + Sync>);
             }
             Ok(Box::new(addrs.into_iter()) as Addrs)
         })
@@ -263,6 +278,12 @@ fn transport(url: &Url, e: &reqwest::Error) -> UpstreamError {
     let mut msg = e.to_string();
     let mut source = std::error::Error::source(e);
     while let Some(s) = source {
+        if let Some(internal) = s.downcast_ref::<InternalAddress>() {
+            return UpstreamError::PrivateAddress {
+                url: url.to_string(),
+                ip: internal.ip,
+            };
+        }
         msg = format!("{msg}: {s}");
         source = s.source();
     }

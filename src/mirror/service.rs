@@ -558,6 +558,7 @@ fn fill_error(url: &Url, e: FillError) -> MirrorError {
             MirrorError::NotFound(format!("upstream {url} answered {status}"))
         }
         FillError::Upstream(UpstreamError::NotAllowed(m)) => MirrorError::NotFound(m),
+        FillError::Upstream(e @ UpstreamError::PrivateAddress { .. }) => MirrorError::NotFound(format!("refused: {e}")),
         FillError::Upstream(UpstreamError::Timeout(u)) => MirrorError::Upstream {
             message: format!("upstream {u} timed out"),
             timeout: true,

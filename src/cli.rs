@@ -1,4 +1,6 @@
-//! The command line: `serve`, `config check|show`, `registry check`.
+//! The command line: `serve`, `config check|show`, `registry check`, `mirror ...`.
+
+mod mirror_cmd;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -28,6 +30,9 @@ enum Command {
     /// Work on a registry tree.
     #[command(subcommand)]
     Registry(RegistryCommand),
+    /// Operate the mirror: status, fetch, gc, verify-upstream, export.
+    #[command(subcommand)]
+    Mirror(mirror_cmd::MirrorCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -56,7 +61,7 @@ enum RegistryCommand {
 
 /// Flags shared by `serve` and `config`; each is also `GF_REGISTRY_*` and a config-file key.
 #[derive(Debug, Args)]
-struct ServeArgs {
+pub(crate) struct ServeArgs {
     /// TOML configuration file (env GF_REGISTRY_CONFIG).
     #[arg(long)]
     config: Option<PathBuf>,
@@ -125,6 +130,7 @@ impl Cli {
                 println!("configuration OK (registry: {})", source.describe());
                 Ok(())
             }),
+            Command::Mirror(cmd) => cmd.run(),
             Command::Config(ConfigCommand::Show(args)) => with_config(&args, |c| {
                 print!("{}", c.show());
                 Ok(())

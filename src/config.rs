@@ -107,6 +107,7 @@ settings! {
     CAS = ("storage.cas", "GF_REGISTRY_CAS", None, None, "location of the cas role (default: DATA/cas)");
     RECORDS = ("storage.records", "GF_REGISTRY_RECORDS", None, None, "location of the records role (default: DATA/records)");
     MIRROR_POLICY = ("mirror.policy", "GF_REGISTRY_MIRROR_POLICY", Some("mirror-policy"), Some("./mirror-policy"), "mirror policy folder");
+    GC_INTERVAL = ("mirror.gc_interval_seconds", "GF_REGISTRY_GC_INTERVAL_SECONDS", None, Some("3600"), "how often retention runs in the server (0: never; `mirror gc` runs it by hand)");
 }
 
 /// The environment variable naming the config file.
@@ -179,6 +180,8 @@ pub struct Config {
     pub storage: StorageLayout,
     /// Mirror policy folder.
     pub mirror_policy: PathBuf,
+    /// How often retention runs in the server (zero: never).
+    pub gc_interval: Duration,
     /// Every setting's textual value and origin, for `config show`.
     pub shown: Vec<(Setting, Option<String>, Origin)>,
     /// Things worth telling the operator that are not errors.
@@ -302,6 +305,7 @@ impl Config {
             mirror_policy: r
                 .parse(Id::MIRROR_POLICY, |s| Ok::<_, String>(PathBuf::from(s)))?
                 .ok_or_else(|| missing(Id::MIRROR_POLICY))?,
+            gc_interval: Duration::from_secs(secs(Id::GC_INTERVAL)?.unwrap_or(3600)),
             shown,
             warnings,
         })

@@ -35,6 +35,7 @@ pub fn router(state: AppState) -> Router {
         .route("/bazel/downloader.cfg", get(mirror::get_downloader_cfg))
         .route("/bazel/bazelrc", get(mirror::get_bazelrc))
         .route("/api/v1/blobs/{sha256}", get(mirror::get_blob_provenance))
+        .route("/api/v1/mirror/status", get(mirror::get_mirror_status))
         .route("/healthz", get(admin::get_healthz))
         .route("/readyz", get(admin::get_readyz))
         .route("/metrics", get(admin::get_metrics))

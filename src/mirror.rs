@@ -6,6 +6,7 @@
 
 pub mod client_config;
 mod fill;
+pub mod ops;
 pub mod policy;
 pub mod records;
 mod service;

@@ -23,6 +23,7 @@ pub struct Running {
     shutdown: watch::Sender<bool>,
     serve: JoinHandle<std::io::Result<()>>,
     poll: JoinHandle<()>,
+    gc: JoinHandle<()>,
 }
 
 /// Builds the app and starts serving on `config.listen`.
@@ -66,6 +67,29 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             }
         }
     });
+    let gc_app = app.clone();
+    let gc_interval = app.config.gc_interval;
+    let mut gc_rx = shutdown.subscribe();
+    let gc = tokio::spawn(async move {
+        if gc_interval.is_zero() {
+            return;
+        }
+        loop {
+            tokio::select! {
+                _ = gc_rx.wait_for(|stop| *stop) => return,
+                () = tokio::time::sleep(gc_interval) => {}
+            }
+            match gc_app.mirror.gc(false).await {
+                Ok(r) if !r.evicted.is_empty() => tracing::info!(
+                    evicted = r.evicted.len(),
+                    cached_bytes = r.cached_bytes_after,
+                    "retention ran"
+                ),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "retention failed"),
+            }
+        }
+    });
     tracing::info!(
         listen = %addr,
         public_url = %public_url,
@@ -83,6 +107,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         shutdown,
         serve,
         poll,
+        gc,
     })
 }
 
@@ -94,6 +119,7 @@ impl Running {
     pub async fn shutdown(self, grace: Duration) -> anyhow::Result<()> {
         let _ = self.shutdown.send(true);
         self.poll.abort();
+        self.gc.abort();
         match tokio::time::timeout(grace, self.serve).await {
             Ok(joined) => Ok(joined??),
             Err(_) => anyhow::bail!(

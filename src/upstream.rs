@@ -140,7 +140,11 @@ struct InternalAddress {
 
 impl std::fmt::Display for InternalAddress {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} resolves to {}, an internal address", self.host, self.ip)
+        write!(
+            f,
+            "{} resolves to {}, an internal address",
+            self.host, self.ip
+        )
     }
 }
 
@@ -157,7 +161,8 @@ impl Resolve for PublicOnlyResolver {
             let addrs: Vec<SocketAddr> =
                 tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
             if let Some(bad) = addrs.iter().find(|a| is_internal(a.ip())) {
-                return Err(Box::new(InternalAddress { host, ip: bad.ip() }) as Box<dyn std::error::Error + Send + Sync>);
+                return Err(Box::new(InternalAddress { host, ip: bad.ip() })
+                    as Box<dyn std::error::Error + Send + Sync>);
             }
             Ok(Box::new(addrs.into_iter()) as Addrs)
         })

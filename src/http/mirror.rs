@@ -66,6 +66,23 @@ pub(super) async fn get_blob_provenance(
     Ok(Json(app.mirror.provenance(&sha256).await?))
 }
 
+/// `GET /api/v1/mirror/status`: the durable-authority gate; 200 when every required candidate
+/// is durable, 503 otherwise (the body lists every candidate either way).
+pub(super) async fn get_mirror_status(State(app): State<AppState>) -> Result<Response, ApiError> {
+    let statuses = app.mirror.candidate_status().await?;
+    let ok = statuses.iter().all(|s| !s.required || s.state == "durable");
+    let status = if ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    Ok((
+        status,
+        Json(serde_json::json!({ "ok": ok, "candidates": statuses })),
+    )
+        .into_response())
+}
+
 #[derive(Debug, Deserialize)]
 pub(super) struct DownloaderQuery {
     #[serde(default)]

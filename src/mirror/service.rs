@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use chrono::Utc;
+use futures::StreamExt as _;
 use futures::stream::BoxStream;
 use serde::Serialize;
 use url::Url;
@@ -156,6 +157,45 @@ pub(super) struct Inner {
     pub(super) inflight: Mutex<HashMap<String, Arc<Fill>>>,
     pub(super) stats: MirrorStats,
     access_written: Mutex<HashMap<String, chrono::DateTime<Utc>>>,
+    /// Responses streaming each blob right now: retention never removes these.
+    pub(super) readers: Mutex<HashMap<String, usize>>,
+}
+
+/// Counts one open read of a blob for as long as it lives.
+struct ReadGuard {
+    inner: Arc<Inner>,
+    sha256: String,
+}
+
+impl ReadGuard {
+    fn new(inner: &Arc<Inner>, sha256: &str) -> Self {
+        *inner
+            .readers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .entry(sha256.to_owned())
+            .or_default() += 1;
+        Self {
+            inner: inner.clone(),
+            sha256: sha256.to_owned(),
+        }
+    }
+}
+
+impl Drop for ReadGuard {
+    fn drop(&mut self) {
+        let mut readers = self
+            .inner
+            .readers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(n) = readers.get_mut(&self.sha256) {
+            *n -= 1;
+            if *n == 0 {
+                readers.remove(&self.sha256);
+            }
+        }
+    }
 }
 
 /// The mirror.
@@ -211,6 +251,7 @@ impl Mirror {
                 inflight: Mutex::new(HashMap::new()),
                 stats: MirrorStats::default(),
                 access_written: Mutex::new(HashMap::new()),
+                readers: Mutex::new(HashMap::new()),
             }),
             registry,
             known: Arc::new(tokio::sync::Mutex::new(Known::default())),
@@ -449,7 +490,22 @@ impl Mirror {
         })
     }
 
-    fn available(&self, sha256: &str) -> Option<BlobState> {
+    /// Streams a whole stored blob, verified chunk by chunk (for exports and restore checks).
+    ///
+    /// # Errors
+    /// [`MirrorError::NotFound`] when the blob is not available.
+    pub fn read_blob(&self, sha256: &str) -> Result<BlobResponse, MirrorError> {
+        let blob = self.available(sha256).ok_or_else(|| {
+            MirrorError::NotFound(format!("no blob sha256:{sha256} in the mirror"))
+        })?;
+        self.serve_blob(&blob, None)
+    }
+
+    pub(super) fn inner(&self) -> &Arc<Inner> {
+        &self.inner
+    }
+
+    pub(super) fn available(&self, sha256: &str) -> Option<BlobState> {
         read_state(&self.inner)
             .blobs
             .get(sha256)
@@ -487,11 +543,23 @@ impl Mirror {
                 tracing::error!(blob.sha256 = %sha, error = %detail, "storage failed while serving a blob");
             }
         });
+        let guard = ReadGuard::new(&self.inner, &record.sha256);
+        let body = verified_stream(
+            self.inner.storage.clone(),
+            record.clone(),
+            start,
+            end,
+            on_fault,
+        )
+        .map(move |item| {
+            let _reading = &guard;
+            item
+        });
         Ok(BlobResponse {
             sha256: Some(record.sha256.clone()),
             size: Some(size),
             range: partial.then_some((start, end)),
-            body: verified_stream(self.inner.storage.clone(), record, start, end, on_fault),
+            body: body.boxed(),
         })
     }
 
@@ -558,7 +626,9 @@ fn fill_error(url: &Url, e: FillError) -> MirrorError {
             MirrorError::NotFound(format!("upstream {url} answered {status}"))
         }
         FillError::Upstream(UpstreamError::NotAllowed(m)) => MirrorError::NotFound(m),
-        FillError::Upstream(e @ UpstreamError::PrivateAddress { .. }) => MirrorError::NotFound(format!("refused: {e}")),
+        FillError::Upstream(e @ UpstreamError::PrivateAddress { .. }) => {
+            MirrorError::NotFound(format!("refused: {e}"))
+        }
         FillError::Upstream(UpstreamError::Timeout(u)) => MirrorError::Upstream {
             message: format!("upstream {u} timed out"),
             timeout: true,

@@ -477,14 +477,74 @@ impl FillTask {
         for r in &new_records {
             self.inner.records.append(r).await.map_err(st)?;
         }
-        let mut state = write_state(&self.inner);
-        for r in &new_records {
-            state.apply(r);
+        let stored_new_blob = new_records.iter().any(|r| matches!(r, Record::Blob(_)));
+        let result = {
+            let mut state = write_state(&self.inner);
+            for r in &new_records {
+                state.apply(r);
+            }
+            state
+                .blobs
+                .get(&d.sha256_hex)
+                .map_or_else(|| record.clone(), |b| (*b.record).clone())
+        };
+        if stored_new_blob && record.integrity.len() < 3 {
+            self.complete_integrity(record);
         }
-        Ok(state
-            .blobs
-            .get(&d.sha256_hex)
-            .map_or(record, |b| (*b.record).clone()))
+        Ok(result)
+    }
+
+    /// Provenance carries sha256, sha384 and sha512. Only sha256 (and the algorithm of a known
+    /// integrity) is computed on the transfer's critical path; the others are computed from
+    /// the spool afterwards and recorded as a supplement to the same ingest.
+    fn complete_integrity(&self, record: BlobRecord) {
+        let inner = self.inner.clone();
+        let fill = self.fill.clone();
+        tokio::spawn(async move {
+            let Some(path) = fill.spool.as_ref().map(|p| p.to_path_buf()) else {
+                return;
+            };
+            let hashed =
+                crate::tasks::spawn_blocking(move || -> std::io::Result<(Vec<u8>, Vec<u8>)> {
+                    use sha2::Digest as _;
+                    use std::io::Read as _;
+                    let mut file = std::fs::File::open(path)?;
+                    let (mut h384, mut h512) = (sha2::Sha384::new(), sha2::Sha512::new());
+                    let mut buf = vec![0u8; 1 << 20];
+                    loop {
+                        let n = file.read(&mut buf)?;
+                        if n == 0 {
+                            break;
+                        }
+                        h384.update(&buf[..n]);
+                        h512.update(&buf[..n]);
+                    }
+                    Ok((h384.finalize().to_vec(), h512.finalize().to_vec()))
+                })
+                .await;
+            let Ok(Ok((d384, d512))) = hashed else {
+                tracing::warn!(blob.sha256 = %record.sha256, "could not complete sha384/sha512 provenance");
+                return;
+            };
+            let mut full = record;
+            for i in [
+                Integrity::of_digest(Algorithm::Sha384, d384),
+                Integrity::of_digest(Algorithm::Sha512, d512),
+            ] {
+                let s = i.to_string();
+                if !full.integrity.contains(&s) {
+                    full.integrity.push(s);
+                }
+            }
+            // Same ingest time: the supplement folds right after the original record.
+            let supplement = Record::Blob(full);
+            if let Err(e) = inner.records.append(&supplement).await {
+                tracing::warn!(error = %e, "could not record sha384/sha512 provenance");
+                return;
+            }
+            write_state(&inner).apply(&supplement);
+            drop(fill);
+        });
     }
 
     async fn record_drift_if_pinned(&self, actual: &str) {

@@ -91,7 +91,13 @@ struct CacheCollector(Arc<Registry>);
 
 impl Collector for CacheCollector {
     fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
-        let (hits, misses, entries, bytes) = self.0.cache_stats();
+        let stats = self.0.cache_stats();
+        let (hits, misses, entries, bytes) = (
+            stats.hits,
+            stats.misses,
+            stats.entries,
+            stats.weighted_bytes,
+        );
         let labels = CacheLabels {
             cache: "registry_files",
         };
@@ -99,8 +105,13 @@ impl Collector for CacheCollector {
             ("cache_hits", "Lookups answered from a named cache", hits),
             (
                 "cache_misses",
-                "Lookups that loaded from the source",
+                "Lookups not answered from a named cache",
                 misses,
+            ),
+            (
+                "cache_loads",
+                "Loads from the source (concurrent misses of one key share a load)",
+                stats.loads,
             ),
         ];
         for (name, help, value) in counters {

@@ -15,5 +15,5 @@ pub mod version;
 pub use integrity::{Algorithm, Integrity};
 pub use name::{ModuleName, RelativePath};
 pub use path::{FileKind, RegistryPath};
-pub use service::{CacheSettings, Registry, RegistryError, RegistryFile};
+pub use service::{CacheSettings, CacheStats, Registry, RegistryError, RegistryFile};
 pub use version::ModuleVersion;

@@ -77,9 +77,25 @@ struct CacheValue {
 pub struct CacheCounters {
     /// Requests answered from the cache.
     pub hits: AtomicU64,
-    /// Requests that had to read the source (concurrent misses for one key count once each,
-    /// but load once).
+    /// Requests not answered from the cache (concurrent misses for one key each count).
     pub misses: AtomicU64,
+    /// Reads of the source: concurrent misses for one key share a single load.
+    pub loads: Arc<AtomicU64>,
+}
+
+/// A snapshot of the cache figures.
+#[derive(Debug, Clone, Copy)]
+pub struct CacheStats {
+    /// Requests answered from the cache.
+    pub hits: u64,
+    /// Requests not answered from the cache.
+    pub misses: u64,
+    /// Reads of the source.
+    pub loads: u64,
+    /// Entries held.
+    pub entries: u64,
+    /// Bytes held (weighted).
+    pub weighted_bytes: u64,
 }
 
 /// What a refresh did.
@@ -233,19 +249,20 @@ impl Registry {
         self.snapshot.load().modules.len()
     }
 
-    /// Cache counters and size: `(hits, misses, entries, weighted bytes)`.
+    /// Cache counters and size.
     #[must_use]
-    pub fn cache_stats(&self) -> (u64, u64, u64, u64) {
-        let (entries, size) = self
+    pub fn cache_stats(&self) -> CacheStats {
+        let (entries, weighted_bytes) = self
             .cache
             .as_ref()
             .map_or((0, 0), |c| (c.entry_count(), c.weighted_size()));
-        (
-            self.counters.hits.load(Ordering::Relaxed),
-            self.counters.misses.load(Ordering::Relaxed),
+        CacheStats {
+            hits: self.counters.hits.load(Ordering::Relaxed),
+            misses: self.counters.misses.load(Ordering::Relaxed),
+            loads: self.counters.loads.load(Ordering::Relaxed),
             entries,
-            size,
-        )
+            weighted_bytes,
+        }
     }
 
     /// Re-reads the source: for git, switches atomically to the commit the ref points to now;
@@ -354,6 +371,7 @@ impl Registry {
         let kind = path.kind();
         let Some(cache) = &self.cache else {
             self.counters.misses.fetch_add(1, Ordering::Relaxed);
+            self.counters.loads.fetch_add(1, Ordering::Relaxed);
             return load_file(snap.tree.clone(), tree_path, kind).await;
         };
         let key = (snap.generation, tree_path);
@@ -364,8 +382,13 @@ impl Registry {
         self.counters.misses.fetch_add(1, Ordering::Relaxed);
         let tree = snap.tree.clone();
         let rel = key.1.clone();
+        let loads = self.counters.loads.clone();
         cache
-            .try_get_with(key, load_file(tree, rel, kind))
+            .try_get_with(key, async move {
+                // Runs once for all concurrent misses of this key.
+                loads.fetch_add(1, Ordering::Relaxed);
+                load_file(tree, rel, kind).await
+            })
             .await
             .map_err(|e: Arc<RegistryError>| match e.as_ref() {
                 RegistryError::NotFound => RegistryError::NotFound,

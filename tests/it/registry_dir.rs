@@ -338,6 +338,14 @@ async fn concurrent_cold_reads_agree_and_are_cached() {
     );
     assert!(hits + misses >= 32.0, "{hits} hits + {misses} misses");
     assert!(hits >= 1.0, "later requests hit the cache: {metrics}");
+    let loads = metric_value(
+        &metrics,
+        "gf_registry_cache_loads_total{cache=\"registry_files\"}",
+    );
+    assert_eq!(
+        loads, 1.0,
+        "32 requests for one file read the source once:\n{metrics}"
+    );
     server.stop().await;
 }
 

@@ -425,6 +425,7 @@ impl FillTask {
             requested_by: Some(self.requested_by.clone()),
             chunk_size: CHUNK_SIZE,
             chunks: d.chunks.clone(),
+            supplement: false,
         };
         let mut new_records = Vec::new();
         if !present {
@@ -527,6 +528,7 @@ impl FillTask {
                 return;
             };
             let mut full = record;
+            full.supplement = true;
             for i in [
                 Integrity::of_digest(Algorithm::Sha384, d384),
                 Integrity::of_digest(Algorithm::Sha512, d512),

@@ -62,6 +62,10 @@ pub struct BlobRecord {
     pub chunk_size: u64,
     /// BLAKE3 of each chunk, hex: the read path verifies every chunk before serving it.
     pub chunks: Vec<String>,
+    /// A supplement to an earlier record of the same ingest (more digests computed after the
+    /// transfer): it adds facts and never changes the blob's quarantine or eviction state.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub supplement: bool,
 }
 
 /// A URL pinned to a digest: first seen wins.
@@ -179,6 +183,18 @@ impl MirrorState {
             Record::Blob(b) => {
                 for sri in &b.integrity {
                     self.aliases.insert(sri.clone(), b.sha256.clone());
+                }
+                if b.supplement {
+                    if let Some(entry) = self.blobs.get_mut(&b.sha256) {
+                        let mut merged = (*entry.record).clone();
+                        for sri in &b.integrity {
+                            if !merged.integrity.contains(sri) {
+                                merged.integrity.push(sri.clone());
+                            }
+                        }
+                        entry.record = Arc::new(merged);
+                    }
+                    return;
                 }
                 let entry = self
                     .blobs
@@ -329,5 +345,60 @@ impl Records {
             state.apply(r);
         }
         Ok((state, bad))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn blob(supplement: bool, integrity: &[&str], at: i64) -> Record {
+        Record::Blob(BlobRecord {
+            sha256: "ab".repeat(32),
+            integrity: integrity.iter().map(|s| (*s).to_owned()).collect(),
+            size: 1,
+            url: Some("https://x.example/a".to_owned()),
+            fetched_at: DateTime::from_timestamp(at, 0).unwrap_or_default(),
+            upstream: None,
+            rule: None,
+            requested_by: None,
+            chunk_size: 1 << 20,
+            chunks: vec![],
+            supplement,
+        })
+    }
+
+    #[test]
+    fn a_supplement_adds_digests_but_never_revives_a_quarantined_blob() {
+        let mut state = MirrorState::default();
+        state.apply(&blob(false, &["sha256-x"], 1));
+        state.apply(&Record::Event(EventRecord {
+            event: EventKind::Quarantine,
+            sha256: "ab".repeat(32),
+            url: None,
+            at: DateTime::from_timestamp(2, 0).unwrap_or_default(),
+            detail: String::new(),
+        }));
+        state.apply(&blob(true, &["sha256-x", "sha512-y"], 1));
+        let b = &state.blobs[&"ab".repeat(32)];
+        assert!(b.quarantined, "still quarantined");
+        assert_eq!(b.record.integrity, ["sha256-x", "sha512-y"]);
+        assert_eq!(state.aliases["sha512-y"], "ab".repeat(32));
+        // A real re-ingest does clear it.
+        state.apply(&blob(false, &["sha256-x"], 3));
+        assert!(!state.blobs[&"ab".repeat(32)].quarantined);
+    }
+
+    #[test]
+    fn first_pin_wins() {
+        let mut state = MirrorState::default();
+        for (sha, at) in [("aa", 1), ("bb", 2)] {
+            state.apply(&Record::Pin(PinRecord {
+                url: "https://x.example/a".to_owned(),
+                sha256: sha.to_owned(),
+                at: DateTime::from_timestamp(at, 0).unwrap_or_default(),
+            }));
+        }
+        assert_eq!(state.pins["https://x.example/a"].sha256, "aa");
     }
 }

@@ -1,7 +1,11 @@
 //! Integration tests: the real server on `127.0.0.1:0`, talked to over HTTP.
 
+mod bazel_client;
 mod cli;
 mod git_registry;
 mod http_edges;
+mod mirror;
+mod mirror_cli;
 mod registry_dir;
+mod upstream;
 mod util;

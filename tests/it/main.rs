@@ -2,6 +2,7 @@
 
 mod bazel_client;
 mod cli;
+mod deploy;
 mod git_registry;
 mod http_edges;
 mod mirror;

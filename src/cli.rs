@@ -1,6 +1,7 @@
 //! The command line: `serve`, `config check|show`, `registry check`, `mirror ...`.
 
 mod mirror_cmd;
+mod storage_cmd;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -33,6 +34,9 @@ enum Command {
     /// Operate the mirror: status, fetch, gc, verify-upstream, export.
     #[command(subcommand)]
     Mirror(mirror_cmd::MirrorCommand),
+    /// Check the storage roles: verify.
+    #[command(subcommand)]
+    Storage(storage_cmd::StorageCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -131,6 +135,7 @@ impl Cli {
                 Ok(())
             }),
             Command::Mirror(cmd) => cmd.run(),
+            Command::Storage(cmd) => cmd.run(),
             Command::Config(ConfigCommand::Show(args)) => with_config(&args, |c| {
                 print!("{}", c.show());
                 Ok(())

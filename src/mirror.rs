@@ -9,6 +9,7 @@ mod fill;
 pub mod ops;
 pub mod policy;
 pub mod records;
+pub mod scrub;
 mod service;
 mod verify;
 

@@ -203,6 +203,28 @@ impl Storage {
         Ok(out)
     }
 
+    /// Lists the objects of a role under a prefix with their size and last modification time,
+    /// sorted by path.
+    ///
+    /// # Errors
+    /// [`StorageError::Backend`].
+    pub async fn list_meta(
+        &self,
+        role: Role,
+        prefix: &str,
+    ) -> Result<Vec<(String, u64, chrono::DateTime<chrono::Utc>)>, StorageError> {
+        let prefix = (!prefix.is_empty()).then(|| ObjectPath::from(prefix));
+        let mut out: Vec<_> = self
+            .store(role)
+            .list(prefix.as_ref())
+            .map_ok(|m| (m.location.to_string(), m.size, m.last_modified))
+            .try_collect()
+            .await
+            .map_err(Self::backend(role))?;
+        out.sort();
+        Ok(out)
+    }
+
     /// Uploads a local file to `key` in parts (no reader sees a partial object); returns the
     /// number of bytes written. On failure the upload is aborted.
     ///

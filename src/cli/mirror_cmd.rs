@@ -242,7 +242,7 @@ impl MirrorCommand {
 }
 
 /// Builds the app (registry, storage, mirror state) and runs `f` on it.
-fn with_app<F, Fut>(args: &ServeArgs, f: F) -> ExitCode
+pub(super) fn with_app<F, Fut>(args: &ServeArgs, f: F) -> ExitCode
 where
     F: FnOnce(std::sync::Arc<App>) -> Fut,
     Fut: std::future::Future<Output = anyhow::Result<ExitCode>>,

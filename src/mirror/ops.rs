@@ -241,19 +241,7 @@ impl Mirror {
 
     /// Reads a blob back from the backend and checks its sha256 and every chunk.
     async fn restore_check(&self, sha256: &str) -> Result<(), MirrorError> {
-        let mut body = self.read_blob(sha256)?.body;
-        let mut h = sha2::Sha256::new();
-        while let Some(chunk) = body.next().await {
-            h.update(&chunk.map_err(|e| MirrorError::Storage(e.to_string()))?);
-        }
-        let got = hex::encode(h.finalize());
-        if got == sha256 {
-            Ok(())
-        } else {
-            Err(MirrorError::Storage(format!(
-                "read back {got}, expected {sha256}"
-            )))
-        }
+        self.check_blob(sha256).await.map_err(MirrorError::Storage)
     }
 
     /// Materializes every candidate that is not yet present, trying its URLs in order.

@@ -48,8 +48,17 @@ impl Setup {
 
     /// Runs `gf-registry mirror ARGS --data .. --mirror-policy .. --registry ..` off the runtime.
     async fn mirror(&self, args: &[&str]) -> (i32, String, String) {
+        self.run("mirror", args).await
+    }
+
+    /// Runs `gf-registry storage ARGS ...` likewise.
+    async fn mirror_storage(&self, args: &[&str]) -> (i32, String, String) {
+        self.run("storage", args).await
+    }
+
+    async fn run(&self, group: &str, args: &[&str]) -> (i32, String, String) {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_gf-registry"));
-        cmd.arg("mirror").args(args);
+        cmd.arg(group).args(args);
         for (k, v) in self.flags() {
             cmd.arg(format!("--{k}")).arg(v);
         }
@@ -334,5 +343,85 @@ async fn the_durable_authority_gate() {
     std::fs::write(&blob, bytes).expect("write");
     let resp = server.get("/api/v1/mirror/status").await;
     assert_eq!(resp.status(), 503);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn storage_verify_scrubs_blobs_and_records_and_fixes_leftovers() {
+    let upstream = Upstream::start().await;
+    let (good, bad) = (data(1_500_000, 7), data(40_000, 8));
+    upstream.serve_bytes("/good.tar.gz", good.clone());
+    upstream.serve_bytes("/bad.tar.gz", bad.clone());
+    let setup = Setup::new(&upstream, "", "[]");
+    let server = setup.server().await;
+    fetch(&server, &upstream, "/good.tar.gz").await;
+    fetch(&server, &upstream, "/bad.tar.gz").await;
+    server.stop().await;
+    let (code, out, err) = setup.mirror_storage(&["verify"]).await;
+    assert_eq!(code, 0, "{out}{err}");
+
+    // Damage: one flipped byte, an orphan object, an old temporary upload, a broken record.
+    let cas = setup.data.path().join("cas");
+    let blob = cas.join("sha256").join(sha256_hex(&bad));
+    let mut bytes = std::fs::read(&blob).expect("blob");
+    bytes[123] ^= 1;
+    std::fs::write(&blob, bytes).expect("write");
+    let orphan = cas.join("sha256").join("0".repeat(64));
+    std::fs::write(&orphan, b"nobody knows me").expect("orphan");
+    std::fs::create_dir_all(cas.join("tmp")).expect("tmp");
+    let temp = cas.join("tmp/leftover");
+    std::fs::write(&temp, b"half an upload").expect("temp");
+    let aged = Command::new("touch")
+        .args(["-d", "2 hours ago"])
+        .arg(&temp)
+        .status()
+        .expect("touch");
+    assert!(aged.success());
+    std::fs::write(
+        setup
+            .data
+            .path()
+            .join("records/events/00000000T000000Z-broken.json"),
+        b"{not json",
+    )
+    .expect("record");
+
+    let (code, out, err) = setup.mirror_storage(&["verify"]).await;
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        out.contains(&format!("BAD blob sha256:{}", sha256_hex(&bad))),
+        "{out}"
+    );
+    assert!(
+        out.contains("BAD record events/00000000T000000Z-broken.json"),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!("orphan sha256/{}", "0".repeat(64))),
+        "{out}"
+    );
+    assert!(out.contains("temp-leftover tmp/leftover"), "{out}");
+    assert!(out.contains("1 blob(s) verified, 1 bad"), "{out}");
+
+    let (_, out, _) = setup.mirror_storage(&["verify", "--fix"]).await;
+    assert!(out.contains("(removed)"), "{out}");
+    assert!(!orphan.exists() && !temp.exists(), "leftovers removed");
+    assert!(blob.exists(), "a quarantined blob stays for inspection");
+    // The corrupt blob was quarantined by the first scrub: it is no longer served.
+    let server = setup.server().await;
+    assert_eq!(
+        server
+            .get(&format!("/cas/sha256/{}", sha256_hex(&bad)))
+            .await
+            .status(),
+        404
+    );
+    assert_eq!(
+        server
+            .get(&format!("/cas/sha256/{}", sha256_hex(&good)))
+            .await
+            .status(),
+        200
+    );
     server.stop().await;
 }

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use url::Url;
 
-use crate::storage::{Location, StorageLayout};
+use crate::storage::{Location, S3Settings, StorageLayout};
 
 /// Where a value came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -106,6 +106,11 @@ settings! {
     DATA = ("storage.data", "GF_REGISTRY_DATA", Some("data"), Some("./data"), "object-store root of the mirror (URL or local path)");
     CAS = ("storage.cas", "GF_REGISTRY_CAS", None, None, "location of the cas role (default: DATA/cas)");
     RECORDS = ("storage.records", "GF_REGISTRY_RECORDS", None, None, "location of the records role (default: DATA/records)");
+    S3_ENDPOINT = ("storage.s3_endpoint", "GF_REGISTRY_S3_ENDPOINT", None, None, "S3 endpoint URL (else AWS_ENDPOINT)");
+    S3_REGION = ("storage.s3_region", "GF_REGISTRY_S3_REGION", None, None, "S3 region (else AWS_REGION)");
+    S3_ALLOW_HTTP = ("storage.s3_allow_http", "GF_REGISTRY_S3_ALLOW_HTTP", None, None, "allow a plain-http S3 endpoint (else AWS_ALLOW_HTTP)");
+    S3_KEY_ID = ("storage.s3_access_key_id", "GF_REGISTRY_S3_ACCESS_KEY_ID", None, None, "S3 access key id (else AWS_ACCESS_KEY_ID)");
+    S3_SECRET = ("storage.s3_secret_access_key", "GF_REGISTRY_S3_SECRET_ACCESS_KEY", None, None, "S3 secret key (else AWS_SECRET_ACCESS_KEY); never printed");
     MIRROR_POLICY = ("mirror.policy", "GF_REGISTRY_MIRROR_POLICY", Some("mirror-policy"), Some("./mirror-policy"), "mirror policy folder");
     GC_INTERVAL = ("mirror.gc_interval_seconds", "GF_REGISTRY_GC_INTERVAL_SECONDS", None, Some("3600"), "how often retention runs in the server (0: never; `mirror gc` runs it by hand)");
 }
@@ -250,7 +255,19 @@ impl Config {
         let records = r
             .parse(Id::RECORDS, Location::parse)?
             .unwrap_or_else(|| data.join("records"));
-        let storage = StorageLayout { cas, records };
+        let mut s3 = S3Settings::default();
+        for (id, key) in [
+            (Id::S3_ENDPOINT, "endpoint"),
+            (Id::S3_REGION, "region"),
+            (Id::S3_ALLOW_HTTP, "allow_http"),
+            (Id::S3_KEY_ID, "access_key_id"),
+            (Id::S3_SECRET, "secret_access_key"),
+        ] {
+            if let Some(v) = r.parse(id, |s| Ok::<_, String>(s.to_owned()))? {
+                s3.options.push((key.to_owned(), v));
+            }
+        }
+        let storage = StorageLayout { cas, records, s3 };
         storage
             .validate()
             .map_err(|e| ConfigError::Conflict(e.to_string()))?;
@@ -326,6 +343,7 @@ impl Config {
                 ("server.public_url", None) => format!("{:?}", self.public_url_for(self.listen)),
                 ("storage.cas", None) => format!("{:?}", self.storage.cas.to_string()),
                 ("storage.records", None) => format!("{:?}", self.storage.records.to_string()),
+                ("storage.s3_secret_access_key", Some(_)) => "\"(set, not shown)\"".to_owned(),
                 (_, Some(v)) => format!("{v:?}"),
                 (_, None) => "(unset)".to_owned(),
             };
@@ -481,6 +499,38 @@ mod tests {
             shown.contains(&format!("# file {}", file.display())),
             "{shown}"
         );
+    }
+
+    #[test]
+    fn s3_settings_are_passed_on_and_the_secret_never_shown() {
+        let c = Config::resolve(&inputs(
+            &[("data", "s3://bucket/gf")],
+            &[
+                ("GF_REGISTRY_S3_ENDPOINT", "http://127.0.0.1:3900"),
+                ("GF_REGISTRY_S3_SECRET_ACCESS_KEY", "hunter2"),
+            ],
+        ))
+        .unwrap();
+        assert_eq!(c.storage.cas.to_string(), "s3://bucket/gf/cas");
+        assert!(
+            c.storage
+                .s3
+                .options
+                .contains(&("endpoint".to_owned(), "http://127.0.0.1:3900".to_owned()))
+        );
+        assert!(
+            c.storage
+                .s3
+                .options
+                .contains(&("secret_access_key".to_owned(), "hunter2".to_owned()))
+        );
+        let shown = c.show();
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(
+            shown.contains("storage.s3_secret_access_key = \"(set, not shown)\""),
+            "{shown}"
+        );
+        assert!(!format!("{c:?}").contains("hunter2"));
     }
 
     #[test]

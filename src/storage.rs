@@ -19,7 +19,7 @@ use object_store::{GetOptions, GetRange, ObjectStore, ObjectStoreExt as _, PutPa
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 pub use key::{Role, StorageKey};
-pub use location::Location;
+pub use location::{Location, S3Settings};
 
 /// Storage failures.
 #[derive(Debug, thiserror::Error)]
@@ -71,6 +71,8 @@ pub struct StorageLayout {
     pub cas: Location,
     /// Where records live.
     pub records: Location,
+    /// Settings for `s3://` locations.
+    pub s3: S3Settings,
 }
 
 impl StorageLayout {
@@ -106,8 +108,8 @@ impl Storage {
     /// [`StorageError`] for shared or unusable locations.
     pub fn open(layout: StorageLayout) -> Result<Self, StorageError> {
         layout.validate()?;
-        let cas = layout.cas.open()?;
-        let records = layout.records.open()?;
+        let cas = layout.cas.open(&layout.s3)?;
+        let records = layout.records.open(&layout.s3)?;
         Ok(Self {
             layout,
             cas,
@@ -325,6 +327,7 @@ mod tests {
         Storage::open(StorageLayout {
             cas: Location::parse("memory:///cas").unwrap(),
             records: Location::parse("memory:///records").unwrap(),
+            s3: S3Settings::default(),
         })
         .unwrap()
     }
@@ -353,22 +356,26 @@ mod tests {
         let same = StorageLayout {
             cas: Location::parse("s3://bucket/gf").unwrap(),
             records: Location::parse("s3://bucket/gf/").unwrap(),
+            s3: S3Settings::default(),
         };
         let err = same.validate().unwrap_err().to_string();
         assert!(err.contains("`cas`") && err.contains("`records`"), "{err}");
         let nested = StorageLayout {
             cas: Location::parse("s3://bucket/gf").unwrap(),
             records: Location::parse("s3://bucket/gf/records").unwrap(),
+            s3: S3Settings::default(),
         };
         assert!(nested.validate().is_err());
         let apart = StorageLayout {
             cas: Location::parse("s3://bucket/gf/cas").unwrap(),
             records: Location::parse("s3://bucket/gf/cas-records").unwrap(),
+            s3: S3Settings::default(),
         };
         apart.validate().unwrap();
         let buckets = StorageLayout {
             cas: Location::parse("s3://a/x").unwrap(),
             records: Location::parse("s3://b/x").unwrap(),
+            s3: S3Settings::default(),
         };
         buckets.validate().unwrap();
     }

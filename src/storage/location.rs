@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use object_store::ObjectStore;
-use object_store::aws::AmazonS3Builder;
+use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
 use object_store::azure::MicrosoftAzureBuilder;
 use object_store::gcp::GoogleCloudStorageBuilder;
 use object_store::local::LocalFileSystem;
@@ -15,6 +15,23 @@ use object_store::prefix::PrefixStore;
 use url::Url;
 
 use super::StorageError;
+
+/// Settings for `s3://` locations beyond the standard `AWS_*` variables (which object_store
+/// reads itself): object_store configuration keys such as `endpoint`, `region`,
+/// `allow_http`, `access_key_id`, `secret_access_key`.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct S3Settings {
+    /// `(key, value)` pairs, applied after the environment.
+    pub options: Vec<(String, String)>,
+}
+
+impl fmt::Debug for S3Settings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Never print secrets.
+        let keys: Vec<&str> = self.options.iter().map(|(k, _)| k.as_str()).collect();
+        f.debug_struct("S3Settings").field("keys", &keys).finish()
+    }
+}
 
 /// A normalized storage location.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -129,7 +146,7 @@ impl Location {
     /// # Errors
     /// [`StorageError::Location`] when the backend cannot be configured (or a local folder
     /// cannot be created).
-    pub fn open(&self) -> Result<Arc<dyn ObjectStore>, StorageError> {
+    pub fn open(&self, s3: &S3Settings) -> Result<Arc<dyn ObjectStore>, StorageError> {
         let err = |e: &dyn fmt::Display| StorageError::Location {
             location: self.to_string(),
             message: e.to_string(),
@@ -150,12 +167,14 @@ impl Location {
                 ));
             }
             "memory" => return Ok(Arc::new(InMemory::new())),
-            "s3" => Arc::new(
-                AmazonS3Builder::from_env()
-                    .with_url(&bucket_url)
-                    .build()
-                    .map_err(|e| err(&e))?,
-            ),
+            "s3" => {
+                let mut builder = AmazonS3Builder::from_env().with_url(&bucket_url);
+                for (key, value) in &s3.options {
+                    let key: AmazonS3ConfigKey = key.parse().map_err(|e| err(&e))?;
+                    builder = builder.with_config(key, value);
+                }
+                Arc::new(builder.build().map_err(|e| err(&e))?)
+            }
             "gs" => Arc::new(
                 GoogleCloudStorageBuilder::from_env()
                     .with_url(&bucket_url)
@@ -224,7 +243,8 @@ mod tests {
             if url.starts_with("az") {
                 continue;
             }
-            loc.open().unwrap_or_else(|e| panic!("{url}: {e}"));
+            loc.open(&S3Settings::default())
+                .unwrap_or_else(|e| panic!("{url}: {e}"));
         }
     }
 }

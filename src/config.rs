@@ -291,6 +291,10 @@ impl Config {
         })?;
         let secs = |id| r.parse(id, |s| s.parse::<u64>().map_err(|e| e.to_string()));
         let mut shown = layered.clone();
+        // The secret stays out of `config show` and of Debug output.
+        if let Some(secret) = shown[Id::S3_SECRET as usize].1.as_mut() {
+            *secret = "(set, not shown)".to_owned();
+        }
         if public_url.is_none() {
             shown[Id::PUBLIC_URL as usize].2 = Origin::Derived("server.listen");
         }
@@ -343,7 +347,6 @@ impl Config {
                 ("server.public_url", None) => format!("{:?}", self.public_url_for(self.listen)),
                 ("storage.cas", None) => format!("{:?}", self.storage.cas.to_string()),
                 ("storage.records", None) => format!("{:?}", self.storage.records.to_string()),
-                ("storage.s3_secret_access_key", Some(_)) => "\"(set, not shown)\"".to_owned(),
                 (_, Some(v)) => format!("{v:?}"),
                 (_, None) => "(unset)".to_owned(),
             };

@@ -81,6 +81,15 @@ pub trait Tree: Send + Sync + fmt::Debug {
     /// # Errors
     /// [`SourceError`] when the source cannot be read.
     fn list(&self, path: &str) -> Result<Option<Vec<DirEntry>>, SourceError>;
+
+    /// The modification time of a file or folder, where the source has one (directories).
+    ///
+    /// # Errors
+    /// [`SourceError`] when the source cannot be read.
+    fn modified(&self, path: &str) -> Result<Option<std::time::SystemTime>, SourceError> {
+        let _ = path;
+        Ok(None)
+    }
 }
 
 /// The configured registry source: a directory or a git repository at a ref.

@@ -196,12 +196,17 @@ pub(super) fn verified_stream(
             let chunk_start = st.chunk * cs;
             let chunk_len = cs.min(record.size - chunk_start);
             let chunk_len_usize = usize::try_from(chunk_len).unwrap_or(usize::MAX);
-            while st.buf.len() < chunk_len_usize {
+            let mut whole: Option<Bytes> = None;
+            while whole.is_none() && st.buf.len() < chunk_len_usize {
                 let next = match st.inner.as_mut() {
                     Some(s) => s.next().await,
                     None => None,
                 };
                 match next {
+                    // Blocks that are exactly one chunk (local files) need no copy.
+                    Some(Ok(b)) if st.buf.is_empty() && b.len() == chunk_len_usize => {
+                        whole = Some(b)
+                    }
                     Some(Ok(b)) => st.buf.extend_from_slice(&b),
                     Some(Err(e)) => {
                         let r = fail(&mut st, ReadFault::Backend(e));
@@ -219,7 +224,10 @@ pub(super) fn verified_stream(
                     }
                 }
             }
-            let data = st.buf.split_to(chunk_len_usize).freeze();
+            let data = match whole {
+                Some(b) => b,
+                None => st.buf.split_to(chunk_len_usize).freeze(),
+            };
             let idx = usize::try_from(st.chunk).unwrap_or(usize::MAX);
             let ok = record
                 .chunks

@@ -5,7 +5,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
@@ -61,7 +61,16 @@ struct Snapshot {
     generation: u64,
     tree: Arc<dyn Tree>,
     modules: HashMap<String, HashSet<String>>,
+    /// For a live directory: modification times of `modules/` and of each module folder when
+    /// the index was built. A miss whose parent folder has not changed since is a sure 404.
+    mtimes: HashMap<String, SystemTime>,
 }
+
+/// The module index and the folder times it was built from.
+type Index = (
+    HashMap<String, HashSet<String>>,
+    HashMap<String, SystemTime>,
+);
 
 type CacheKey = (u64, String);
 
@@ -98,6 +107,17 @@ pub struct CacheStats {
     pub weighted_bytes: u64,
 }
 
+/// What a live-directory look-up found, cached for a second.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum DirState {
+    /// The folder exists.
+    Present,
+    /// The folder does not exist.
+    Absent,
+    /// The folder's modification time, in nanoseconds since the epoch.
+    Modified(u128),
+}
+
 /// What a refresh did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RefreshOutcome {
@@ -119,7 +139,7 @@ pub struct Registry {
     cache: Option<Cache<CacheKey, CacheValue>>,
     counters: CacheCounters,
     refresh_lock: tokio::sync::Mutex<()>,
-    live_dirs: Cache<String, bool>,
+    live_dirs: Cache<String, DirState>,
 }
 
 struct FileExpiry {
@@ -149,7 +169,7 @@ impl Registry {
     /// # Errors
     /// [`RegistryError`] when the source cannot be read.
     pub async fn load(source: RegistrySource, cache: CacheSettings) -> Result<Self, RegistryError> {
-        let (tree, modules) = Self::read_snapshot(&source).await?;
+        let (tree, (modules, mtimes)) = Self::read_snapshot(&source).await?;
         let cache = (cache.capacity_bytes > 0).then(|| {
             Cache::builder()
                 .name("registry_files")
@@ -167,6 +187,7 @@ impl Registry {
                 generation: 0,
                 tree,
                 modules,
+                mtimes,
             }),
             cache,
             counters: CacheCounters::default(),
@@ -181,7 +202,7 @@ impl Registry {
 
     async fn read_snapshot(
         source: &RegistrySource,
-    ) -> Result<(Arc<dyn Tree>, HashMap<String, HashSet<String>>), RegistryError> {
+    ) -> Result<(Arc<dyn Tree>, Index), RegistryError> {
         let source = source.clone();
         let loaded = tasks::spawn_blocking(move || {
             let tree = source.current()?;
@@ -275,15 +296,17 @@ impl Registry {
         let _guard = self.refresh_lock.lock().await;
         let old = self.snapshot.load_full();
         let previous = old.tree.revision().to_owned();
-        let (tree, modules) = Self::read_snapshot(&self.source).await?;
+        let (tree, (modules, mtimes)) = Self::read_snapshot(&self.source).await?;
         let current = tree.revision().to_owned();
-        let switched = current != previous || (tree.is_live() && modules != old.modules);
+        let switched = current != previous
+            || (tree.is_live() && (modules != old.modules || mtimes != old.mtimes));
         if switched {
             let count = modules.len();
             self.snapshot.store(Arc::new(Snapshot {
                 generation: old.generation + 1,
                 tree,
                 modules,
+                mtimes,
             }));
             if let Some(c) = &self.cache {
                 c.invalidate_all();
@@ -317,7 +340,11 @@ impl Registry {
                     Some(v) => format!("modules/{module}/{v}"),
                     None => format!("modules/{module}"),
                 };
-                if !snap.tree.is_live() || !self.live_dir_exists(&snap, dir).await? {
+                if !snap.tree.is_live()
+                    || !self
+                        .live_dir_exists(&snap, module.as_str(), path.version().is_some(), dir)
+                        .await?
+                {
                     return Err(RegistryError::NotFound);
                 }
             }
@@ -347,18 +374,64 @@ impl Registry {
     async fn live_dir_exists(
         &self,
         snap: &Arc<Snapshot>,
+        module: &str,
+        for_version: bool,
         dir: String,
     ) -> Result<bool, RegistryError> {
+        // Nothing was added under the parent folder since indexing: a sure miss, answered
+        // without touching the disk (the parent's time is looked up at most once a second).
+        let parent = if for_version && snap.modules.contains_key(module) {
+            format!("modules/{module}")
+        } else {
+            "modules".to_owned()
+        };
+        if let Some(indexed) = snap.mtimes.get(&parent) {
+            let tree = snap.tree.clone();
+            let key = format!("mtime:{parent}");
+            let now = self
+                .live_dirs
+                .try_get_with(key, async move {
+                    tasks::spawn_blocking(move || {
+                        tree.modified(&parent).map(|t| {
+                            t.map(|t| {
+                                t.duration_since(SystemTime::UNIX_EPOCH)
+                                    .map_or(0, |d| d.as_nanos())
+                            })
+                        })
+                    })
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .map(|t| t.map_or(DirState::Absent, DirState::Modified))
+                    .map_err(|e| e.to_string())
+                })
+                .await
+                .map_err(|e: Arc<String>| RegistryError::Task(e.to_string()))?;
+            let indexed_nanos = indexed
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos());
+            if now == DirState::Modified(indexed_nanos) {
+                return Ok(false);
+            }
+        }
         let tree = snap.tree.clone();
         let key = dir.clone();
         self.live_dirs
             .try_get_with(key, async move {
-                tasks::spawn_blocking(move || tree.list(&dir).map(|l| l.is_some()))
-                    .await
-                    .map_err(|e| e.to_string())?
-                    .map_err(|e| e.to_string())
+                tasks::spawn_blocking(move || {
+                    tree.list(&dir).map(|l| {
+                        if l.is_some() {
+                            DirState::Present
+                        } else {
+                            DirState::Absent
+                        }
+                    })
+                })
+                .await
+                .map_err(|e| e.to_string())?
+                .map_err(|e| e.to_string())
             })
             .await
+            .map(|state| state == DirState::Present)
             .map_err(|e: Arc<String>| RegistryError::Task(e.to_string()))
     }
 
@@ -423,8 +496,13 @@ fn task_err(e: tasks::TaskError) -> RegistryError {
 }
 
 /// Lists `modules/*/*/` folders: module name -> version folder names.
-fn index_modules(tree: &dyn Tree) -> Result<HashMap<String, HashSet<String>>, SourceError> {
+fn index_modules(tree: &dyn Tree) -> Result<Index, SourceError> {
     let mut out = HashMap::new();
+    let mut mtimes = HashMap::new();
+    let live = tree.is_live();
+    if live && let Some(t) = tree.modified("modules")? {
+        mtimes.insert("modules".to_owned(), t);
+    }
     for module in tree.list("modules")?.unwrap_or_default() {
         if module.kind != EntryKind::Dir {
             continue;
@@ -436,7 +514,13 @@ fn index_modules(tree: &dyn Tree) -> Result<HashMap<String, HashSet<String>>, So
             .filter(|e| e.kind == EntryKind::Dir)
             .map(|e| e.name)
             .collect();
+        if live {
+            let dir = format!("modules/{}", module.name);
+            if let Some(t) = tree.modified(&dir)? {
+                mtimes.insert(dir, t);
+            }
+        }
         out.insert(module.name, versions);
     }
-    Ok(out)
+    Ok((out, mtimes))
 }

@@ -83,6 +83,12 @@ impl Tree for DirTree {
         }
     }
 
+    fn modified(&self, rel: &str) -> Result<Option<std::time::SystemTime>, SourceError> {
+        Ok(self
+            .resolve(rel)?
+            .and_then(|(_, meta)| meta.modified().ok()))
+    }
+
     fn list(&self, rel: &str) -> Result<Option<Vec<DirEntry>>, SourceError> {
         let Some((path, meta)) = self.resolve(rel)? else {
             return Ok(None);

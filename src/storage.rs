@@ -3,6 +3,7 @@
 
 mod key;
 mod location;
+pub mod probe;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -227,6 +228,30 @@ impl Storage {
             .map_err(Self::backend(role))?;
         out.sort();
         Ok(out)
+    }
+
+    /// For a `cas` role on the local filesystem: its `tmp/` folder (where `StorageKey::Temp`
+    /// objects live), for spool files, so a verified spool can become a blob by a rename.
+    /// Leftovers there are what `storage verify --fix` cleans up.
+    #[must_use]
+    pub fn local_spool_dir(&self) -> Option<std::path::PathBuf> {
+        let dir = self.layout.cas.local_path()?.join("tmp");
+        std::fs::create_dir_all(&dir).ok()?;
+        Some(dir)
+    }
+
+    /// For a key whose role is on the local filesystem: the file that holds it.
+    #[must_use]
+    pub fn local_path_of(&self, key: &StorageKey) -> Option<std::path::PathBuf> {
+        let root = match key.role() {
+            Role::Cas => self.layout.cas.local_path()?,
+            Role::Records => self.layout.records.local_path()?,
+        };
+        Some(
+            key.path()
+                .parts()
+                .fold(root, |p, part| p.join(part.as_ref())),
+        )
     }
 
     /// Uploads a local file to `key` in parts (no reader sees a partial object); returns the

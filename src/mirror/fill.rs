@@ -12,7 +12,6 @@ use bytes::{Bytes, BytesMut};
 use chrono::Utc;
 use futures::StreamExt as _;
 use futures::stream::BoxStream;
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::sync::watch;
 use url::Url;
 
@@ -23,8 +22,8 @@ use crate::registry::{Algorithm, Integrity};
 use crate::storage::StorageKey;
 use crate::upstream::{Allowed, UpstreamError, UpstreamResponse};
 
-/// Bytes gathered before they are written to the spool and announced.
-const SPOOL_BATCH: usize = 256 * 1024;
+/// Bytes gathered before they are hashed, written to the spool and announced.
+const SPOOL_BATCH: usize = 1 << 20;
 
 /// Why a fill failed.
 #[derive(Debug, Clone)]
@@ -65,10 +64,19 @@ struct Progress {
     done: Option<Result<Arc<BlobRecord>, FillError>>,
 }
 
+/// The spool: a temporary file that every reader reads by position through one shared handle,
+/// so the file can be renamed into the file store without disturbing them.
+#[derive(Debug)]
+struct Spool {
+    file: Arc<std::fs::File>,
+    /// Present until the file is adopted by the store (or deleted with the fill).
+    path: std::sync::Mutex<Option<tempfile::TempPath>>,
+}
+
 /// One fill in progress (or just finished).
 #[derive(Debug)]
 pub(super) struct Fill {
-    spool: Option<tempfile::TempPath>,
+    spool: Option<Spool>,
     rx: watch::Receiver<Progress>,
 }
 
@@ -89,11 +97,23 @@ impl Fill {
             return f.clone();
         }
         let (tx, rx) = watch::channel(Progress::default());
+        // In the file store's own folder when it has one, so the verified spool becomes the
+        // blob by a rename instead of a second copy.
+        let dir = inner
+            .storage
+            .local_spool_dir()
+            .unwrap_or_else(std::env::temp_dir);
         let spool = match tempfile::Builder::new()
             .prefix("gf-registry-fill-")
-            .tempfile()
+            .tempfile_in(&dir)
         {
-            Ok(f) => f.into_temp_path(),
+            Ok(f) => {
+                let (file, path) = f.into_parts();
+                Spool {
+                    file: Arc::new(file),
+                    path: std::sync::Mutex::new(Some(path)),
+                }
+            }
             Err(e) => {
                 tx.send_modify(|p| {
                     p.done = Some(Err(FillError::Other(format!(
@@ -158,7 +178,6 @@ impl Fill {
         let st = Reader {
             fill: self.clone(),
             rx: self.rx.clone(),
-            file: None,
             pos: 0,
             over: false,
         };
@@ -208,36 +227,28 @@ impl Fill {
 struct Reader {
     fill: Arc<Fill>,
     rx: watch::Receiver<Progress>,
-    file: Option<tokio::fs::File>,
     pos: u64,
     over: bool,
 }
 
 impl Reader {
     async fn read_up_to(&mut self, limit: u64) -> Result<Bytes, std::io::Error> {
-        if self.file.is_none() {
-            let path = self
-                .fill
-                .spool
-                .as_ref()
-                .ok_or_else(|| std::io::Error::other("no spool file"))?;
-            self.file = Some(tokio::fs::File::open(path).await?);
-        }
         let file = self
-            .file
-            .as_mut()
+            .fill
+            .spool
+            .as_ref()
+            .map(|s| s.file.clone())
             .ok_or_else(|| std::io::Error::other("no spool file"))?;
-        let want =
-            usize::try_from((limit - self.pos).min(SPOOL_BATCH as u64)).unwrap_or(SPOOL_BATCH);
-        let mut buf = vec![0u8; want];
-        let n = file.read(&mut buf).await?;
-        if n == 0 {
-            return Err(std::io::Error::other(
-                "spool file is shorter than announced",
-            ));
-        }
-        buf.truncate(n);
-        self.pos += n as u64;
+        let pos = self.pos;
+        let want = usize::try_from((limit - pos).min(SPOOL_BATCH as u64)).unwrap_or(SPOOL_BATCH);
+        let buf = crate::tasks::spawn_blocking(move || {
+            use std::os::unix::fs::FileExt as _;
+            let mut buf = vec![0u8; want];
+            file.read_exact_at(&mut buf, pos).map(|()| buf)
+        })
+        .await
+        .map_err(std::io::Error::other)??;
+        self.pos += buf.len() as u64;
         Ok(Bytes::from(buf))
     }
 }
@@ -329,32 +340,27 @@ impl FillTask {
         self.store(&digests, meta).await
     }
 
-    /// Copies the body into the spool file, hashing it, announcing progress.
+    /// Copies the body into the spool file, announcing progress. Each 1 MiB batch is hashed
+    /// and written on the blocking pool, off the threads that serve requests.
     async fn spool(
         &self,
         mut resp: UpstreamResponse,
         tx: &watch::Sender<Progress>,
         max: u64,
     ) -> Result<(Digests, UpstreamMeta), FillError> {
-        let io = |e: std::io::Error| FillError::Other(format!("spool file: {e}"));
-        let path = self
+        let file = self
             .fill
             .spool
             .as_ref()
+            .map(|s| s.file.clone())
             .ok_or_else(|| FillError::Other("no spool file".to_owned()))?;
-        let mut file = tokio::fs::OpenOptions::new()
-            .write(true)
-            .truncate(true)
-            .open(path)
-            .await
-            .map_err(io)?;
         let extra: Vec<Algorithm> = self
             .expected
             .iter()
             .map(Integrity::algorithm)
             .filter(|a| *a != Algorithm::Sha256)
             .collect();
-        let mut hashers = Hashers::new(&extra);
+        let mut hashers = Some(Hashers::new(&extra));
         let mut pending = BytesMut::with_capacity(SPOOL_BATCH);
         let mut written = 0u64;
         loop {
@@ -367,14 +373,25 @@ impl FillTask {
                         "upstream sent more than the policy's max_blob_bytes ({max})"
                     )));
                 }
-                hashers.update(&chunk);
                 pending.extend_from_slice(&chunk);
             }
             if pending.len() >= SPOOL_BATCH || (end && !pending.is_empty()) {
-                file.write_all(&pending).await.map_err(io)?;
-                file.flush().await.map_err(io)?;
-                written += pending.len() as u64;
-                pending.clear();
+                let batch = pending.split().freeze();
+                let mut h = hashers
+                    .take()
+                    .ok_or_else(|| FillError::Other("hasher lost".to_owned()))?;
+                let f = file.clone();
+                let pos = written;
+                let (h, result) = crate::tasks::spawn_blocking(move || {
+                    use std::os::unix::fs::FileExt as _;
+                    h.update(&batch);
+                    let r = f.write_all_at(&batch, pos).map(|()| batch.len());
+                    (h, r)
+                })
+                .await
+                .map_err(|e| FillError::Other(e.to_string()))?;
+                hashers = Some(h);
+                written += result.map_err(|e| FillError::Other(format!("spool file: {e}")))? as u64;
                 tx.send_modify(|p| p.written = written);
             }
             if end {
@@ -395,6 +412,7 @@ impl FillTask {
             last_modified: resp.last_modified,
             content_type: resp.content_type,
         };
+        let hashers = hashers.ok_or_else(|| FillError::Other("hasher lost".to_owned()))?;
         Ok((hashers.finish(), meta))
     }
 
@@ -429,27 +447,12 @@ impl FillTask {
         };
         let mut new_records = Vec::new();
         if !present {
-            let path = self
+            let spool = self
                 .fill
                 .spool
                 .as_ref()
                 .ok_or_else(|| FillError::Other("no spool file".to_owned()))?;
-            let tmp = StorageKey::Temp {
-                id: format!(
-                    "{}-{}",
-                    d.sha256_hex,
-                    now.timestamp_nanos_opt().unwrap_or_default()
-                ),
-            };
-            let sent = storage.put_file(&tmp, path).await.map_err(st)?;
-            if sent != d.size {
-                let _ = storage.delete(&tmp).await;
-                return Err(FillError::Other(format!(
-                    "spool held {sent} bytes, expected {}",
-                    d.size
-                )));
-            }
-            storage.rename(&tmp, &blob_key).await.map_err(st)?;
+            self.place(spool, d, &blob_key, now).await?;
             match storage.size(&blob_key).await.map_err(st)? {
                 Some(n) if n == d.size => {}
                 other => {
@@ -502,21 +505,22 @@ impl FillTask {
         let inner = self.inner.clone();
         let fill = self.fill.clone();
         tokio::spawn(async move {
-            let Some(path) = fill.spool.as_ref().map(|p| p.to_path_buf()) else {
+            let Some(file) = fill.spool.as_ref().map(|s| s.file.clone()) else {
                 return;
             };
             let hashed =
                 crate::tasks::spawn_blocking(move || -> std::io::Result<(Vec<u8>, Vec<u8>)> {
                     use sha2::Digest as _;
-                    use std::io::Read as _;
-                    let mut file = std::fs::File::open(path)?;
+                    use std::os::unix::fs::FileExt as _;
                     let (mut h384, mut h512) = (sha2::Sha384::new(), sha2::Sha512::new());
                     let mut buf = vec![0u8; 1 << 20];
+                    let mut pos = 0u64;
                     loop {
-                        let n = file.read(&mut buf)?;
+                        let n = file.read_at(&mut buf, pos)?;
                         if n == 0 {
                             break;
                         }
+                        pos += n as u64;
                         h384.update(&buf[..n]);
                         h512.update(&buf[..n]);
                     }
@@ -547,6 +551,66 @@ impl FillTask {
             write_state(&inner).apply(&supplement);
             drop(fill);
         });
+    }
+
+    /// Puts the verified spool at its CAS key: a durable rename inside a file store, otherwise
+    /// an upload to a temporary key moved into place.
+    async fn place(
+        &self,
+        spool: &Spool,
+        d: &Digests,
+        blob_key: &StorageKey,
+        now: chrono::DateTime<Utc>,
+    ) -> Result<(), FillError> {
+        let storage = &self.inner.storage;
+        let st = |e: crate::storage::StorageError| FillError::Storage(e.to_string());
+        let file = spool.file.clone();
+        crate::tasks::spawn_blocking(move || file.sync_data())
+            .await
+            .map_err(|e| FillError::Other(e.to_string()))?
+            .map_err(|e| FillError::Other(format!("spool file: {e}")))?;
+        if let Some(dest) = storage.local_path_of(blob_key) {
+            let temp = spool
+                .path
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .take()
+                .ok_or_else(|| FillError::Other("spool already placed".to_owned()))?;
+            let moved = crate::tasks::spawn_blocking(move || {
+                if let Some(parent) = dest.parent() {
+                    std::fs::create_dir_all(parent)?;
+                }
+                temp.persist(&dest).map_err(|e| e.error)
+            })
+            .await
+            .map_err(|e| FillError::Other(e.to_string()))?;
+            return moved.map_err(|e| {
+                FillError::Storage(format!("moving the spool into the cas role: {e}"))
+            });
+        }
+        let path = spool
+            .path
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .as_ref()
+            .map(|p| p.to_path_buf())
+            .ok_or_else(|| FillError::Other("no spool path".to_owned()))?;
+        let tmp = StorageKey::Temp {
+            id: format!(
+                "{}-{}",
+                d.sha256_hex,
+                now.timestamp_nanos_opt().unwrap_or_default()
+            ),
+        };
+        let sent = storage.put_file(&tmp, &path).await.map_err(st)?;
+        if sent != d.size {
+            let _ = storage.delete(&tmp).await;
+            return Err(FillError::Other(format!(
+                "spool held {sent} bytes, expected {}",
+                d.size
+            )));
+        }
+        storage.rename(&tmp, blob_key).await.map_err(st)
     }
 
     async fn record_drift_if_pinned(&self, actual: &str) {

@@ -253,6 +253,20 @@ impl Reader {
     }
 }
 
+/// A spool batch being hashed and written on the blocking pool.
+type BatchTask =
+    tokio::task::JoinHandle<Result<(Hashers, std::io::Result<usize>), crate::tasks::TaskError>>;
+
+/// Waits for one spool batch, takes the hashers back, and returns the bytes it wrote.
+async fn finish_batch(task: BatchTask, hashers: &mut Option<Hashers>) -> Result<u64, FillError> {
+    let (h, result) = task
+        .await
+        .map_err(|e| FillError::Other(e.to_string()))?
+        .map_err(|e| FillError::Other(e.to_string()))?;
+    *hashers = Some(h);
+    Ok(result.map_err(|e| FillError::Other(format!("spool file: {e}")))? as u64)
+}
+
 /// The background work of one fill; not tied to any client, so a client that goes away does
 /// not stop the fill the others are waiting for.
 struct FillTask {
@@ -360,15 +374,20 @@ impl FillTask {
             .map(Integrity::algorithm)
             .filter(|a| *a != Algorithm::Sha256)
             .collect();
+        // One batch is hashed and written on the blocking pool while the next is received:
+        // the upstream transfer and the hashing overlap, and their order is kept.
         let mut hashers = Some(Hashers::new(&extra));
+        let mut in_flight: Option<BatchTask> = None;
         let mut pending = BytesMut::with_capacity(SPOOL_BATCH);
+        let mut received = 0u64;
         let mut written = 0u64;
         loop {
             let next = resp.body.next().await;
             let end = next.is_none();
             if let Some(chunk) = next {
                 let chunk = chunk.map_err(FillError::Upstream)?;
-                if written + (pending.len() + chunk.len()) as u64 > max {
+                received += chunk.len() as u64;
+                if received > max {
                     return Err(FillError::Other(format!(
                         "upstream sent more than the policy's max_blob_bytes ({max})"
                     )));
@@ -376,27 +395,31 @@ impl FillTask {
                 pending.extend_from_slice(&chunk);
             }
             if pending.len() >= SPOOL_BATCH || (end && !pending.is_empty()) {
+                if let Some(task) = in_flight.take() {
+                    written += finish_batch(task, &mut hashers).await?;
+                    tx.send_modify(|p| p.written = written);
+                }
                 let batch = pending.split().freeze();
                 let mut h = hashers
                     .take()
                     .ok_or_else(|| FillError::Other("hasher lost".to_owned()))?;
                 let f = file.clone();
-                let pos = written;
-                let (h, result) = crate::tasks::spawn_blocking(move || {
+                let pos = received - batch.len() as u64 - pending.len() as u64;
+                // Spawned now (not at the next await), so it runs while the next batch arrives.
+                in_flight = Some(tokio::spawn(crate::tasks::spawn_blocking(move || {
                     use std::os::unix::fs::FileExt as _;
                     h.update(&batch);
                     let r = f.write_all_at(&batch, pos).map(|()| batch.len());
                     (h, r)
-                })
-                .await
-                .map_err(|e| FillError::Other(e.to_string()))?;
-                hashers = Some(h);
-                written += result.map_err(|e| FillError::Other(format!("spool file: {e}")))? as u64;
-                tx.send_modify(|p| p.written = written);
+                })));
             }
             if end {
                 break;
             }
+        }
+        if let Some(task) = in_flight.take() {
+            written += finish_batch(task, &mut hashers).await?;
+            tx.send_modify(|p| p.written = written);
         }
         if let Some(n) = resp.content_length
             && n != written

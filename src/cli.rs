@@ -34,7 +34,7 @@ enum Command {
     /// Operate the mirror: status, fetch, gc, verify-upstream, export.
     #[command(subcommand)]
     Mirror(mirror_cmd::MirrorCommand),
-    /// Check the storage roles: verify.
+    /// Check the storage roles: probe, verify.
     #[command(subcommand)]
     Storage(storage_cmd::StorageCommand),
 }

@@ -19,6 +19,23 @@ pub(super) enum StorageCommand {
         #[command(flatten)]
         args: ServeArgs,
     },
+    /// A stop/go verdict on the backend before trusted writes go to it: read-after-write,
+    /// list-after-write, overwrite and delete visibility, multipart upload, ranged reads,
+    /// conditional puts (reported, not required) and a bucket-index coherence canary, with its
+    /// own objects under `probe/` in each role (removed again). Exits 1 on "no-go".
+    Probe {
+        /// Print the report as JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// Only the quick part (no multipart upload, fewer canaries), meant for server start.
+        #[arg(long)]
+        quick: bool,
+        /// Limit for each backend call, in seconds.
+        #[arg(long, value_name = "SECONDS")]
+        timeout: Option<u64>,
+        #[command(flatten)]
+        args: ServeArgs,
+    },
 }
 
 impl StorageCommand {
@@ -71,6 +88,68 @@ impl StorageCommand {
                     ExitCode::FAILURE
                 })
             }),
+            Self::Probe {
+                json,
+                quick,
+                timeout,
+                args,
+            } => probe(&args, json, quick, timeout),
         }
+    }
+}
+
+/// `storage probe`: needs only the storage roles (no registry, no mirror state).
+fn probe(args: &ServeArgs, json: bool, quick: bool, timeout: Option<u64>) -> ExitCode {
+    use crate::storage::Storage;
+    use crate::storage::probe::{ProbeOptions, probe};
+
+    let config = match crate::config::Config::resolve(&args.inputs()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: configuration: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let storage = match Storage::open(config.storage) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let mut options = if quick {
+        ProbeOptions::quick()
+    } else {
+        ProbeOptions::full()
+    };
+    if let Some(t) = timeout {
+        options.op_timeout = std::time::Duration::from_secs(t.max(1));
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let report = runtime.block_on(probe(&storage, &options));
+    if json {
+        match serde_json::to_string_pretty(&report) {
+            Ok(s) => println!("{s}"),
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    } else {
+        print!("{}", report.table());
+    }
+    if report.is_go() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
     }
 }

@@ -3,10 +3,13 @@
 mod bazel_client;
 mod cli;
 mod deploy;
+mod garage;
 mod git_registry;
 mod http_edges;
 mod mirror;
 mod mirror_cli;
 mod registry_dir;
+mod storage_conformance;
+mod storage_probe;
 mod upstream;
 mod util;

@@ -364,19 +364,37 @@ pub(crate) fn metric_value(text: &str, series: &str) -> f64 {
 async fn a_new_module_folder_is_served_without_waiting_for_a_poll() {
     let dir = tempfile::tempdir().expect("tempdir");
     copy_tree(&example_registry(), dir.path());
-    let server = TestServer::start_with_env(dir.path(), &[], &[("GF_REGISTRY_POLL_INTERVAL_SECONDS", "0")]).await;
+    let server = TestServer::start_with_env(
+        dir.path(),
+        &[],
+        &[("GF_REGISTRY_POLL_INTERVAL_SECONDS", "0")],
+    )
+    .await;
     let path = "/modules/brand_new/0.1.0/MODULE.bazel";
     // Unknown, and answered from the index while nothing changed on disk.
     assert_eq!(server.get(path).await.status(), 404);
     let version_dir = dir.path().join("modules/brand_new/0.1.0");
     std::fs::create_dir_all(&version_dir).expect("mkdir");
-    std::fs::write(version_dir.join("MODULE.bazel"), "module(name = \"brand_new\", version = \"0.1.0\")\n").expect("write");
+    std::fs::write(
+        version_dir.join("MODULE.bazel"),
+        "module(name = \"brand_new\", version = \"0.1.0\")\n",
+    )
+    .expect("write");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     while server.get(path).await.status() != 200 {
-        assert!(std::time::Instant::now() < deadline, "new module not served within 10 s");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "new module not served within 10 s"
+        );
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     // Other unknown modules are still 404.
-    assert_eq!(server.get("/modules/still_unknown/1.0/MODULE.bazel").await.status(), 404);
+    assert_eq!(
+        server
+            .get("/modules/still_unknown/1.0/MODULE.bazel")
+            .await
+            .status(),
+        404
+    );
     server.stop().await;
 }

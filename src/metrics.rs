@@ -81,6 +81,22 @@ impl Metrics {
     }
 }
 
+/// Writes one constant counter, with or without the cache label.
+fn encode_counter(
+    encoder: &mut DescriptorEncoder<'_>,
+    name: &str,
+    help: &str,
+    value: u64,
+    labels: Option<&CacheLabels>,
+) -> Result<(), std::fmt::Error> {
+    let c = ConstCounter::new(value);
+    let mut metric = encoder.encode_descriptor(name, help, None, c.metric_type())?;
+    match labels {
+        Some(l) => c.encode(metric.encode_family(l)?),
+        None => c.encode(metric),
+    }
+}
+
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct CacheLabels {
     cache: &'static str,
@@ -115,9 +131,7 @@ impl Collector for CacheCollector {
             ),
         ];
         for (name, help, value) in counters {
-            let c = ConstCounter::new(value);
-            let mut family = encoder.encode_descriptor(name, help, None, c.metric_type())?;
-            c.encode(family.encode_family(&labels)?)?;
+            encode_counter(&mut encoder, name, help, value, Some(&labels))?;
         }
         let gauges = [
             ("cache_entries", "Entries in a named cache", entries),
@@ -177,8 +191,7 @@ impl Collector for MirrorCollector {
             ),
         ];
         for (name, help, value) in counters {
-            let c = ConstCounter::new(value);
-            c.encode(encoder.encode_descriptor(name, help, None, c.metric_type())?)?;
+            encode_counter(&mut encoder, name, help, value, None)?;
         }
         Ok(())
     }

@@ -38,7 +38,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let addr = listener.local_addr()?;
     let public_url = app.config.public_url_for(addr);
     let _ = app.public_url.set(public_url.clone());
-    let (shutdown, mut rx) = watch::channel(false);
+    let (shutdown, rx) = watch::channel(false);
     let router = crate::http::router(app.clone());
     let mut serve_rx = rx.clone();
     let serve = tokio::spawn(async move {
@@ -52,39 +52,26 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         .await
     });
     let poll_app = app.clone();
-    let interval = app.config.poll_interval;
-    let poll = tokio::spawn(async move {
-        if interval.is_zero() {
-            return;
-        }
-        loop {
-            tokio::select! {
-                _ = rx.wait_for(|stop| *stop) => return,
-                () = tokio::time::sleep(interval) => {}
-            }
-            if let Err(e) = poll_app.registry.refresh().await {
+    let poll = every(app.config.poll_interval, rx.clone(), move || {
+        let app = poll_app.clone();
+        async move {
+            if let Err(e) = app.registry.refresh().await {
                 tracing::warn!(error = %e, "registry poll failed; still serving the previous snapshot");
             }
         }
     });
     let gc_app = app.clone();
-    let gc_interval = app.config.gc_interval;
-    let mut gc_rx = shutdown.subscribe();
-    let gc = tokio::spawn(async move {
-        if gc_interval.is_zero() {
-            return;
-        }
-        loop {
-            tokio::select! {
-                _ = gc_rx.wait_for(|stop| *stop) => return,
-                () = tokio::time::sleep(gc_interval) => {}
-            }
-            match gc_app.mirror.gc(false).await {
-                Ok(r) if !r.evicted.is_empty() => tracing::info!(
-                    evicted = r.evicted.len(),
-                    cached_bytes = r.cached_bytes_after,
-                    "retention ran"
-                ),
+    let gc = every(app.config.gc_interval, rx.clone(), move || {
+        let app = gc_app.clone();
+        async move {
+            match app.mirror.gc(false).await {
+                Ok(r) if !r.evicted.is_empty() => {
+                    tracing::info!(
+                        evicted = r.evicted.len(),
+                        cached_bytes = r.cached_bytes_after,
+                        "retention ran"
+                    );
+                }
                 Ok(_) => {}
                 Err(e) => tracing::warn!(error = %e, "retention failed"),
             }
@@ -108,6 +95,33 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         serve,
         poll,
         gc,
+    })
+}
+
+/// Runs `job` every `interval` (never when it is zero) until shutdown.
+fn every<F, Fut>(
+    interval: std::time::Duration,
+    mut stop: watch::Receiver<bool>,
+    job: F,
+) -> JoinHandle<()>
+where
+    F: Fn() -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    tokio::spawn(async move {
+        if interval.is_zero() {
+            return;
+        }
+        loop {
+            let stopped = tokio::select! {
+                _ = stop.wait_for(|stop| *stop) => true,
+                () = tokio::time::sleep(interval) => false,
+            };
+            if stopped {
+                return;
+            }
+            job().await;
+        }
     })
 }
 

@@ -59,6 +59,27 @@ impl App {
             .map_err(|e| anyhow::anyhow!("mirror.policy: {e}"))?;
         let upstream = UpstreamClient::new(UpstreamTimeouts::default())?;
         let mirror = Mirror::load(storage.clone(), policy, registry.clone(), upstream).await?;
+        // The quick probe: a backend that loses objects from listings or does not show what
+        // was written must not receive trusted writes (reads still work).
+        let report =
+            crate::storage::probe::probe(&storage, &crate::storage::probe::ProbeOptions::quick())
+                .await;
+        if !report.is_go() {
+            let evidence: Vec<String> = report
+                .failures()
+                .map(|(role, c)| format!("{role}: {}", c.name))
+                .collect();
+            let reason = format!(
+                "the storage backend failed its start-up probe ({})",
+                evidence.join(", ")
+            );
+            if config.allow_no_go {
+                tracing::warn!(%reason, "storage.allow_no_go is set: accepting pinned ingest anyway");
+            } else {
+                tracing::error!(%reason, "pull-through refused; run `gf-registry storage probe` for the evidence");
+                mirror.refuse_ingest(Some(reason));
+            }
+        }
         let metrics = Metrics::new(registry.clone(), mirror.clone());
         Ok(Self {
             config,

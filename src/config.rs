@@ -112,6 +112,8 @@ settings! {
     S3_KEY_ID = ("storage.s3_access_key_id", "GF_REGISTRY_S3_ACCESS_KEY_ID", None, None, "S3 access key id (else AWS_ACCESS_KEY_ID)");
     S3_SECRET = ("storage.s3_secret_access_key", "GF_REGISTRY_S3_SECRET_ACCESS_KEY", None, None, "S3 secret key (else AWS_SECRET_ACCESS_KEY); never printed");
     MIRROR_POLICY = ("mirror.policy", "GF_REGISTRY_MIRROR_POLICY", Some("mirror-policy"), Some("./mirror-policy"), "mirror policy folder");
+    RECORDS_REFRESH = ("mirror.records_refresh_seconds", "GF_REGISTRY_RECORDS_REFRESH_SECONDS", None, Some("10"), "how often to read records other replicas wrote (0: only on misses)");
+    ALLOW_NO_GO = ("storage.allow_no_go", "GF_REGISTRY_ALLOW_NO_GO", None, Some("false"), "accept pinned ingest on a backend whose start-up probe says no-go (logged on every start)");
     GC_INTERVAL = ("mirror.gc_interval_seconds", "GF_REGISTRY_GC_INTERVAL_SECONDS", None, Some("3600"), "how often retention runs in the server (0: never; `mirror gc` runs it by hand)");
 }
 
@@ -187,6 +189,10 @@ pub struct Config {
     pub mirror_policy: PathBuf,
     /// How often retention runs in the server (zero: never).
     pub gc_interval: Duration,
+    /// How often records written by other replicas are read (zero: only on misses).
+    pub records_refresh: Duration,
+    /// Whether pinned ingest is accepted on a backend whose start-up probe says no-go.
+    pub allow_no_go: bool,
     /// Every setting's textual value and origin, for `config show`.
     pub shown: Vec<(Setting, Option<String>, Origin)>,
     /// Things worth telling the operator that are not errors.
@@ -327,6 +333,13 @@ impl Config {
                 .parse(Id::MIRROR_POLICY, |s| Ok::<_, String>(PathBuf::from(s)))?
                 .ok_or_else(|| missing(Id::MIRROR_POLICY))?,
             gc_interval: Duration::from_secs(secs(Id::GC_INTERVAL)?.unwrap_or(3600)),
+            records_refresh: Duration::from_secs(secs(Id::RECORDS_REFRESH)?.unwrap_or(10)),
+            allow_no_go: r
+                .parse(Id::ALLOW_NO_GO, |s| {
+                    s.parse::<bool>()
+                        .map_err(|_| "expected true or false".to_owned())
+                })?
+                .unwrap_or(false),
             shown,
             warnings,
         })

@@ -24,6 +24,7 @@ pub struct Running {
     serve: JoinHandle<std::io::Result<()>>,
     poll: JoinHandle<()>,
     gc: JoinHandle<()>,
+    records: JoinHandle<()>,
 }
 
 /// Builds the app and starts serving on `config.listen`.
@@ -77,6 +78,15 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             }
         }
     });
+    let records_app = app.clone();
+    let records = every(app.config.records_refresh, rx.clone(), move || {
+        let app = records_app.clone();
+        async move {
+            if let Err(e) = app.mirror.reload_records().await {
+                tracing::warn!(error = %e, "reading other replicas' records failed");
+            }
+        }
+    });
     tracing::info!(
         listen = %addr,
         public_url = %public_url,
@@ -95,6 +105,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         serve,
         poll,
         gc,
+        records,
     })
 }
 
@@ -134,6 +145,7 @@ impl Running {
         let _ = self.shutdown.send(true);
         self.poll.abort();
         self.gc.abort();
+        self.records.abort();
         match tokio::time::timeout(grace, self.serve).await {
             Ok(joined) => Ok(joined??),
             Err(_) => anyhow::bail!(

@@ -208,6 +208,30 @@ impl Storage {
         Ok(out)
     }
 
+    /// Lists the object paths of a role under `prefix` that sort after `offset` (a full path),
+    /// sorted: only what is new since a previous listing, when keys start with their time.
+    ///
+    /// # Errors
+    /// [`StorageError::Backend`].
+    pub async fn list_after(
+        &self,
+        role: Role,
+        prefix: &str,
+        offset: &str,
+    ) -> Result<Vec<String>, StorageError> {
+        let prefix = ObjectPath::from(prefix);
+        let offset = ObjectPath::from(offset);
+        let mut out: Vec<String> = self
+            .store(role)
+            .list_with_offset(Some(&prefix), &offset)
+            .map_ok(|m| m.location.to_string())
+            .try_collect()
+            .await
+            .map_err(Self::backend(role))?;
+        out.sort();
+        Ok(out)
+    }
+
     /// Lists the objects of a role under a prefix with their size and last modification time,
     /// sorted by path.
     ///

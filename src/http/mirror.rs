@@ -54,7 +54,10 @@ pub(super) async fn get_cas_blob(
             .unwrap_or_default()
     };
     let range = parse_range(&headers)?;
-    let blob = app.mirror.get_digest(get("algorithm"), get("hex"), range);
+    let blob = app
+        .mirror
+        .get_digest(get("algorithm"), get("hex"), range)
+        .await;
     Ok(blob.map_or_else(error_response, blob_response))
 }
 

@@ -502,14 +502,11 @@ impl FillTask {
             }));
         }
         for r in &new_records {
-            self.inner.records.append(r).await.map_err(st)?;
+            self.inner.record(r).await.map_err(st)?;
         }
         let stored_new_blob = new_records.iter().any(|r| matches!(r, Record::Blob(_)));
         let result = {
-            let mut state = write_state(&self.inner);
-            for r in &new_records {
-                state.apply(r);
-            }
+            let state = write_state(&self.inner);
             state
                 .blobs
                 .get(&d.sha256_hex)
@@ -567,11 +564,10 @@ impl FillTask {
             }
             // Same ingest time: the supplement folds right after the original record.
             let supplement = Record::Blob(full);
-            if let Err(e) = inner.records.append(&supplement).await {
+            if let Err(e) = inner.record(&supplement).await {
                 tracing::warn!(error = %e, "could not record sha384/sha512 provenance");
                 return;
             }
-            write_state(&inner).apply(&supplement);
             drop(fill);
         });
     }
@@ -653,10 +649,9 @@ impl FillTask {
                 at: Utc::now(),
                 detail: format!("upstream now serves {actual}"),
             });
-            if let Err(e) = self.inner.records.append(&event).await {
+            if let Err(e) = self.inner.record(&event).await {
                 tracing::error!(error = %e, "could not record drift");
             }
-            write_state(&self.inner).apply(&event);
         }
     }
 }

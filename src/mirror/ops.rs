@@ -13,7 +13,7 @@ use sha2::Digest as _;
 use url::Url;
 
 use super::records::{EventKind, EventRecord, Record};
-use super::service::{Mirror, MirrorError, write_state};
+use super::service::{Mirror, MirrorError};
 use crate::storage::StorageKey;
 
 /// What a GC run did (or would do, with `dry_run`).
@@ -169,8 +169,7 @@ impl Mirror {
             at: Utc::now(),
             detail: reason.to_owned(),
         });
-        self.inner().records.append(&event).await?;
-        write_state(self.inner()).apply(&event);
+        self.inner().record(&event).await?;
         self.inner()
             .storage
             .delete(&StorageKey::blob("sha256", sha))
@@ -332,8 +331,7 @@ impl Mirror {
                     at: Utc::now(),
                     detail: format!("upstream now serves sha256 {actual}"),
                 });
-                self.inner().records.append(&event).await?;
-                write_state(self.inner()).apply(&event);
+                self.inner().record(&event).await?;
             }
             out.push(Probe {
                 url,
@@ -453,7 +451,7 @@ impl Mirror {
         let tmp = file.with_extension("gf-registry-tmp");
         {
             let mut out = std::fs::File::create(&tmp).map_err(io)?;
-            let mut body = self.read_blob(sha)?.body;
+            let mut body = self.read_blob(sha).await?.body;
             while let Some(chunk) = body.next().await {
                 out.write_all(&chunk.map_err(io)?).map_err(io)?;
             }

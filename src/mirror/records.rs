@@ -140,6 +140,14 @@ impl Record {
     }
 }
 
+/// A record read from the store, not yet applied (`record` is `None` when unreadable).
+#[derive(Debug)]
+pub struct NewRecord {
+    time: DateTime<Utc>,
+    key: String,
+    record: Option<Record>,
+}
+
 /// What is known of one blob.
 #[derive(Debug, Clone)]
 pub struct BlobState {
@@ -174,6 +182,11 @@ pub struct MirrorState {
     pub aliases: HashMap<String, String>,
     /// Drift events, oldest first.
     pub drift: Vec<EventRecord>,
+    /// Record keys already applied (this replica's own and those read from the store).
+    pub seen: std::collections::HashSet<String>,
+    /// The newest record time listed per stream: the next incremental listing starts a few
+    /// minutes before it, so records another replica wrote late are still found.
+    pub newest: HashMap<String, DateTime<Utc>>,
 }
 
 impl MirrorState {
@@ -216,7 +229,14 @@ impl MirrorState {
                 }
             }
             Record::Pin(p) => {
-                self.pins.entry(p.url.clone()).or_insert_with(|| p.clone());
+                // The earliest pin wins, whatever order replicas' records arrive in.
+                let keep_existing = self
+                    .pins
+                    .get(&p.url)
+                    .is_some_and(|e| (e.at, &e.sha256) <= (p.at, &p.sha256));
+                if !keep_existing {
+                    self.pins.insert(p.url.clone(), p.clone());
+                }
                 if let Some(b) = self.blobs.get_mut(&p.sha256) {
                     b.urls.insert(p.url.clone());
                 }
@@ -234,6 +254,20 @@ impl MirrorState {
         }
     }
 
+    /// Applies records read by [`Records::fetch_new`], skipping any applied meanwhile.
+    pub fn apply_new(&mut self, records: Vec<NewRecord>) {
+        for r in records {
+            if !self.seen.insert(r.key.clone()) {
+                continue;
+            }
+            let Some(record) = r.record else { continue };
+            self.apply(&record);
+            let stream = r.key.split_once('/').map_or("", |(s, _)| s).to_owned();
+            let newest = self.newest.entry(stream).or_insert(r.time);
+            *newest = (*newest).max(r.time);
+        }
+    }
+
     /// The available blob for an SRI value or a hex sha256.
     #[must_use]
     pub fn resolve_alias(&self, algorithm: &str, hex_digest: &str) -> Option<String> {
@@ -247,6 +281,14 @@ impl MirrorState {
         );
         self.aliases.get(&sri).cloned()
     }
+}
+
+/// How far back an incremental listing reaches before the newest record seen.
+const RELIST_WINDOW: chrono::TimeDelta = chrono::TimeDelta::minutes(5);
+
+/// The time part of a record key: sorts like the time.
+fn key_time(t: DateTime<Utc>) -> String {
+    t.format("%Y%m%dT%H%M%S%.9fZ").to_string()
 }
 
 /// Writes and reads records.
@@ -274,24 +316,17 @@ impl Records {
     ///
     /// # Errors
     /// [`StorageError`] when the backend refuses the write.
-    pub async fn append(&self, record: &Record) -> Result<(), StorageError> {
+    pub async fn append(&self, record: &Record) -> Result<String, StorageError> {
         let t = record.time();
         let n = self.counter.fetch_add(1, Ordering::Relaxed);
-        let id = format!(
-            "{}-{:016x}-{n:06}.json",
-            t.format("%Y%m%dT%H%M%S%.9fZ"),
-            self.salt
-        );
+        let id = format!("{}-{:016x}-{n:06}.json", key_time(t), self.salt);
         let bytes = serde_json::to_vec(record).unwrap_or_default();
-        self.storage
-            .put(
-                &StorageKey::Record {
-                    stream: record.stream(),
-                    id,
-                },
-                Bytes::from(bytes),
-            )
-            .await
+        let key = StorageKey::Record {
+            stream: record.stream(),
+            id,
+        };
+        self.storage.put(&key, Bytes::from(bytes)).await?;
+        Ok(key.path().to_string())
     }
 
     /// Reads every record and folds them, oldest first. Unreadable records are reported and
@@ -300,9 +335,36 @@ impl Records {
     /// # Errors
     /// [`StorageError`] when listing fails.
     pub async fn load(&self) -> Result<(MirrorState, usize), StorageError> {
+        let mut state = MirrorState::default();
+        let (new, bad) = self.fetch_new(&HashMap::new(), &|_| false).await?;
+        state.apply_new(new);
+        Ok((state, bad))
+    }
+
+    /// Reads the records written since `newest` (per stream; by any replica: keys start with
+    /// their time, and each stream is listed from a few minutes before the newest record
+    /// seen), skipping keys `is_seen` knows. Returns them sorted, with the number of
+    /// unreadable records skipped.
+    ///
+    /// # Errors
+    /// [`StorageError`] when listing fails.
+    pub async fn fetch_new(
+        &self,
+        newest: &HashMap<String, DateTime<Utc>>,
+        is_seen: &(dyn Fn(&str) -> bool + Sync),
+    ) -> Result<(Vec<NewRecord>, usize), StorageError> {
         let mut keys = Vec::new();
         for stream in ["blobs", "pins", "events"] {
-            keys.extend(self.storage.list(Role::Records, stream).await?);
+            let listed = match newest.get(stream) {
+                Some(t) => {
+                    let offset = format!("{stream}/{}", key_time(*t - RELIST_WINDOW));
+                    self.storage
+                        .list_after(Role::Records, stream, &offset)
+                        .await?
+                }
+                None => self.storage.list(Role::Records, stream).await?,
+            };
+            keys.extend(listed.into_iter().filter(|k| !is_seen(k)));
         }
         let fetched: Vec<(String, Result<Option<Bytes>, StorageError>)> =
             futures::stream::iter(keys)
@@ -331,20 +393,25 @@ impl Records {
         let mut bad = 0;
         for (path, got) in fetched {
             match got?.map(|b| serde_json::from_slice::<Record>(&b)) {
-                Some(Ok(r)) => records.push((r.time(), path, r)),
+                Some(Ok(r)) => records.push(NewRecord {
+                    time: r.time(),
+                    key: path,
+                    record: Some(r),
+                }),
                 Some(Err(e)) => {
                     bad += 1;
                     tracing::warn!(record = %path, error = %e, "unreadable record skipped");
+                    records.push(NewRecord {
+                        time: DateTime::<Utc>::MIN_UTC,
+                        key: path,
+                        record: None,
+                    });
                 }
                 None => {}
             }
         }
-        records.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
-        let mut state = MirrorState::default();
-        for (_, _, r) in &records {
-            state.apply(r);
-        }
-        Ok((state, bad))
+        records.sort_by(|a, b| (a.time, &a.key).cmp(&(b.time, &b.key)));
+        Ok((records, bad))
     }
 }
 

@@ -130,7 +130,7 @@ impl Mirror {
     }
 
     pub(super) async fn check_blob(&self, sha: &str) -> Result<(), String> {
-        let mut body = self.read_blob(sha).map_err(|e| e.to_string())?.body;
+        let mut body = self.read_blob(sha).await.map_err(|e| e.to_string())?.body;
         let mut h = sha2::Sha256::new();
         while let Some(chunk) = body.next().await {
             h.update(&chunk.map_err(|e| e.to_string())?);

@@ -16,7 +16,7 @@ use url::Url;
 use super::fill::{Fill, FillError};
 use super::policy::Policy;
 use super::records::{BlobRecord, BlobState, EventKind, EventRecord, MirrorState, Record, Records};
-use super::verify::{ReadFault, verified_stream};
+use super::verify::{ReadFault, open_verified};
 use crate::registry::{Integrity, Registry};
 use crate::storage::{Storage, StorageError};
 use crate::upstream::{UpstreamClient, UpstreamError};
@@ -157,8 +157,24 @@ pub(super) struct Inner {
     pub(super) inflight: Mutex<HashMap<String, Arc<Fill>>>,
     pub(super) stats: MirrorStats,
     access_written: Mutex<HashMap<String, chrono::DateTime<Utc>>>,
+    /// Why pull-through is refused (the storage backend failed its start-up probe), if it is.
+    ingest_refused: RwLock<Option<String>>,
+    /// Serializes record reloads.
+    reload: tokio::sync::Mutex<()>,
     /// Responses streaming each blob right now: retention never removes these.
     pub(super) readers: Mutex<HashMap<String, usize>>,
+}
+
+impl Inner {
+    /// Appends a record and applies it, remembering its key so that an incremental reload of
+    /// the records does not apply it a second time.
+    pub(super) async fn record(&self, record: &Record) -> Result<(), StorageError> {
+        let key = self.records.append(record).await?;
+        let mut state = write_state(self);
+        state.seen.insert(key);
+        state.apply(record);
+        Ok(())
+    }
 }
 
 /// Counts one open read of a blob for as long as it lives.
@@ -251,11 +267,43 @@ impl Mirror {
                 inflight: Mutex::new(HashMap::new()),
                 stats: MirrorStats::default(),
                 access_written: Mutex::new(HashMap::new()),
+                reload: tokio::sync::Mutex::new(()),
+                ingest_refused: RwLock::new(None),
                 readers: Mutex::new(HashMap::new()),
             }),
             registry,
             known: Arc::new(tokio::sync::Mutex::new(Known::default())),
         })
+    }
+
+    /// Reads the records other replicas wrote since the last reload and applies them. Reloads
+    /// run one at a time; each lists only from a few minutes before the newest record seen.
+    ///
+    /// # Errors
+    /// [`MirrorError::Storage`] when the records cannot be listed.
+    pub async fn reload_records(&self) -> Result<(), MirrorError> {
+        let _one_at_a_time = self.inner.reload.lock().await;
+        let newest = read_state(&self.inner).newest.clone();
+        let inner = self.inner.clone();
+        let is_seen = move |k: &str| read_state(&inner).seen.contains(k);
+        let (new, bad) = self.inner.records.fetch_new(&newest, &is_seen).await?;
+        if bad > 0 {
+            tracing::warn!(records.unreadable = bad, "some records could not be read");
+        }
+        if !new.is_empty() {
+            write_state(&self.inner).apply_new(new);
+        }
+        Ok(())
+    }
+
+    /// Refuses (with the reason) or allows pinned ingest: pull-through writes new blobs and
+    /// pins, which must not go to a backend that failed its probe.
+    pub fn refuse_ingest(&self, reason: Option<String>) {
+        *self
+            .inner
+            .ingest_refused
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = reason;
     }
 
     /// The policy in force.
@@ -373,7 +421,23 @@ impl Mirror {
         if let Some((_, sha)) = &pinned
             && let Some(blob) = self.available(sha)
         {
-            return self.serve_blob(&blob, range);
+            return self.serve_blob(&blob, range).await;
+        }
+        if pinned.is_none() {
+            // Another replica may have pinned it: look at the records before any upstream fetch.
+            self.reload_records().await?;
+            let found = {
+                let state = read_state(&self.inner);
+                candidates
+                    .iter()
+                    .filter_map(|u| Url::parse(u).ok())
+                    .find_map(|u| state.pins.get(u.as_str()).map(|p| p.sha256.clone()))
+            };
+            if let Some(sha) = found
+                && let Some(blob) = self.available(&sha)
+            {
+                return self.serve_blob(&blob, range).await;
+            }
         }
         let Some((url, allowed)) = policy.upstream_for(host_and_path) else {
             return Err(MirrorError::NotFound(format!(
@@ -389,6 +453,24 @@ impl Mirror {
             )),
             None => self.known_integrity(url.as_str()).await?.map(|(i, _)| i),
         };
+        let refused = self
+            .inner
+            .ingest_refused
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        if let Some(reason) = refused {
+            return Err(MirrorError::Storage(format!(
+                "pull-through is refused: {reason} (reads of stored blobs still work; set storage.allow_no_go = true to override)"
+            )));
+        }
+        // A fill writes to the store: fail with a 503 before any byte is promised when the
+        // backend is not answering, rather than cut a transfer off at its end.
+        self.inner
+            .storage
+            .check(Duration::from_secs(2))
+            .await
+            .map_err(|e| MirrorError::Storage(format!("not fetching {url}: {e}")))?;
         let fill = Fill::join_or_start(
             &self.inner,
             url.clone(),
@@ -406,7 +488,7 @@ impl Mirror {
                 if let Some(Ok(record)) = fill.outcome() {
                     // Already stored: serve it like a hit (ranges included).
                     if let Some(blob) = self.available(&record.sha256) {
-                        return self.serve_blob(&blob, range);
+                        return self.serve_blob(&blob, range).await;
                     }
                 }
                 Ok(BlobResponse {
@@ -424,7 +506,7 @@ impl Mirror {
     ///
     /// # Errors
     /// [`MirrorError::NotFound`] when no available blob has that digest.
-    pub fn get_digest(
+    pub async fn get_digest(
         &self,
         algorithm: &str,
         hex_digest: &str,
@@ -443,11 +525,21 @@ impl Mirror {
                 algo.digest_len() * 2
             )));
         }
-        let sha = read_state(&self.inner).resolve_alias(algorithm, hex_digest);
-        let blob = sha.and_then(|s| self.available(&s)).ok_or_else(|| {
+        let lookup = || {
+            read_state(&self.inner)
+                .resolve_alias(algorithm, hex_digest)
+                .and_then(|s| self.available(&s))
+        };
+        let mut found = lookup();
+        if found.is_none() {
+            // Before a 404: another replica may have stored it.
+            self.reload_records().await?;
+            found = lookup();
+        }
+        let blob = found.ok_or_else(|| {
             MirrorError::NotFound(format!("no blob {algorithm}:{hex_digest} in the mirror"))
         })?;
-        self.serve_blob(&blob, range)
+        self.serve_blob(&blob, range).await
     }
 
     /// Provenance and state of a blob, for the API.
@@ -494,11 +586,11 @@ impl Mirror {
     ///
     /// # Errors
     /// [`MirrorError::NotFound`] when the blob is not available.
-    pub fn read_blob(&self, sha256: &str) -> Result<BlobResponse, MirrorError> {
+    pub async fn read_blob(&self, sha256: &str) -> Result<BlobResponse, MirrorError> {
         let blob = self.available(sha256).ok_or_else(|| {
             MirrorError::NotFound(format!("no blob sha256:{sha256} in the mirror"))
         })?;
-        self.serve_blob(&blob, None)
+        self.serve_blob(&blob, None).await
     }
 
     pub(super) fn inner(&self) -> &Arc<Inner> {
@@ -513,7 +605,7 @@ impl Mirror {
             .cloned()
     }
 
-    fn serve_blob(
+    async fn serve_blob(
         &self,
         blob: &BlobState,
         range: Option<ByteRange>,
@@ -544,17 +636,35 @@ impl Mirror {
             }
         });
         let guard = ReadGuard::new(&self.inner, &record.sha256);
-        let body = verified_stream(
-            self.inner.storage.clone(),
+        let opened = open_verified(
+            &self.inner.storage,
             record.clone(),
             start,
             end,
-            on_fault,
+            on_fault.clone(),
         )
-        .map(move |item| {
+        .await;
+        let body = match opened {
+            Ok(b) => b,
+            Err(ReadFault::Backend(detail)) => {
+                return Err(MirrorError::Storage(format!(
+                    "reading blob {}: {detail}",
+                    record.sha256
+                )));
+            }
+            Err(ReadFault::Corrupt(detail)) => {
+                quarantine(&self.inner, &record.sha256, detail.clone());
+                return Err(MirrorError::NotFound(format!(
+                    "blob {} is not available: {detail}",
+                    record.sha256
+                )));
+            }
+        };
+        let body = body.map(move |item| {
             let _reading = &guard;
             item
         });
+
         Ok(BlobResponse {
             sha256: Some(record.sha256.clone()),
             size: Some(size),
@@ -587,10 +697,9 @@ impl Mirror {
             at: now,
             detail: String::new(),
         });
-        write_state(&self.inner).apply(&event);
-        let records = self.inner.records.clone();
+        let inner = self.inner.clone();
         tokio::spawn(async move {
-            if let Err(e) = records.append(&event).await {
+            if let Err(e) = inner.record(&event).await {
                 tracing::warn!(error = %e, "could not record a blob access");
             }
         });
@@ -611,10 +720,11 @@ pub(super) fn quarantine(inner: &Arc<Inner>, sha256: &str, detail: String) {
         at: Utc::now(),
         detail,
     });
+    // Applied at once, so the blob stops being served now; recorded in the background.
     write_state(inner).apply(&event);
-    let records = inner.records.clone();
+    let inner = inner.clone();
     tokio::spawn(async move {
-        if let Err(e) = records.append(&event).await {
+        if let Err(e) = inner.record(&event).await {
             tracing::error!(error = %e, "could not record a quarantine");
         }
     });

@@ -128,23 +128,54 @@ pub(super) enum ReadFault {
     Backend(String),
 }
 
-/// Streams bytes `[start, end)` of a stored blob, verifying every chunk it touches. On a fault
-/// `on_fault` is called once and the stream ends with an error (the response is cut off).
-pub(super) fn verified_stream(
-    storage: Storage,
+/// Opens bytes `[start, end)` of a stored blob for a verified read. The backend is asked
+/// before anything is answered, so an unreachable backend is an error here (and a 503 at the
+/// edge), not a response cut off after its headers.
+///
+/// # Errors
+/// [`ReadFault::Backend`] when the backend fails, [`ReadFault::Corrupt`] when the object is
+/// missing.
+pub(super) async fn open_verified(
+    storage: &Storage,
+    record: Arc<BlobRecord>,
+    start: u64,
+    end: u64,
+    on_fault: Arc<dyn Fn(ReadFault) + Send + Sync>,
+) -> Result<BoxStream<'static, Result<Bytes, std::io::Error>>, ReadFault> {
+    if start >= end {
+        return Ok(futures::stream::empty().boxed());
+    }
+    let cs = record.chunk_size.max(1);
+    let fetch_start = (start / cs) * cs;
+    let fetch_end = end.div_ceil(cs).saturating_mul(cs).min(record.size);
+    let key = StorageKey::blob("sha256", &record.sha256);
+    match storage.get_range(&key, fetch_start..fetch_end).await {
+        Ok(Some(s)) => Ok(verified_stream(
+            s.map_err(|e| e.to_string()).boxed(),
+            record,
+            start,
+            end,
+            on_fault,
+        )),
+        Ok(None) => Err(ReadFault::Corrupt(format!(
+            "blob {} is missing from the cas role",
+            record.sha256
+        ))),
+        Err(e) => Err(ReadFault::Backend(e.to_string())),
+    }
+}
+
+/// Verifies an opened range read chunk by chunk. On a fault `on_fault` is called once and the
+/// stream ends with an error (the response is cut off).
+fn verified_stream(
+    inner: BoxStream<'static, Result<Bytes, String>>,
     record: Arc<BlobRecord>,
     start: u64,
     end: u64,
     on_fault: Arc<dyn Fn(ReadFault) + Send + Sync>,
 ) -> BoxStream<'static, Result<Bytes, std::io::Error>> {
-    if start >= end {
-        return futures::stream::empty().boxed();
-    }
     let cs = record.chunk_size.max(1);
     let first = start / cs;
-    let fetch_start = first * cs;
-    let fetch_end = end.div_ceil(cs).saturating_mul(cs).min(record.size);
-    let key = StorageKey::blob("sha256", &record.sha256);
     struct St {
         inner: Option<BoxStream<'static, Result<Bytes, String>>>,
         buf: BytesMut,
@@ -152,16 +183,14 @@ pub(super) fn verified_stream(
         done: bool,
     }
     let state = St {
-        inner: None,
+        inner: Some(inner),
         buf: BytesMut::new(),
         chunk: first,
         done: false,
     };
     futures::stream::unfold(state, move |mut st| {
-        let storage = storage.clone();
         let record = record.clone();
         let on_fault = on_fault.clone();
-        let key = key.clone();
         async move {
             if st.done {
                 return None;
@@ -174,25 +203,6 @@ pub(super) fn verified_stream(
                 on_fault(fault);
                 Some(Err(std::io::Error::other(msg)))
             };
-            if st.inner.is_none() {
-                match storage.get_range(&key, fetch_start..fetch_end).await {
-                    Ok(Some(s)) => st.inner = Some(s.map_err(|e| e.to_string()).boxed()),
-                    Ok(None) => {
-                        let r = fail(
-                            &mut st,
-                            ReadFault::Corrupt(format!(
-                                "blob {} is missing from the cas role",
-                                record.sha256
-                            )),
-                        );
-                        return r.map(|x| (x, st));
-                    }
-                    Err(e) => {
-                        let r = fail(&mut st, ReadFault::Backend(e.to_string()));
-                        return r.map(|x| (x, st));
-                    }
-                }
-            }
             let chunk_start = st.chunk * cs;
             let chunk_len = cs.min(record.size - chunk_start);
             let chunk_len_usize = usize::try_from(chunk_len).unwrap_or(usize::MAX);

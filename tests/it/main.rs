@@ -9,6 +9,7 @@ mod http_edges;
 mod mirror;
 mod mirror_cli;
 mod registry_dir;
+mod replicas;
 mod storage_conformance;
 mod storage_probe;
 mod upstream;

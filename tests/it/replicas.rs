@@ -1,0 +1,171 @@
+//! The server over a live Garage (S3): two replicas sharing one bucket, and the whole backend
+//! going away and coming back.
+
+use crate::garage::Garage;
+use crate::upstream::Upstream;
+use crate::util::{TestServer, example_registry, sha256_hex};
+
+/// A server over `s3://BUCKET/{prefix}` through Garage node 0, with a policy allowing `upstream`.
+async fn server_on(
+    garage: &Garage,
+    prefix: &str,
+    policy: &std::path::Path,
+    env: &[(&str, &str)],
+) -> TestServer {
+    let data = garage.data_url(prefix);
+    let owned: Vec<(&str, String)> = garage.env().into_iter().collect();
+    let mut all: Vec<(&str, &str)> = owned.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    all.extend_from_slice(env);
+    all.push(("GF_REGISTRY_GC_INTERVAL_SECONDS", "0"));
+    TestServer::start_with_env(
+        &example_registry(),
+        &[
+            ("data", data.as_str()),
+            ("mirror-policy", policy.to_str().expect("utf8")),
+        ],
+        &all,
+    )
+    .await
+}
+
+fn policy_for(upstream: &Upstream) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let toml = format!(
+        "[[upstream]]\nprefix = \"{}/\"\nallow_private = true\n",
+        upstream.origin()
+    );
+    std::fs::write(dir.path().join("policy.toml"), toml).expect("policy");
+    dir
+}
+
+async fn get_ok(server: &TestServer, path: &str) -> Vec<u8> {
+    let resp = server.get(path).await;
+    assert_eq!(resp.status(), 200, "{path}");
+    resp.bytes().await.expect("body").to_vec()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_share_one_bucket() {
+    let Some(garage) = Garage::single() else {
+        return;
+    };
+    let upstream = Upstream::start().await;
+    let (a, b) = (vec![1u8; 300_000], vec![2u8; 200_000]);
+    upstream.serve_bytes("/a.tar.gz", a.clone());
+    upstream.serve_bytes("/b.tar.gz", b.clone());
+    upstream.serve_bytes("/a-again.tar.gz", a.clone());
+    let policy = policy_for(&upstream);
+    // Replica A reads other replicas' records only on misses; B also every second.
+    let one = server_on(
+        &garage,
+        "gf",
+        policy.path(),
+        &[("GF_REGISTRY_RECORDS_REFRESH_SECONDS", "0")],
+    )
+    .await;
+    let two = server_on(
+        &garage,
+        "gf",
+        policy.path(),
+        &[("GF_REGISTRY_RECORDS_REFRESH_SECONDS", "1")],
+    )
+    .await;
+    let url = |p: &str| format!("/mirror/{}{p}", upstream.host());
+
+    assert_eq!(get_ok(&one, &url("/a.tar.gz")).await, a);
+    // Pinned through replica one: a hit on replica two, with no upstream fetch.
+    assert_eq!(get_ok(&two, &url("/a.tar.gz")).await, a);
+    assert_eq!(upstream.gets("/a.tar.gz"), 1);
+    assert_eq!(get_ok(&two, &url("/b.tar.gz")).await, b);
+    assert_eq!(
+        get_ok(&one, &format!("/cas/sha256/{}", sha256_hex(&b))).await,
+        b,
+        "a /cas miss reads the records first"
+    );
+    assert_eq!(get_ok(&one, &url("/b.tar.gz")).await, b);
+    assert_eq!(upstream.gets("/b.tar.gz"), 1);
+    // The same bytes under another URL, through replica one: provenance on replica two lists
+    // both URLs once it has read the new pin (it reads every second).
+    assert_eq!(get_ok(&one, &url("/a-again.tar.gz")).await, a);
+    let want = [upstream.url("/a.tar.gz"), upstream.url("/a-again.tar.gz")];
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    loop {
+        let info: serde_json::Value = two
+            .get(&format!("/api/v1/blobs/{}", sha256_hex(&a)))
+            .await
+            .json()
+            .await
+            .expect("json");
+        let urls: Vec<String> = info["urls"]
+            .as_array()
+            .expect("urls")
+            .iter()
+            .map(|u| u.as_str().unwrap_or_default().to_owned())
+            .collect();
+        if want.iter().all(|w| urls.contains(w)) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "replica two never saw both URLs: {urls:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    // The pins agree: the same ETag through both replicas.
+    for p in ["/a.tar.gz", "/b.tar.gz"] {
+        let e1 = one.head(&url(p)).await.headers()["etag"].clone();
+        let e2 = two.head(&url(p)).await.headers()["etag"].clone();
+        assert_eq!(e1, e2, "{p}");
+    }
+    one.stop().await;
+    two.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_backend_goes_away_and_comes_back() {
+    let Some(mut garage) = Garage::single() else {
+        return;
+    };
+    let upstream = Upstream::start().await;
+    let a = vec![7u8; 500_000];
+    upstream.serve_bytes("/a.tar.gz", a.clone());
+    upstream.serve_bytes("/new.tar.gz", vec![8u8; 1000]);
+    let policy = policy_for(&upstream);
+    let server = server_on(&garage, "gf", policy.path(), &[]).await;
+    let url = |p: &str| format!("/mirror/{}{p}", upstream.host());
+    assert_eq!(get_ok(&server, &url("/a.tar.gz")).await, a);
+    let registry_file = "/modules/hello_lib/1.2.0/MODULE.bazel";
+    assert_eq!(server.get(registry_file).await.status(), 200);
+
+    garage.stop_all();
+    // Registry reads do not need the object store.
+    assert_eq!(server.get(registry_file).await.status(), 200);
+    // Blob reads and writes fail with a 503 before any byte: never a 200 with missing bytes.
+    for path in [
+        url("/a.tar.gz"),
+        format!("/cas/sha256/{}", sha256_hex(&a)),
+        url("/new.tar.gz"),
+    ] {
+        let resp = server.get(&path).await;
+        assert_eq!(resp.status(), 503, "{path}");
+    }
+    assert_eq!(server.get("/readyz").await.status(), 503);
+    assert_eq!(
+        upstream.gets("/new.tar.gz"),
+        0,
+        "nothing is fetched that could not be stored"
+    );
+
+    garage.restart_all();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while server.get("/readyz").await.status() != 200 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not ready again within 30 s"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    assert_eq!(get_ok(&server, &url("/a.tar.gz")).await, a);
+    assert_eq!(get_ok(&server, &url("/new.tar.gz")).await, vec![8u8; 1000]);
+    server.stop().await;
+}

@@ -49,6 +49,12 @@ pub(super) enum MirrorCommand {
     },
     /// Export blobs as a Bazel repository cache or a distdir.
     Export(ExportArgs),
+    /// Refetch quarantined blobs from their recorded upstream URLs; a blob is restored only
+    /// if the bytes have its digest. Exits 1 when one could not be repaired.
+    Repair {
+        #[command(flatten)]
+        args: ServeArgs,
+    },
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -184,6 +190,28 @@ impl MirrorCommand {
                     probes.len()
                 );
                 Ok(if drifted == 0 {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::FAILURE
+                })
+            }),
+            Self::Repair { args } => with_app(&args, |app| async move {
+                let repairs = app.mirror.repair().await;
+                let mut failed = 0;
+                for r in &repairs {
+                    match &r.outcome {
+                        Ok(url) => println!("repaired sha256:{} from {url}", r.sha256),
+                        Err(e) => {
+                            failed += 1;
+                            println!("NOT repaired sha256:{}: {e}", r.sha256);
+                        }
+                    }
+                }
+                eprintln!(
+                    "{} quarantined blob(s), {failed} not repaired",
+                    repairs.len()
+                );
+                Ok(if failed == 0 {
                     ExitCode::SUCCESS
                 } else {
                     ExitCode::FAILURE

@@ -90,7 +90,19 @@ impl Mirror {
         for (i, sha) in available.iter().enumerate() {
             match self.check_blob(sha).await {
                 Ok(()) => report.blobs_ok += 1,
-                Err(e) => report.blobs_bad.push((sha.clone(), e)),
+                Err(e) => {
+                    // The read path quarantines in the background; make it durable before a
+                    // CLI process exits.
+                    if self.state().blobs.get(sha).is_some_and(|b| b.quarantined) {
+                        super::service::quarantine_now(
+                            self.inner(),
+                            sha,
+                            format!("storage verify: {e}"),
+                        )
+                        .await?;
+                    }
+                    report.blobs_bad.push((sha.clone(), e));
+                }
             }
             progress(i + 1, total);
         }

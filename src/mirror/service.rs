@@ -653,7 +653,7 @@ impl Mirror {
                 )));
             }
             Err(ReadFault::Corrupt(detail)) => {
-                quarantine(&self.inner, &record.sha256, detail.clone());
+                quarantine_now(&self.inner, &record.sha256, detail.clone()).await?;
                 return Err(MirrorError::NotFound(format!(
                     "blob {} is not available: {detail}",
                     record.sha256
@@ -704,6 +704,29 @@ impl Mirror {
             }
         });
     }
+}
+
+/// Quarantines a blob and waits until the record is written (for callers that may exit
+/// right after, such as the CLI's scrub).
+pub(super) async fn quarantine_now(
+    inner: &Arc<Inner>,
+    sha256: &str,
+    detail: String,
+) -> Result<(), StorageError> {
+    inner
+        .stats
+        .integrity_failures
+        .fetch_add(1, Ordering::Relaxed);
+    tracing::error!(blob.sha256 = %sha256, detail = %detail, "stored blob failed verification; quarantined");
+    inner
+        .record(&Record::Event(EventRecord {
+            event: EventKind::Quarantine,
+            sha256: sha256.to_owned(),
+            url: None,
+            at: Utc::now(),
+            detail,
+        }))
+        .await
 }
 
 /// Marks a blob as quarantined: never served again until it is re-ingested.

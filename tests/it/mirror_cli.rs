@@ -425,3 +425,51 @@ async fn storage_verify_scrubs_blobs_and_records_and_fixes_leftovers() {
     );
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repair_restores_a_quarantined_blob_only_from_matching_bytes() {
+    let upstream = Upstream::start().await;
+    let (one, two) = (data(1_200_000, 11), data(60_000, 12));
+    upstream.serve_bytes("/one.tar.gz", one.clone());
+    upstream.serve_bytes("/two.tar.gz", two.clone());
+    let setup = Setup::new(&upstream, "", "[]");
+    let server = setup.server().await;
+    fetch(&server, &upstream, "/one.tar.gz").await;
+    fetch(&server, &upstream, "/two.tar.gz").await;
+    server.stop().await;
+    for bytes in [&one, &two] {
+        let blob = setup.data.path().join("cas/sha256").join(sha256_hex(bytes));
+        let mut stored = std::fs::read(&blob).expect("blob");
+        stored[10] ^= 0x55;
+        std::fs::write(&blob, stored).expect("write");
+    }
+    let (code, out, _) = setup.mirror_storage(&["verify"]).await;
+    assert_eq!(code, 1, "{out}");
+    // The upstream still has `one`, but now serves other bytes for `two`.
+    upstream.serve_bytes("/two.tar.gz", data(60_000, 13));
+    let (code, out, err) = setup.mirror(&["repair"]).await;
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        out.contains(&format!(
+            "repaired sha256:{} from {}",
+            sha256_hex(&one),
+            upstream.url("/one.tar.gz")
+        )),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!("NOT repaired sha256:{}", sha256_hex(&two))),
+        "{out}"
+    );
+    assert!(
+        err.contains("2 quarantined blob(s), 1 not repaired"),
+        "{err}"
+    );
+    let server = setup.server().await;
+    assert_eq!(fetch(&server, &upstream, "/one.tar.gz").await, one);
+    let resp = server
+        .get(&format!("/cas/sha256/{}", sha256_hex(&two)))
+        .await;
+    assert_eq!(resp.status(), 404, "never restored from other bytes");
+    server.stop().await;
+}

@@ -169,3 +169,75 @@ async fn the_backend_goes_away_and_comes_back() {
     assert_eq!(get_ok(&server, &url("/new.tar.gz")).await, vec![8u8; 1000]);
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_node_down_during_a_fill_loses_nothing() {
+    let Some(mut garage) = Garage::cluster() else {
+        return;
+    };
+    let upstream = Upstream::start().await;
+    let slow: Vec<u8> = (0..4u32 << 20).map(|i| (i % 241) as u8).collect();
+    upstream.set(
+        "/slow.tar.gz",
+        crate::upstream::Answer::Slow {
+            bytes: slow.clone().into(),
+            chunk: 64 << 10,
+            delay: std::time::Duration::from_millis(15),
+        },
+    );
+    upstream.serve_bytes("/later.tar.gz", vec![3u8; 100_000]);
+    let policy = policy_for(&upstream);
+    let server = server_on(&garage, "gf", policy.path(), &[]).await;
+    let url = |p: &str| format!("/mirror/{}{p}", upstream.host());
+
+    // Stop one of the three nodes while the fill is streaming (quorum 2 still holds).
+    let fill = {
+        let client = server.client.clone();
+        let target = server.url(&url("/slow.tar.gz"));
+        tokio::spawn(async move {
+            client
+                .get(target)
+                .send()
+                .await
+                .expect("send")
+                .bytes()
+                .await
+                .expect("body")
+        })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    garage.stop_node(2);
+    assert_eq!(
+        fill.await.expect("join"),
+        slow,
+        "the fill completed while a node was down"
+    );
+    assert_eq!(
+        get_ok(&server, &url("/later.tar.gz")).await,
+        vec![3u8; 100_000]
+    );
+
+    // Back up: everything acknowledged is there, also when read through the node that was down.
+    garage.restart_node(2);
+    let storage = garage.storage_via(2, "gf");
+    for bytes in [&slow, &vec![3u8; 100_000]] {
+        let key = gf_registry::storage::StorageKey::blob("sha256", &sha256_hex(bytes));
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        loop {
+            match storage.get(&key).await {
+                Ok(Some(got)) if got.as_ref() == bytes.as_slice() => break,
+                other => assert!(
+                    std::time::Instant::now() < deadline,
+                    "blob not readable through node 2: {:?}",
+                    other.map(|o| o.map(|b| b.len()))
+                ),
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+    }
+    assert_eq!(
+        get_ok(&server, &format!("/cas/sha256/{}", sha256_hex(&slow))).await,
+        slow
+    );
+    server.stop().await;
+}

@@ -33,24 +33,55 @@ pub struct Running {
 /// When the registry or storage cannot be opened, or the address cannot be bound.
 pub async fn start(config: Config) -> anyhow::Result<Running> {
     let app = Arc::new(App::build(config).await?);
-    let listener = TcpListener::bind(app.config.listen)
-        .await
+    // One listener per core (SO_REUSEPORT: the kernel spreads connections), each served by
+    // a single-threaded runtime on its own thread, as nginx runs its workers: a request runs
+    // start to end on one thread. Measured with perf stat on the registry hot path: 3-16 %
+    // less CPU per request than one work-stealing runtime (bench/RESULTS.md).
+    let workers = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+    // A plain bind first: SO_REUSEPORT alone would let a second server on the same port
+    // start silently and take half the connections; this makes "address in use" an error.
+    let addr = std::net::TcpListener::bind(app.config.listen)
+        .and_then(|l| l.local_addr())
         .map_err(|e| anyhow::anyhow!("cannot listen on {} (--listen): {e}", app.config.listen))?;
-    let addr = listener.local_addr()?;
+    let first = bind_reuseport(addr)?;
+    let mut listeners = vec![first];
+    for _ in 1..workers {
+        listeners.push(bind_reuseport(addr)?);
+    }
     let public_url = app.config.public_url_for(addr);
     let _ = app.public_url.set(public_url.clone());
     let (shutdown, rx) = watch::channel(false);
     let router = crate::http::router(app.clone());
-    let mut serve_rx = rx.clone();
-    let serve = tokio::spawn(async move {
-        axum::serve(
-            listener,
-            router.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(async move {
-            let _ = serve_rx.wait_for(|stop| *stop).await;
-        })
-        .await
+    let mut threads = Vec::new();
+    for (i, listener) in listeners.into_iter().enumerate() {
+        let router = router.clone();
+        let mut serve_rx = rx.clone();
+        let thread = std::thread::Builder::new()
+            .name(format!("gf-http-{i}"))
+            .spawn(move || -> std::io::Result<()> {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()?;
+                rt.block_on(async move {
+                    let listener = TcpListener::from_std(listener)?;
+                    axum::serve(
+                        listener,
+                        router.into_make_service_with_connect_info::<SocketAddr>(),
+                    )
+                    .with_graceful_shutdown(async move {
+                        let _ = serve_rx.wait_for(|stop| *stop).await;
+                    })
+                    .await
+                })
+            })?;
+        threads.push(thread);
+    }
+    let serve = tokio::task::spawn_blocking(move || {
+        for t in threads {
+            t.join()
+                .map_err(|_| std::io::Error::other("an HTTP worker thread panicked"))??;
+        }
+        Ok(())
     });
     let poll_app = app.clone();
     let poll = every(app.config.poll_interval, rx.clone(), move || {
@@ -107,6 +138,21 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         gc,
         records,
     })
+}
+
+/// A non-blocking listening socket with `SO_REUSEPORT`, so one per worker can share a port.
+fn bind_reuseport(addr: SocketAddr) -> anyhow::Result<std::net::TcpListener> {
+    let err = |e: std::io::Error| anyhow::anyhow!("cannot listen on {addr} (--listen): {e}");
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()
+    } else {
+        tokio::net::TcpSocket::new_v6()
+    }
+    .map_err(err)?;
+    socket.set_reuseaddr(true).map_err(err)?;
+    socket.set_reuseport(true).map_err(err)?;
+    socket.bind(addr).map_err(err)?;
+    socket.listen(1024).map_err(err)?.into_std().map_err(err)
 }
 
 /// Runs `job` every `interval` (never when it is zero) until shutdown.

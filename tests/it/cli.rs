@@ -397,3 +397,22 @@ async fn serve_runs_on_defaults_from_a_fresh_folder() {
     signal(&child, "INT");
     assert!(wait_with_timeout(&mut child, Duration::from_secs(20)).success());
 }
+
+#[tokio::test]
+async fn a_second_server_on_a_busy_port_is_refused() {
+    // The workers share their port with SO_REUSEPORT; a second server must still not join it.
+    let first = crate::util::TestServer::start(&example_registry(), &[]).await;
+    let data = tempfile::tempdir().expect("tempdir");
+    let addr = first.addr().to_string();
+    let mut cmd = bin();
+    cmd.args(["serve", "--listen", &addr, "--registry"])
+        .arg(example_registry())
+        .arg("--data")
+        .arg(data.path());
+    let (code, _, err) = tokio::task::spawn_blocking(move || run(&mut cmd))
+        .await
+        .expect("join");
+    assert_ne!(code, 0);
+    assert!(err.contains("--listen") && err.contains("in use"), "{err}");
+    first.stop().await;
+}

@@ -140,6 +140,8 @@ pub struct Registry {
     counters: CacheCounters,
     refresh_lock: tokio::sync::Mutex<()>,
     live_dirs: Cache<String, DirState>,
+    /// `modules/`'s modification time and when it was read (see `live_dir_exists`).
+    root_mtime: std::sync::Mutex<Option<(Instant, DirState)>>,
 }
 
 struct FileExpiry {
@@ -192,6 +194,7 @@ impl Registry {
             cache,
             counters: CacheCounters::default(),
             refresh_lock: tokio::sync::Mutex::new(()),
+            root_mtime: std::sync::Mutex::new(None),
             live_dirs: Cache::builder()
                 .name("registry_live_dirs")
                 .max_capacity(100_000)
@@ -386,26 +389,40 @@ impl Registry {
             "modules".to_owned()
         };
         if let Some(indexed) = snap.mtimes.get(&parent) {
-            let tree = snap.tree.clone();
-            let key = format!("mtime:{parent}");
-            let now = self
-                .live_dirs
-                .try_get_with(key, async move {
-                    tasks::spawn_blocking(move || {
-                        tree.modified(&parent).map(|t| {
-                            t.map(|t| {
-                                t.duration_since(SystemTime::UNIX_EPOCH)
-                                    .map_or(0, |d| d.as_nanos())
-                            })
-                        })
-                    })
-                    .await
-                    .map_err(|e| e.to_string())?
-                    .map(|t| t.map_or(DirState::Absent, DirState::Modified))
-                    .map_err(|e| e.to_string())
+            let is_root = parent == "modules";
+            // Every unknown module asks about `modules/`: that answer sits in one slot, read
+            // without the cache machinery while it is under a second old.
+            let fresh_root = is_root
+                .then(|| {
+                    *self
+                        .root_mtime
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
                 })
-                .await
-                .map_err(|e: Arc<String>| RegistryError::Task(e.to_string()))?;
+                .flatten()
+                .filter(|(at, _)| at.elapsed() < LIVE_MUTABLE_TTL)
+                .map(|(_, state)| state);
+            let now = match fresh_root {
+                Some(state) => state,
+                None if is_root => {
+                    let state = folder_time(snap.tree.clone(), parent).await?;
+                    *self
+                        .root_mtime
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner) =
+                        Some((Instant::now(), state));
+                    state
+                }
+                None => {
+                    let tree = snap.tree.clone();
+                    self.live_dirs
+                        .try_get_with(format!("mtime:{parent}"), async move {
+                            folder_time(tree, parent).await.map_err(|e| e.to_string())
+                        })
+                        .await
+                        .map_err(|e: Arc<String>| RegistryError::Task(e.to_string()))?
+                }
+            };
             let indexed_nanos = indexed
                 .duration_since(SystemTime::UNIX_EPOCH)
                 .map_or(0, |d| d.as_nanos());
@@ -493,6 +510,19 @@ async fn load_file(
 
 fn task_err(e: tasks::TaskError) -> RegistryError {
     RegistryError::Task(e.to_string())
+}
+
+/// A folder's modification time, as a cache value.
+async fn folder_time(tree: Arc<dyn Tree>, dir: String) -> Result<DirState, RegistryError> {
+    let modified = tasks::spawn_blocking(move || tree.modified(&dir))
+        .await
+        .map_err(task_err)??;
+    Ok(modified.map_or(DirState::Absent, |t| {
+        DirState::Modified(
+            t.duration_since(SystemTime::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos()),
+        )
+    }))
 }
 
 /// Lists `modules/*/*/` folders: module name -> version folder names.

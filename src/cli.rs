@@ -202,7 +202,7 @@ fn serve(config: Config) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    runtime.block_on(async move {
+    let result = runtime.block_on(async move {
         let grace = config.shutdown_timeout;
         let running = crate::server::start(config).await?;
         // One stable line on stdout, for people and for tools that start the binary.
@@ -215,7 +215,11 @@ fn serve(config: Config) -> anyhow::Result<()> {
         running.shutdown(grace).await?;
         tracing::info!("stopped");
         Ok(())
-    })
+    });
+    // Past the grace period nothing is waited for: requests still running (a slow client, a
+    // trickling upstream) are dropped with the process.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    result
 }
 
 async fn shutdown_signal() {

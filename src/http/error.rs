@@ -72,6 +72,7 @@ impl From<MirrorError> for ApiError {
             MirrorError::Upstream { .. } | MirrorError::IntegrityMismatch { .. } => {
                 StatusCode::BAD_GATEWAY
             }
+            MirrorError::Overloaded(_) => StatusCode::SERVICE_UNAVAILABLE,
             MirrorError::Storage(_) => {
                 tracing::error!(error = %e, "mirror storage failure");
                 StatusCode::SERVICE_UNAVAILABLE

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use axum::Json;
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Path, Query, State};
-use axum::http::{HeaderMap, StatusCode, Uri, header};
+use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
@@ -18,6 +18,7 @@ use crate::mirror::{BlobResponse, ByteRange, MirrorError};
 pub(super) async fn get_mirror_url(
     State(app): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    method: Method,
     uri: Uri,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
@@ -35,7 +36,12 @@ pub(super) async fn get_mirror_url(
     let range = parse_range(&headers)?;
     let blob = app
         .mirror
-        .get_url(&host_and_path, range, &peer.ip().to_string())
+        .get_url(
+            &host_and_path,
+            range,
+            &peer.ip().to_string(),
+            method != Method::HEAD,
+        )
         .await;
     Ok(blob.map_or_else(error_response, blob_response))
 }

@@ -137,7 +137,7 @@ impl Fill {
             expected,
             requested_by,
         };
-        tokio::spawn(task.run(tx));
+        inner.background.spawn(task.run(tx));
         fill
     }
 
@@ -253,6 +253,29 @@ impl Reader {
     }
 }
 
+/// Removes a fill from the in-flight map when dropped (if it is still the one there).
+struct LeaveInflight {
+    inner: Arc<Inner>,
+    url: String,
+    fill: Arc<Fill>,
+}
+
+impl Drop for LeaveInflight {
+    fn drop(&mut self) {
+        let mut map = self
+            .inner
+            .inflight
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if map
+            .get(&self.url)
+            .is_some_and(|f| Arc::ptr_eq(f, &self.fill))
+        {
+            map.remove(&self.url);
+        }
+    }
+}
+
 /// A spool batch being hashed and written on the blocking pool.
 type BatchTask =
     tokio::task::JoinHandle<Result<(Hashers, std::io::Result<usize>), crate::tasks::TaskError>>;
@@ -280,6 +303,13 @@ struct FillTask {
 
 impl FillTask {
     async fn run(self, tx: watch::Sender<Progress>) {
+        // However this task ends (done, panicked, cancelled at shutdown), the URL leaves the
+        // in-flight map, so a later request starts a new fill instead of joining a dead one.
+        let _leave = LeaveInflight {
+            inner: self.inner.clone(),
+            url: self.url.to_string(),
+            fill: self.fill.clone(),
+        };
         self.inner
             .stats
             .upstream_fetches
@@ -304,19 +334,7 @@ impl FillTask {
                 }
             }
         }
-        {
-            let mut map = self
-                .inner
-                .inflight
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            if map
-                .get(self.url.as_str())
-                .is_some_and(|f| Arc::ptr_eq(f, &self.fill))
-            {
-                map.remove(self.url.as_str());
-            }
-        }
+        drop(_leave);
         tx.send_modify(|p| p.done = Some(result.map(Arc::new)));
     }
 
@@ -468,6 +486,9 @@ impl FillTask {
             chunks: d.chunks.clone(),
             supplement: false,
         };
+        // Placement and retention's deletes exclude each other: a blob is never deleted
+        // between being placed and its record being written.
+        let _placing = self.inner.placement.lock().await;
         let mut new_records = Vec::new();
         if !present {
             let spool = self
@@ -524,7 +545,7 @@ impl FillTask {
     fn complete_integrity(&self, record: BlobRecord) {
         let inner = self.inner.clone();
         let fill = self.fill.clone();
-        tokio::spawn(async move {
+        self.inner.background.spawn(async move {
             let Some(file) = fill.spool.as_ref().map(|s| s.file.clone()) else {
                 return;
             };
@@ -595,11 +616,16 @@ impl FillTask {
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
                 .take()
                 .ok_or_else(|| FillError::Other("spool already placed".to_owned()))?;
-            let moved = crate::tasks::spawn_blocking(move || {
+            let moved = crate::tasks::spawn_blocking(move || -> std::io::Result<()> {
                 if let Some(parent) = dest.parent() {
                     std::fs::create_dir_all(parent)?;
                 }
-                temp.persist(&dest).map_err(|e| e.error)
+                temp.persist(&dest).map_err(|e| e.error)?;
+                // Make the rename itself durable.
+                if let Some(parent) = dest.parent() {
+                    std::fs::File::open(parent)?.sync_all()?;
+                }
+                Ok(())
             })
             .await
             .map_err(|e| FillError::Other(e.to_string()))?;
@@ -629,7 +655,11 @@ impl FillTask {
                 d.size
             )));
         }
-        storage.rename(&tmp, blob_key).await.map_err(st)
+        if let Err(e) = storage.rename(&tmp, blob_key).await {
+            let _ = storage.delete(&tmp).await;
+            return Err(st(e));
+        }
+        Ok(())
     }
 
     async fn record_drift_if_pinned(&self, actual: &str) {

@@ -160,6 +160,18 @@ impl Mirror {
     }
 
     async fn evict(&self, sha: &str, reason: &str) -> Result<(), MirrorError> {
+        // Never between a fill placing a blob and recording it.
+        let _placement = self.inner().placement.lock().await;
+        // Re-check under the lock: read now, or pinned meanwhile.
+        let in_use = self
+            .inner()
+            .readers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .contains_key(sha);
+        if in_use || self.references().await?.contains_key(sha) {
+            return Ok(());
+        }
         // Record first: a blob marked evicted whose object lingers is only wasted space, while
         // the reverse would be a blob the state calls available but cannot serve.
         let event = Record::Event(EventRecord {
@@ -268,7 +280,7 @@ impl Mirror {
             for u in &c.urls {
                 let host_and_path = u.as_str().split_once("://").map_or(u.as_str(), |(_, r)| r);
                 match self
-                    .get_url(host_and_path, None, "gf-registry mirror fetch")
+                    .get_url(host_and_path, None, "gf-registry mirror fetch", true)
                     .await
                 {
                     Ok(resp) => {
@@ -565,7 +577,7 @@ impl Mirror {
             for url in urls {
                 let host_and_path = url.split_once("://").map_or(url.as_str(), |(_, r)| r);
                 let result = match self
-                    .get_url(host_and_path, None, "gf-registry mirror repair")
+                    .get_url(host_and_path, None, "gf-registry mirror repair", true)
                     .await
                 {
                     Ok(resp) => drain(resp.body).await,

@@ -317,9 +317,11 @@ impl Records {
     /// # Errors
     /// [`StorageError`] when the backend refuses the write.
     pub async fn append(&self, record: &Record) -> Result<String, StorageError> {
-        let t = record.time();
+        // The key carries the time of the write, not the record's own time: other replicas list
+        // from a little before the newest key they saw, so a record written late (a long
+        // upload, a slow clock elsewhere) must still sort after what they have seen.
         let n = self.counter.fetch_add(1, Ordering::Relaxed);
-        let id = format!("{}-{:016x}-{n:06}.json", key_time(t), self.salt);
+        let id = format!("{}-{:016x}-{n:010}.json", key_time(Utc::now()), self.salt);
         let bytes = serde_json::to_vec(record).unwrap_or_default();
         let key = StorageKey::Record {
             stream: record.stream(),

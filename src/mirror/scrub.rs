@@ -79,6 +79,8 @@ impl Mirror {
                 }
             }
         }
+        // Records other writers (a running server) appended since this process loaded them.
+        self.reload_records().await?;
         let state = self.state();
         let available: Vec<String> = state
             .blobs
@@ -107,7 +109,14 @@ impl Mirror {
             progress(i + 1, total);
         }
         let now = chrono::Utc::now();
-        for (path, _, _) in storage.list_meta(Role::Cas, "sha256").await? {
+        // Re-read the records after the slow part, and leave objects younger than the grace
+        // alone: a running server may have just placed a blob whose record is on its way.
+        self.reload_records().await?;
+        let state = self.state();
+        for (path, _, modified) in storage.list_meta(Role::Cas, "sha256").await? {
+            if now - modified <= TEMP_GRACE {
+                continue;
+            }
             let hex = path.rsplit('/').next().unwrap_or_default().to_owned();
             match state.blobs.get(&hex) {
                 None => report.orphans.push(path),

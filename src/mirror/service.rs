@@ -25,6 +25,9 @@ use crate::upstream::{UpstreamClient, UpstreamError};
 /// before it starts streaming anyway (Bazel's read timeout is 20 s).
 const KNOWN_INTEGRITY_WAIT: Duration = Duration::from_secs(10);
 
+/// Upstream fetches running at once, at most; more answer 503 (which Bazel retries).
+const MAX_CONCURRENT_FILLS: usize = 64;
+
 /// How often a read of the same blob is recorded (feeds retention by age).
 const ACCESS_RECORD_EVERY: chrono::TimeDelta = chrono::TimeDelta::hours(1);
 
@@ -66,6 +69,9 @@ pub enum MirrorError {
     /// The storage backend failed (503).
     #[error("storage: {0}")]
     Storage(String),
+    /// Too much work in flight (503, retried by Bazel).
+    #[error("{0}")]
+    Overloaded(String),
 }
 
 impl From<StorageError> for MirrorError {
@@ -161,6 +167,13 @@ pub(super) struct Inner {
     ingest_refused: RwLock<Option<String>>,
     /// Serializes record reloads.
     reload: tokio::sync::Mutex<()>,
+    /// Held while a blob is placed and recorded, and while retention deletes one.
+    pub(super) placement: tokio::sync::Mutex<()>,
+    /// Reloads finished so far (lets waiting callers share one).
+    reloads_done: AtomicU64,
+    /// The runtime background work runs on (fills, record writes): the one the mirror was
+    /// loaded on, which lives as long as the process, not a per-connection worker's.
+    pub(super) background: tokio::runtime::Handle,
     /// Responses streaming each blob right now: retention never removes these.
     pub(super) readers: Mutex<HashMap<String, usize>>,
 }
@@ -268,6 +281,9 @@ impl Mirror {
                 stats: MirrorStats::default(),
                 access_written: Mutex::new(HashMap::new()),
                 reload: tokio::sync::Mutex::new(()),
+                placement: tokio::sync::Mutex::new(()),
+                reloads_done: AtomicU64::new(0),
+                background: tokio::runtime::Handle::current(),
                 ingest_refused: RwLock::new(None),
                 readers: Mutex::new(HashMap::new()),
             }),
@@ -282,7 +298,13 @@ impl Mirror {
     /// # Errors
     /// [`MirrorError::Storage`] when the records cannot be listed.
     pub async fn reload_records(&self) -> Result<(), MirrorError> {
+        let started = self.inner.reloads_done.load(Ordering::Acquire);
         let _one_at_a_time = self.inner.reload.lock().await;
+        if self.inner.reloads_done.load(Ordering::Acquire) > started + 1 {
+            // A whole reload began and finished while this call waited: it saw everything
+            // written before this call started.
+            return Ok(());
+        }
         let newest = read_state(&self.inner).newest.clone();
         let inner = self.inner.clone();
         let is_seen = move |k: &str| read_state(&inner).seen.contains(k);
@@ -293,6 +315,7 @@ impl Mirror {
         if !new.is_empty() {
             write_state(&self.inner).apply_new(new);
         }
+        self.inner.reloads_done.fetch_add(1, Ordering::Release);
         Ok(())
     }
 
@@ -373,6 +396,15 @@ impl Mirror {
         let known = self.known.lock().await;
         let state = read_state(&self.inner);
         let mut out: HashMap<String, Vec<String>> = HashMap::new();
+        // Also through the URL pins: a reference whose digest the mirror cannot resolve (a
+        // sha512 integrity before its supplement is recorded) still pins what its URL holds.
+        for (url, (_, referrers)) in &known.by_url {
+            if let Some(pin) = state.pins.get(url) {
+                out.entry(pin.sha256.clone())
+                    .or_default()
+                    .extend(referrers.iter().cloned());
+            }
+        }
         for (integrity, referrers) in known.by_url.values() {
             let key = match integrity.algorithm() {
                 crate::registry::Algorithm::Sha256 => integrity.hex(),
@@ -402,42 +434,38 @@ impl Mirror {
         host_and_path: &str,
         range: Option<ByteRange>,
         requested_by: &str,
+        fetch: bool,
     ) -> Result<BlobResponse, MirrorError> {
         let policy = &self.inner.policy;
         let candidates = ["https", "http"].map(|s| format!("{s}://{host_and_path}"));
         // A pin for either scheme is served, whatever the policy says now.
-        let pinned = {
-            let state = read_state(&self.inner);
+        let find_pin = |state: &MirrorState| {
             candidates
                 .iter()
                 .filter_map(|u| Url::parse(u).ok())
-                .find_map(|u| {
-                    state
-                        .pins
-                        .get(u.as_str())
-                        .map(|p| (u.to_string(), p.sha256.clone()))
-                })
+                .find_map(|u| state.pins.get(u.as_str()).map(|p| p.sha256.clone()))
         };
-        if let Some((_, sha)) = &pinned
-            && let Some(blob) = self.available(sha)
-        {
-            return self.serve_blob(&blob, range).await;
-        }
+        let mut pinned = find_pin(&read_state(&self.inner));
         if pinned.is_none() {
             // Another replica may have pinned it: look at the records before any upstream fetch.
             self.reload_records().await?;
-            let found = {
-                let state = read_state(&self.inner);
-                candidates
-                    .iter()
-                    .filter_map(|u| Url::parse(u).ok())
-                    .find_map(|u| state.pins.get(u.as_str()).map(|p| p.sha256.clone()))
-            };
-            if let Some(sha) = found
-                && let Some(blob) = self.available(&sha)
-            {
-                return self.serve_blob(&blob, range).await;
+            pinned = find_pin(&read_state(&self.inner));
+        }
+        if let Some(sha) = &pinned
+            && let Some(blob) = self.available(sha)
+        {
+            match self.serve_blob(&blob, range).await {
+                Ok(r) => return Ok(r),
+                // The object is gone or damaged (now quarantined): fetch it again below, and
+                // accept only the pinned bytes.
+                Err(MirrorError::NotFound(_)) => {}
+                Err(e) => return Err(e),
             }
+        }
+        if !fetch {
+            return Err(MirrorError::NotFound(
+                "not in the mirror (HEAD does not fetch from the upstream; GET does)".to_owned(),
+            ));
         }
         let Some((url, allowed)) = policy.upstream_for(host_and_path) else {
             return Err(MirrorError::NotFound(format!(
@@ -446,7 +474,7 @@ impl Mirror {
         };
         // What the bytes must hash to: the first-seen pin, else a registry or candidate value.
         let expected = match &pinned {
-            Some((_, sha)) => Some(Integrity::of_digest(
+            Some(sha) => Some(Integrity::of_digest(
                 crate::registry::Algorithm::Sha256,
                 hex::decode(sha)
                     .map_err(|_| MirrorError::Storage(format!("corrupt pin record for {url}")))?,
@@ -471,6 +499,18 @@ impl Mirror {
             .check(Duration::from_secs(2))
             .await
             .map_err(|e| MirrorError::Storage(format!("not fetching {url}: {e}")))?;
+        {
+            let inflight = self
+                .inner
+                .inflight
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if inflight.len() >= MAX_CONCURRENT_FILLS && !inflight.contains_key(url.as_str()) {
+                return Err(MirrorError::Overloaded(format!(
+                    "{MAX_CONCURRENT_FILLS} upstream fetches are already running; retry shortly"
+                )));
+            }
+        }
         let fill = Fill::join_or_start(
             &self.inner,
             url.clone(),
@@ -698,7 +738,7 @@ impl Mirror {
             detail: String::new(),
         });
         let inner = self.inner.clone();
-        tokio::spawn(async move {
+        self.inner.background.spawn(async move {
             if let Err(e) = inner.record(&event).await {
                 tracing::warn!(error = %e, "could not record a blob access");
             }
@@ -745,8 +785,9 @@ pub(super) fn quarantine(inner: &Arc<Inner>, sha256: &str, detail: String) {
     });
     // Applied at once, so the blob stops being served now; recorded in the background.
     write_state(inner).apply(&event);
+    let background = inner.background.clone();
     let inner = inner.clone();
-    tokio::spawn(async move {
+    background.spawn(async move {
         if let Err(e) = inner.record(&event).await {
             tracing::error!(error = %e, "could not record a quarantine");
         }

@@ -371,9 +371,11 @@ async fn storage_verify_scrubs_blobs_and_records_and_fixes_leftovers() {
     std::fs::create_dir_all(cas.join("tmp")).expect("tmp");
     let temp = cas.join("tmp/leftover");
     std::fs::write(&temp, b"half an upload").expect("temp");
+    // Leftovers younger than an hour may belong to a running server: age them.
     let aged = Command::new("touch")
         .args(["-d", "2 hours ago"])
         .arg(&temp)
+        .arg(&orphan)
         .status()
         .expect("touch");
     assert!(aged.success());
@@ -472,4 +474,69 @@ async fn repair_restores_a_quarantined_blob_only_from_matching_bytes() {
         .await;
     assert_eq!(resp.status(), 404, "never restored from other bytes");
     server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_head_request_never_fetches_from_the_upstream() {
+    let upstream = Upstream::start().await;
+    upstream.serve_bytes("/h.tar.gz", data(10_000, 1));
+    let setup = Setup::new(&upstream, "", "[]");
+    let server = setup.server().await;
+    let path = format!("/mirror/{}/h.tar.gz", upstream.host());
+    assert_eq!(server.head(&path).await.status(), 404);
+    assert_eq!(
+        upstream.total_requests(),
+        0,
+        "a HEAD on a miss sent nothing upstream"
+    );
+    fetch(&server, &upstream, "/h.tar.gz").await;
+    let head = server.head(&path).await;
+    assert_eq!(head.status(), 200, "a HEAD on a hit answers");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_object_is_fetched_again_and_a_pin_seen_on_another_replica_holds() {
+    let upstream = Upstream::start().await;
+    let original = data(300_000, 21);
+    upstream.serve_bytes("/x.tar.gz", original.clone());
+    let setup = Setup::new(&upstream, "", "[]");
+    // Two replicas on one data folder; the second reads records only on misses.
+    let one = setup.server().await;
+    let flags = setup.flags();
+    let borrowed: Vec<(&'static str, &str)> = flags.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let two = TestServer::start_with_env(
+        &example_registry(),
+        &borrowed,
+        &[
+            ("GF_REGISTRY_GC_INTERVAL_SECONDS", "0"),
+            ("GF_REGISTRY_RECORDS_REFRESH_SECONDS", "0"),
+        ],
+    )
+    .await;
+    assert_eq!(fetch(&one, &upstream, "/x.tar.gz").await, original);
+    // The stored object disappears: the pinned URL is fetched again, not answered 404.
+    let blob = setup
+        .data
+        .path()
+        .join("cas/sha256")
+        .join(sha256_hex(&original));
+    std::fs::remove_file(&blob).expect("rm");
+    assert_eq!(fetch(&one, &upstream, "/x.tar.gz").await, original);
+    assert_eq!(upstream.gets("/x.tar.gz"), 2);
+    // Now the object disappears again and the upstream changes its bytes: replica two, which
+    // never served the URL, finds the pin in the records and refuses the new bytes.
+    std::fs::remove_file(&blob).expect("rm");
+    upstream.serve_bytes("/x.tar.gz", data(300_000, 22));
+    let resp = two
+        .get(&format!("/mirror/{}/x.tar.gz", upstream.host()))
+        .await;
+    assert_eq!(resp.status(), 502, "never the drifted bytes as a success");
+    let body = resp.text().await.expect("text");
+    assert!(
+        body.contains(&sha256_hex(&original)) || body.contains("expected"),
+        "{body}"
+    );
+    one.stop().await;
+    two.stop().await;
 }

@@ -6,6 +6,7 @@ pub mod config;
 pub mod http;
 pub mod metrics;
 pub mod mirror;
+pub mod publish;
 pub mod registry;
 pub mod server;
 pub mod source;

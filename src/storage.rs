@@ -196,16 +196,12 @@ impl Storage {
     /// # Errors
     /// [`StorageError::Backend`].
     pub async fn list(&self, role: Role, prefix: &str) -> Result<Vec<String>, StorageError> {
-        let prefix = (!prefix.is_empty()).then(|| ObjectPath::from(prefix));
-        let mut out: Vec<String> = self
-            .store(role)
-            .list(prefix.as_ref())
-            .map_ok(|m| m.location.to_string())
-            .try_collect()
-            .await
-            .map_err(Self::backend(role))?;
-        out.sort();
-        Ok(out)
+        Ok(self
+            .list_meta(role, prefix)
+            .await?
+            .into_iter()
+            .map(|(path, _, _)| path)
+            .collect())
     }
 
     /// Lists the object paths of a role under `prefix` that sort after `offset` (a full path),
@@ -220,16 +216,14 @@ impl Storage {
         offset: &str,
     ) -> Result<Vec<String>, StorageError> {
         let prefix = ObjectPath::from(prefix);
-        let offset = ObjectPath::from(offset);
-        let mut out: Vec<String> = self
+        let listing = self
             .store(role)
-            .list_with_offset(Some(&prefix), &offset)
-            .map_ok(|m| m.location.to_string())
-            .try_collect()
-            .await
-            .map_err(Self::backend(role))?;
-        out.sort();
-        Ok(out)
+            .list_with_offset(Some(&prefix), &ObjectPath::from(offset));
+        Ok(Self::collect(role, listing)
+            .await?
+            .into_iter()
+            .map(|(path, _, _)| path)
+            .collect())
     }
 
     /// Lists the objects of a role under a prefix with their size and last modification time,
@@ -243,9 +237,14 @@ impl Storage {
         prefix: &str,
     ) -> Result<Vec<(String, u64, chrono::DateTime<chrono::Utc>)>, StorageError> {
         let prefix = (!prefix.is_empty()).then(|| ObjectPath::from(prefix));
-        let mut out: Vec<_> = self
-            .store(role)
-            .list(prefix.as_ref())
+        Self::collect(role, self.store(role).list(prefix.as_ref())).await
+    }
+
+    async fn collect(
+        role: Role,
+        listing: BoxStream<'static, object_store::Result<object_store::ObjectMeta>>,
+    ) -> Result<Vec<(String, u64, chrono::DateTime<chrono::Utc>)>, StorageError> {
+        let mut out: Vec<_> = listing
             .map_ok(|m| (m.location.to_string(), m.size, m.last_modified))
             .try_collect()
             .await

@@ -416,3 +416,52 @@ async fn a_second_server_on_a_busy_port_is_refused() {
     assert!(err.contains("--listen") && err.contains("in use"), "{err}");
     first.stop().await;
 }
+
+#[test]
+fn logs_are_json_lines_with_the_flag() {
+    let data = tempfile::tempdir().expect("tempdir");
+    let mut child = bin()
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--log-format",
+            "json",
+            "--registry",
+        ])
+        .arg(example_registry())
+        .arg("--data")
+        .arg(data.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("line");
+    assert!(line.starts_with("gf-registry listening on "), "{line}");
+    signal(&child, "TERM");
+    assert!(wait_with_timeout(&mut child, Duration::from_secs(20)).success());
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .expect("stderr")
+        .read_to_string(&mut err)
+        .expect("read");
+    let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert!(!lines.is_empty(), "no log lines");
+    for l in &lines {
+        let v: serde_json::Value =
+            serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}"));
+        assert!(
+            v.get("level").is_some() && v.get("message").is_some(),
+            "{l}"
+        );
+    }
+    assert!(
+        lines.iter().any(|l| l.contains("\"gf-registry serving\"")),
+        "{err}"
+    );
+}

@@ -194,7 +194,8 @@ impl MirrorState {
     pub fn apply(&mut self, record: &Record) {
         match record {
             Record::Blob(b) => {
-                for sri in &b.integrity {
+                // sha256 values are the address itself: only the others need an alias.
+                for sri in b.integrity.iter().filter(|i| !i.starts_with("sha256-")) {
                     self.aliases.insert(sri.clone(), b.sha256.clone());
                 }
                 if b.supplement {
@@ -265,6 +266,13 @@ impl MirrorState {
             let stream = r.key.split_once('/').map_or("", |(s, _)| s).to_owned();
             let newest = self.newest.entry(stream).or_insert(r.time);
             *newest = (*newest).max(r.time);
+        }
+        // Keys at or before where the next listing starts are never listed again: forget
+        // them, so this set holds minutes of keys rather than every record ever read.
+        for (stream, t) in &self.newest {
+            let prefix = format!("{stream}/");
+            let floor = format!("{prefix}{}", key_time(*t - RELIST_WINDOW));
+            self.seen.retain(|k| !k.starts_with(&prefix) || *k > floor);
         }
     }
 
@@ -456,6 +464,31 @@ mod tests {
         // A real re-ingest does clear it.
         state.apply(&blob(false, &["sha256-x"], 3));
         assert!(!state.blobs[&"ab".repeat(32)].quarantined);
+    }
+
+    #[test]
+    fn applied_keys_are_forgotten_once_no_listing_can_return_them() {
+        let mut state = MirrorState::default();
+        let at = |secs: i64| DateTime::from_timestamp(secs, 0).unwrap_or_default();
+        let pin = |secs: i64| NewRecord {
+            time: at(secs),
+            key: format!("pins/{}-x-0000000001.json", key_time(at(secs))),
+            record: Some(Record::Pin(PinRecord {
+                url: format!("https://x.example/{secs}"),
+                sha256: "aa".repeat(32),
+                at: at(secs),
+            })),
+        };
+        state.apply_new(vec![pin(1_000), pin(1_000 + 3_600)]);
+        assert_eq!(state.pins.len(), 2, "both applied");
+        assert_eq!(
+            state.seen.len(),
+            1,
+            "the key an hour older than the newest is forgotten"
+        );
+        // Re-applying the remembered one is still a no-op.
+        state.apply_new(vec![pin(1_000 + 3_600)]);
+        assert_eq!(state.pins.len(), 2);
     }
 
     #[test]

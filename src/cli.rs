@@ -182,6 +182,17 @@ fn with_config(args: &ServeArgs, f: impl FnOnce(Config) -> anyhow::Result<()>) -
     }
 }
 
+/// The runtime the one-shot commands run on; a failure to build it is reported and exits 1.
+fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        })
+}
+
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));

@@ -125,15 +125,9 @@ fn probe(args: &ServeArgs, json: bool, quick: bool, timeout: Option<u64>) -> Exi
     if let Some(t) = timeout {
         options.op_timeout = std::time::Duration::from_secs(t.max(1));
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match super::runtime() {
         Ok(r) => r,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     let report = runtime.block_on(probe(&storage, &options));
     if json {

@@ -136,13 +136,29 @@ impl Drop for Garage {
 impl Garage {
     /// A single node (replication factor 1), or `None` when Garage is missing outside CI.
     pub(crate) fn single() -> Option<Self> {
-        Some(Self::start(garage_bin()?, 1))
+        Some(Self::start_retrying(garage_bin()?, 1))
     }
 
     /// Three nodes with replication factor 3 (quorum 2), or `None` when Garage is missing
     /// outside CI.
     pub(crate) fn cluster() -> Option<Self> {
-        Some(Self::start(garage_bin()?, 3))
+        Some(Self::start_retrying(garage_bin()?, 3))
+    }
+
+    /// Starts, up to three times: the free ports are found by binding and releasing them, and
+    /// on a loaded machine another test can take one before Garage binds it (the node then
+    /// exits at start). A partial start is cleaned up by `Drop` as the attempt unwinds.
+    fn start_retrying(bin: PathBuf, n: usize) -> Self {
+        for attempt in 1..3 {
+            let b = bin.clone();
+            match std::panic::catch_unwind(move || Self::start(b, n)) {
+                Ok(g) => return g,
+                Err(_) => {
+                    eprintln!("garage start attempt {attempt} failed; retrying with new ports")
+                }
+            }
+        }
+        Self::start(bin, n)
     }
 
     fn start(bin: PathBuf, n: usize) -> Self {

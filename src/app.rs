@@ -7,6 +7,7 @@ use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::mirror::Mirror;
 use crate::mirror::policy::Policy;
+use crate::publish::{Publisher, PublisherSettings};
 use crate::registry::{CacheSettings, Registry};
 use crate::source::RegistrySource;
 use crate::storage::Storage;
@@ -23,6 +24,8 @@ pub struct App {
     pub storage: Storage,
     /// The content-addressed mirror.
     pub mirror: Mirror,
+    /// Publishing, yanking and deprecation.
+    pub publisher: Publisher,
     /// Prometheus metrics.
     pub metrics: Metrics,
     /// The public base URL (ending in `/`), known once the listener is bound.
@@ -58,7 +61,18 @@ impl App {
         let policy = Policy::load(&config.mirror_policy)
             .map_err(|e| anyhow::anyhow!("mirror.policy: {e}"))?;
         let upstream = UpstreamClient::new(UpstreamTimeouts::default())?;
-        let mirror = Mirror::load(storage.clone(), policy, registry.clone(), upstream).await?;
+        let mirror =
+            Mirror::load(storage.clone(), policy, registry.clone(), upstream.clone()).await?;
+        let publisher = Publisher::new(
+            registry.clone(),
+            mirror.clone(),
+            storage.clone(),
+            upstream,
+            PublisherSettings {
+                upstream_registries: config.upstream_registries.clone(),
+                ..PublisherSettings::default()
+            },
+        );
         // The quick probe: a backend that loses objects from listings or does not show what
         // was written must not receive trusted writes (reads still work).
         let report =
@@ -86,6 +100,7 @@ impl App {
             registry,
             storage,
             mirror,
+            publisher,
             metrics,
             public_url: std::sync::OnceLock::new(),
         })

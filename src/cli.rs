@@ -1,7 +1,9 @@
 //! The command line: `serve`, `config check|show`, `registry check`, `mirror ...`.
 
 mod mirror_cmd;
+mod publish_cmd;
 mod storage_cmd;
+mod token_cmd;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -37,6 +39,11 @@ enum Command {
     /// Check the storage roles: probe, verify.
     #[command(subcommand)]
     Storage(storage_cmd::StorageCommand),
+    /// Publish a module version to a running server (token from GF_REGISTRY_TOKEN or .netrc).
+    Publish(publish_cmd::PublishArgs),
+    /// Manage API tokens.
+    #[command(subcommand)]
+    Token(token_cmd::TokenCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -61,6 +68,49 @@ enum RegistryCommand {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    /// Validate a release and write it into a local registry (directory or git repository),
+    /// with no server: the same checks and the same atomic write as `publish`. The archive is
+    /// stored in the mirror's storage (--data), and source.json's mirror URL points at
+    /// --public-url.
+    Add(Box<AddArgs>),
+}
+
+/// `registry add`: the server's flags (registry, data, policy, public URL) and the release.
+#[derive(Debug, Args)]
+pub(crate) struct AddArgs {
+    #[command(flatten)]
+    serve: ServeArgs,
+    /// The module's folder: where MODULE.bazel is (a git repository or a folder inside one
+    /// for --tag).
+    #[arg(long, value_name = "DIR", default_value = ".")]
+    module_root: PathBuf,
+    /// Add the tree at this git tag, archived deterministically (the tag must be VERSION or
+    /// vVERSION of the MODULE.bazel at that tag).
+    #[arg(
+        long,
+        value_name = "TAG",
+        required_unless_present = "archive_url",
+        conflicts_with = "archive_url"
+    )]
+    tag: Option<String>,
+    /// Add this source archive URL (fetched through the mirror policy).
+    #[arg(long, value_name = "URL")]
+    archive_url: Option<String>,
+    /// Expected SRI hash of the --archive-url archive.
+    #[arg(long, value_name = "SRI", conflicts_with = "tag")]
+    integrity: Option<String>,
+    /// Folder inside the --archive-url archive that is the module root.
+    #[arg(long, value_name = "DIR", conflicts_with = "tag")]
+    strip_prefix: Option<String>,
+    /// Archive type of --archive-url.
+    #[arg(long, value_name = "TYPE", conflicts_with = "tag")]
+    archive_type: Option<String>,
+    /// Leading path components stripped from patch file names.
+    #[arg(long, value_name = "N")]
+    patch_strip: Option<u32>,
+    /// Run every validation and print the entry; write nothing.
+    #[arg(long)]
+    dry_run: bool,
 }
 
 /// Flags shared by `serve` and `config`; each is also `GF_REGISTRY_*` and a config-file key.
@@ -136,10 +186,13 @@ impl Cli {
             }),
             Command::Mirror(cmd) => cmd.run(),
             Command::Storage(cmd) => cmd.run(),
+            Command::Publish(args) => args.run(),
+            Command::Token(cmd) => cmd.run(),
             Command::Config(ConfigCommand::Show(args)) => with_config(&args, |c| {
                 print!("{}", c.show());
                 Ok(())
             }),
+            Command::Registry(RegistryCommand::Add(args)) => registry_add(*args),
             Command::Registry(RegistryCommand::Check {
                 path,
                 git_ref,
@@ -251,6 +304,81 @@ async fn shutdown_signal() {
     tokio::select! {
         () = ctrl_c => {}
         () = term => {}
+    }
+}
+
+fn registry_add(args: AddArgs) -> ExitCode {
+    let source = match (args.tag, args.archive_url) {
+        (Some(tag), None) => publish_cmd::SourceSpec::Tag(tag),
+        (None, Some(url)) => publish_cmd::SourceSpec::ArchiveUrl {
+            url,
+            integrity: args.integrity,
+            strip_prefix: args.strip_prefix,
+            archive_type: args.archive_type,
+        },
+        _ => {
+            eprintln!("error: give exactly one of --tag and --archive-url");
+            return ExitCode::from(2);
+        }
+    };
+    let request = match publish_cmd::build_request(&args.module_root, &source, args.patch_strip) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
+    let config = match Config::resolve(&args.serve.inputs()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: configuration: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match runtime() {
+        Ok(r) => r,
+        Err(code) => return code,
+    };
+    let dry_run = args.dry_run;
+    let result = runtime.block_on(async move {
+        let public_url = config.public_url_for(config.listen);
+        let app = crate::app::App::build(config).await?;
+        let body = serde_json::to_vec(&request.body)?;
+        let actor = crate::publish::Actor {
+            name: std::env::var("USER").unwrap_or_else(|_| "registry-add".to_owned()),
+            address: "local".to_owned(),
+        };
+        let published = app
+            .publisher
+            .publish(
+                &request.name,
+                &request.version,
+                &body,
+                &actor,
+                &public_url,
+                dry_run,
+            )
+            .await?;
+        Ok::<_, anyhow::Error>(published)
+    });
+    match result {
+        Ok(p) => {
+            println!("{}", serde_json::to_string_pretty(&p).unwrap_or_default());
+            let status = serde_json::to_value(p.status)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .unwrap_or_default();
+            eprintln!(
+                "{}@{}: {status}",
+                p.module,
+                p.version.as_deref().unwrap_or("")
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
     }
 }
 

@@ -115,6 +115,8 @@ settings! {
     RECORDS_REFRESH = ("mirror.records_refresh_seconds", "GF_REGISTRY_RECORDS_REFRESH_SECONDS", None, Some("10"), "how often to read records other replicas wrote (0: only on misses)");
     ALLOW_NO_GO = ("storage.allow_no_go", "GF_REGISTRY_ALLOW_NO_GO", None, Some("false"), "accept pinned ingest on a backend whose start-up probe says no-go (logged on every start)");
     GC_INTERVAL = ("mirror.gc_interval_seconds", "GF_REGISTRY_GC_INTERVAL_SECONDS", None, Some("3600"), "how often retention runs in the server (0: never; `mirror gc` runs it by hand)");
+    UPSTREAM_REGISTRIES = ("publish.upstream_registries", "GF_REGISTRY_UPSTREAM_REGISTRIES", None, Some("https://bcr.bazel.build/"), "registries a published bazel_dep may resolve in besides this one (comma-separated; empty: none)");
+    MAX_PUBLISH_BYTES = ("publish.max_body_bytes", "GF_REGISTRY_MAX_PUBLISH_BYTES", None, Some("268435456"), "largest publish request body (an uploaded archive is base64 in it)");
 }
 
 /// The environment variable naming the config file.
@@ -193,6 +195,12 @@ pub struct Config {
     pub records_refresh: Duration,
     /// Whether pinned ingest is accepted on a backend whose start-up probe says no-go.
     pub allow_no_go: bool,
+    /// Registries a published `bazel_dep` may resolve in besides this one.
+    pub upstream_registries: Vec<Url>,
+    /// Largest publish request body.
+    pub max_publish_bytes: usize,
+    /// Tokens and their scopes (`[auth]` in the config file).
+    pub auth: crate::auth::AuthConfig,
     /// Every setting's textual value and origin, for `config show`.
     pub shown: Vec<(Setting, Option<String>, Origin)>,
     /// Things worth telling the operator that are not errors.
@@ -228,9 +236,18 @@ impl Config {
             .config_file
             .clone()
             .or_else(|| env.get(CONFIG_ENV).map(PathBuf::from));
-        let file = match &config_file {
+        let (file, auth_table) = match &config_file {
             Some(p) => read_file(p)?,
-            None => BTreeMap::new(),
+            None => (BTreeMap::new(), None),
+        };
+        let auth = match &auth_table {
+            Some(t) => {
+                crate::auth::AuthConfig::from_toml(t).map_err(|message| ConfigError::File {
+                    path: config_file.clone().unwrap_or_default(),
+                    message,
+                })?
+            }
+            None => crate::auth::AuthConfig::default(),
         };
         let layered: Vec<(Setting, Option<String>, Origin)> = SETTINGS
             .iter()
@@ -340,6 +357,28 @@ impl Config {
                         .map_err(|_| "expected true or false".to_owned())
                 })?
                 .unwrap_or(false),
+            upstream_registries: r
+                .parse(Id::UPSTREAM_REGISTRIES, |s| {
+                    s.split(',')
+                        .map(str::trim)
+                        .filter(|p| !p.is_empty())
+                        .map(|p| {
+                            let u = Url::parse(p).map_err(|e| format!("`{p}`: {e}"))?;
+                            if matches!(u.scheme(), "http" | "https") {
+                                Ok(u)
+                            } else {
+                                Err(format!("`{p}` is not an http(s) URL"))
+                            }
+                        })
+                        .collect::<Result<Vec<_>, String>>()
+                })?
+                .unwrap_or_default(),
+            max_publish_bytes: r
+                .parse(Id::MAX_PUBLISH_BYTES, |s| {
+                    s.parse::<usize>().map_err(|e| e.to_string())
+                })?
+                .unwrap_or(256 << 20),
+            auth,
             shown,
             warnings,
         })
@@ -423,8 +462,12 @@ impl Resolver<'_> {
     }
 }
 
-/// Reads the TOML file into `section.key -> value text`, refusing unknown keys.
-fn read_file(path: &Path) -> Result<BTreeMap<&'static str, String>, ConfigError> {
+/// The settings of a config file (`section.key -> value text`) and its `[auth]` table.
+type FileSettings = (BTreeMap<&'static str, String>, Option<toml::Value>);
+
+/// Reads the TOML file into `section.key -> value text`, refusing unknown keys; the `[auth]`
+/// table (tokens) is returned whole.
+fn read_file(path: &Path) -> Result<FileSettings, ConfigError> {
     let err = |message: String| ConfigError::File {
         path: path.to_path_buf(),
         message,
@@ -434,10 +477,15 @@ fn read_file(path: &Path) -> Result<BTreeMap<&'static str, String>, ConfigError>
         .parse()
         .map_err(|e: toml::de::Error| err(e.to_string().trim().to_owned()))?;
     let mut out = BTreeMap::new();
+    let mut auth = None;
     for (section, body) in &table {
+        if section == "auth" {
+            auth = Some(body.clone());
+            continue;
+        }
         let toml::Value::Table(body) = body else {
             return Err(err(format!(
-                "unknown key `{section}` (settings live in sections: [server], [registry], [storage], [mirror])"
+                "unknown key `{section}` (settings live in sections: [server], [registry], [storage], [mirror], [publish], [auth])"
             )));
         };
         for (name, value) in body {
@@ -450,6 +498,11 @@ fn read_file(path: &Path) -> Result<BTreeMap<&'static str, String>, ConfigError>
                 toml::Value::String(s) => s.clone(),
                 toml::Value::Integer(i) => i.to_string(),
                 toml::Value::Boolean(b) => b.to_string(),
+                toml::Value::Array(items) if items.iter().all(toml::Value::is_str) => items
+                    .iter()
+                    .filter_map(toml::Value::as_str)
+                    .collect::<Vec<_>>()
+                    .join(","),
                 other => {
                     return Err(err(format!(
                         "key `{full}` must be a string or an integer, not {}",
@@ -460,7 +513,7 @@ fn read_file(path: &Path) -> Result<BTreeMap<&'static str, String>, ConfigError>
             out.insert(setting.key, text);
         }
     }
-    Ok(out)
+    Ok((out, auth))
 }
 
 #[cfg(test)]

@@ -2,9 +2,11 @@
 //! Handlers parse, call one domain method and map the result; nothing more.
 
 mod admin;
+mod auth;
 mod error;
 mod middleware;
 mod mirror;
+mod publish;
 mod registry;
 
 use axum::Router;
@@ -36,11 +38,33 @@ pub fn router(state: AppState) -> Router {
         .route("/bazel/bazelrc", get(mirror::get_bazelrc))
         .route("/api/v1/blobs/{sha256}", get(mirror::get_blob_provenance))
         .route("/api/v1/mirror/status", get(mirror::get_mirror_status))
+        .route(
+            "/api/v1/modules/{name}/{version}",
+            post(publish::publish_version).layer(axum::extract::DefaultBodyLimit::max(
+                state.config.max_publish_bytes,
+            )),
+        )
+        .route(
+            "/api/v1/modules/{name}/{version}/yank",
+            post(publish::yank_version),
+        )
+        .route(
+            "/api/v1/modules/{name}/{version}/unyank",
+            post(publish::unyank_version),
+        )
+        .route(
+            "/api/v1/modules/{name}/deprecate",
+            post(publish::deprecate_module),
+        )
         .route("/healthz", get(admin::get_healthz))
         .route("/readyz", get(admin::get_readyz))
         .route("/metrics", get(admin::get_metrics))
         .route("/admin/registry/refresh", post(admin::refresh_registry))
         .fallback(error::fallback)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            middleware::require_read_token,
+        ))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             middleware::record_metrics,

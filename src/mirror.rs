@@ -6,6 +6,7 @@
 
 pub mod client_config;
 mod fill;
+mod ingest;
 pub mod ops;
 pub mod policy;
 pub mod records;

@@ -6,6 +6,8 @@
 
 mod dir;
 mod git;
+pub mod git_archive;
+pub mod writer;
 
 use std::fmt;
 use std::path::{Path, PathBuf};

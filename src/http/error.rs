@@ -4,6 +4,7 @@ use axum::http::{StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 
 use crate::mirror::MirrorError;
+use crate::publish::PublishError;
 use crate::registry::RegistryError;
 use crate::registry::path::PathError;
 
@@ -76,6 +77,27 @@ impl From<MirrorError> for ApiError {
             MirrorError::Storage(_) => {
                 tracing::error!(error = %e, "mirror storage failure");
                 StatusCode::SERVICE_UNAVAILABLE
+            }
+        };
+        Self::new(status, e.to_string())
+    }
+}
+
+impl From<PublishError> for ApiError {
+    fn from(e: PublishError) -> Self {
+        let status = match &e {
+            PublishError::Invalid { .. } => StatusCode::BAD_REQUEST,
+            PublishError::Rejected { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            PublishError::NotFound(_) => StatusCode::NOT_FOUND,
+            PublishError::Conflict(_) => StatusCode::CONFLICT,
+            PublishError::Upstream(_) => StatusCode::BAD_GATEWAY,
+            PublishError::Unavailable(_) => {
+                tracing::error!(error = %e, "publishing: backend unavailable");
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            PublishError::Registry(_) => {
+                tracing::error!(error = %e, "publishing failed");
+                StatusCode::INTERNAL_SERVER_ERROR
             }
         };
         Self::new(status, e.to_string())

@@ -32,3 +32,26 @@ pub(super) async fn record_metrics(
     );
     response
 }
+
+/// With `auth.require_token_for_reads`, every read (registry files, mirror, API) needs a
+/// valid token; health and readiness probes stay open.
+pub(super) async fn require_read_token(
+    State(app): State<AppState>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let auth = &app.config.auth;
+    let is_read = matches!(
+        *req.method(),
+        axum::http::Method::GET | axum::http::Method::HEAD
+    );
+    if auth.require_token_for_reads
+        && is_read
+        && !matches!(req.uri().path(), "/healthz" | "/readyz")
+        && let Err(rejection) =
+            super::auth::authorize(auth, req.headers(), &crate::auth::Action::Read)
+    {
+        return axum::response::IntoResponse::into_response(rejection);
+    }
+    next.run(req).await
+}

@@ -164,7 +164,7 @@ pub(super) struct Inner {
     pub(super) stats: MirrorStats,
     access_written: Mutex<HashMap<String, chrono::DateTime<Utc>>>,
     /// Why pull-through is refused (the storage backend failed its start-up probe), if it is.
-    ingest_refused: RwLock<Option<String>>,
+    pub(super) ingest_refused: RwLock<Option<String>>,
     /// Serializes record reloads.
     reload: tokio::sync::Mutex<()>,
     /// Held while a blob is placed and recorded, and while retention deletes one.
@@ -235,7 +235,7 @@ pub struct Mirror {
     known: Arc<tokio::sync::Mutex<Known>>,
 }
 
-fn read_state(inner: &Inner) -> std::sync::RwLockReadGuard<'_, MirrorState> {
+pub(super) fn read_state(inner: &Inner) -> std::sync::RwLockReadGuard<'_, MirrorState> {
     inner
         .state
         .read()
@@ -794,7 +794,7 @@ pub(super) fn quarantine(inner: &Arc<Inner>, sha256: &str, detail: String) {
     });
 }
 
-fn fill_error(url: &Url, e: FillError) -> MirrorError {
+pub(super) fn fill_error(url: &Url, e: FillError) -> MirrorError {
     match e {
         FillError::Upstream(UpstreamError::NotFound { url, status }) => {
             MirrorError::NotFound(format!("upstream {url} answered {status}"))

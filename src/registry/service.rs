@@ -217,6 +217,12 @@ impl Registry {
         Ok(loaded)
     }
 
+    /// The registry source (publishing writes through it).
+    #[must_use]
+    pub fn source(&self) -> &RegistrySource {
+        &self.source
+    }
+
     /// A description of the source, for logs.
     #[must_use]
     pub fn describe(&self) -> String {
@@ -297,6 +303,15 @@ impl Registry {
     /// [`RegistryError`] when the source cannot be read; the old snapshot stays in service.
     pub async fn refresh(&self) -> Result<RefreshOutcome, RegistryError> {
         let _guard = self.refresh_lock.lock().await;
+        // A git registry shared through an origin remote: take what other replicas pushed.
+        let source = self.source.clone();
+        match tasks::spawn_blocking(move || source.sync()).await {
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "could not sync the registry with its origin; serving the local ref")
+            }
+            Err(e) => tracing::warn!(error = %e, "registry sync task failed"),
+            Ok(Ok(_)) => {}
+        }
         let old = self.snapshot.load_full();
         let previous = old.tree.revision().to_owned();
         let (tree, (modules, mtimes)) = Self::read_snapshot(&self.source).await?;

@@ -26,6 +26,9 @@ pub struct GitSource {
     path: PathBuf,
     ref_name: String,
     repo: SharedRepo,
+    /// Serializes this process's writes (other processes are excluded by the ref's
+    /// compare-and-swap and by the push).
+    write_lock: Arc<Mutex<()>>,
 }
 
 /// One commit of a [`GitSource`].
@@ -77,6 +80,7 @@ impl GitSource {
             path: path.to_path_buf(),
             ref_name,
             repo: SharedRepo(Arc::new(Mutex::new(repo))),
+            write_lock: Arc::new(Mutex::new(())),
         };
         // Fail at start, with the ref named, rather than on the first request.
         source.snapshot()?;
@@ -93,6 +97,10 @@ impl GitSource {
     #[must_use]
     pub fn ref_name(&self) -> &str {
         &self.ref_name
+    }
+
+    pub(super) fn write_lock(&self) -> &Mutex<()> {
+        &self.write_lock
     }
 
     /// The tree of the commit the ref points to now.
@@ -133,6 +141,15 @@ fn current_branch(repo: &Repository) -> Result<String, git2::Error> {
 }
 
 impl GitTree {
+    pub(super) fn new(source: &GitSource, commit: String, tree: Oid) -> Self {
+        Self {
+            repo_path: source.path.clone(),
+            repo: source.repo.clone(),
+            commit,
+            tree,
+        }
+    }
+
     fn err(&self, e: impl std::fmt::Display) -> SourceError {
         git_err(&self.repo_path, e)
     }

@@ -1,0 +1,1347 @@
+//! API tokens: hashed tokens with scopes, and the decision whether a request may do something.
+//!
+//! Tokens are never stored: the configuration holds the sha256 of each token with its name (for
+//! audit logs), its scopes and an optional expiry. A request presents its token as
+//! `Authorization: Bearer TOKEN` or as the password of HTTP Basic (any user name, so a `.netrc`
+//! entry works). Reads are open unless `require_token_for_reads` is set; any valid token may read;
+//! `publish:<glob>` and `yank:<glob>` grant writes to the modules the glob matches; `admin`
+//! grants everything.
+//!
+//! Nothing here ever puts a token in an error message, a `Debug` output or a log line.
+
+use std::fmt;
+use std::str::FromStr;
+
+use base64::Engine as _;
+use chrono::{DateTime, SecondsFormat, Utc};
+use sha2::{Digest as _, Sha256};
+
+/// The name of the principal of a request allowed without a token (an open read).
+pub const ANONYMOUS: &str = "anonymous";
+
+/// The prefix of generated tokens (recognisable in secret scanners and `.netrc` files).
+pub const TOKEN_PREFIX: &str = "gfr_";
+
+/// The `[auth]` section of the configuration.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AuthConfig {
+    /// Whether reads need a (valid, unexpired) token too; by default they are open.
+    pub require_token_for_reads: bool,
+    /// The known tokens.
+    pub tokens: Vec<TokenEntry>,
+}
+
+/// One `[[auth.tokens]]` entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenEntry {
+    /// Unique name, for audit logs and answers (`token "NAME" lacks scope ...`).
+    pub name: String,
+    /// sha256 of the token.
+    pub sha256: [u8; 32],
+    /// What the token may do (never empty).
+    pub scopes: Vec<Scope>,
+    /// From this instant on the token is refused.
+    pub expires: Option<DateTime<Utc>>,
+}
+
+/// What a token may do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Scope {
+    /// `publish:<glob>`: publish versions of the modules the glob matches.
+    Publish(Glob),
+    /// `yank:<glob>`: yank, unyank and deprecate the modules the glob matches.
+    Yank(Glob),
+    /// `admin`: everything.
+    Admin,
+}
+
+/// A glob over module names: module-name characters, `*` (any run, also empty) and `?` (one
+/// character).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Glob(String);
+
+/// What a request wants to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action<'a> {
+    /// Read the registry or the mirror.
+    Read,
+    /// Publish a version of this module.
+    Publish(&'a str),
+    /// Yank, unyank or deprecate this module.
+    Yank(&'a str),
+    /// Administrative operations.
+    Admin,
+}
+
+/// Who a request runs as: the token's name, or [`ANONYMOUS`] for an open read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal {
+    /// The token's configured name, or `anonymous`.
+    pub name: String,
+}
+
+/// Why a request is refused. No variant holds or prints the token.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    /// No credential where one is needed.
+    #[error(
+        "a token is required: send it as `Authorization: Bearer TOKEN` or as the HTTP Basic password"
+    )]
+    Missing,
+    /// The `Authorization` header cannot be read; the reason never echoes the value.
+    #[error("malformed Authorization header: {0}")]
+    Malformed(&'static str),
+    /// No configured token has this hash.
+    #[error("unknown token")]
+    Unknown,
+    /// The token is known but past its expiry.
+    #[error("token \"{name}\" has expired")]
+    Expired {
+        /// The token's configured name.
+        name: String,
+    },
+    /// The token is valid but lacks the scope the action needs.
+    #[error("token \"{name}\" lacks scope {needed}")]
+    Forbidden {
+        /// The token's configured name.
+        name: String,
+        /// The scope needed, e.g. `publish:foo`.
+        needed: String,
+    },
+}
+
+/// A credential taken from an `Authorization` header. Its `Debug` output hides the token.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Credential {
+    /// `Authorization: Bearer TOKEN`.
+    Bearer(String),
+    /// `Authorization: Basic base64(user:TOKEN)`; the user name is ignored.
+    Basic(String),
+}
+
+impl Credential {
+    /// The token, whichever way it came.
+    #[must_use]
+    pub fn token(&self) -> &str {
+        match self {
+            Self::Bearer(t) | Self::Basic(t) => t,
+        }
+    }
+}
+
+impl fmt::Debug for Credential {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Bearer(_) => f.write_str("Credential::Bearer(<redacted>)"),
+            Self::Basic(_) => f.write_str("Credential::Basic(<redacted>)"),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Globs and scopes
+
+impl Glob {
+    /// The glob as written.
+    #[must_use]
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// Whether `name` matches the whole glob.
+    #[must_use]
+    pub fn matches(&self, name: &str) -> bool {
+        let pattern = self.0.as_bytes();
+        // Module names are ASCII; comparing chars keeps `?` one character for anything else.
+        let text: Vec<char> = name.chars().collect();
+        let (mut p, mut t) = (0usize, 0usize);
+        // The last `*` seen and the text position it currently stands for the end of.
+        let mut star: Option<(usize, usize)> = None;
+        while t < text.len() {
+            match pattern.get(p) {
+                Some(b'*') => {
+                    star = Some((p, t));
+                    p += 1;
+                }
+                Some(&c) if c == b'?' || char::from(c) == text[t] => {
+                    p += 1;
+                    t += 1;
+                }
+                _ => match star {
+                    Some((sp, st)) => {
+                        star = Some((sp, st + 1));
+                        p = sp + 1;
+                        t = st + 1;
+                    }
+                    None => return false,
+                },
+            }
+        }
+        pattern[p..].iter().all(|&c| c == b'*')
+    }
+}
+
+fn is_module_name_char(c: char) -> bool {
+    c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '_' | '-')
+}
+
+impl FromStr for Glob {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s.is_empty() {
+            return Err("empty glob (use * for every module)".to_owned());
+        }
+        if let Some(c) = s
+            .chars()
+            .find(|&c| !(is_module_name_char(c) || c == '*' || c == '?'))
+        {
+            return Err(format!(
+                "glob {s:?} has {c:?}: only a-z, 0-9, '.', '_', '-', '*' and '?' are allowed"
+            ));
+        }
+        Ok(Self(s.to_owned()))
+    }
+}
+
+impl fmt::Display for Glob {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl FromStr for Scope {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let glob = |g: &str| g.parse::<Glob>().map_err(|e| format!("scope {s:?}: {e}"));
+        if s == "admin" {
+            Ok(Self::Admin)
+        } else if let Some(g) = s.strip_prefix("publish:") {
+            Ok(Self::Publish(glob(g)?))
+        } else if let Some(g) = s.strip_prefix("yank:") {
+            Ok(Self::Yank(glob(g)?))
+        } else {
+            Err(format!(
+                "unknown scope {s:?} (expected publish:<glob>, yank:<glob> or admin)"
+            ))
+        }
+    }
+}
+
+impl fmt::Display for Scope {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Publish(g) => write!(f, "publish:{g}"),
+            Self::Yank(g) => write!(f, "yank:{g}"),
+            Self::Admin => f.write_str("admin"),
+        }
+    }
+}
+
+impl Scope {
+    /// Whether this scope allows `action`. Reads are not a scope: any valid token may read.
+    #[must_use]
+    pub fn allows(&self, action: &Action<'_>) -> bool {
+        match (self, action) {
+            (Self::Admin, _) | (_, Action::Read) => true,
+            (Self::Publish(g), Action::Publish(m)) | (Self::Yank(g), Action::Yank(m)) => {
+                g.matches(m)
+            }
+            _ => false,
+        }
+    }
+}
+
+impl Action<'_> {
+    /// The scope that allows this action, as named in a 403 answer: `publish:foo`, `yank:foo`,
+    /// `admin`; `read` for reads, which any valid token may do.
+    #[must_use]
+    pub fn needed_scope(&self) -> String {
+        match self {
+            Self::Read => "read".to_owned(),
+            Self::Publish(m) => format!("publish:{m}"),
+            Self::Yank(m) => format!("yank:{m}"),
+            Self::Admin => "admin".to_owned(),
+        }
+    }
+}
+
+impl Principal {
+    /// The principal of an open read.
+    #[must_use]
+    pub fn anonymous() -> Self {
+        Self {
+            name: ANONYMOUS.to_owned(),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Decisions
+
+impl AuthConfig {
+    /// Whether `action` is allowed without any credential (an open read).
+    #[must_use]
+    pub fn allows_anonymous(&self, action: &Action<'_>) -> bool {
+        matches!(action, Action::Read) && !self.require_token_for_reads
+    }
+
+    /// Decides whether `credential` may do `action` at `now`.
+    ///
+    /// Open reads succeed whatever the credential: a valid token reads as its name, anything
+    /// else (none, unknown, expired) as `anonymous`, since clients such as Bazel send `.netrc`
+    /// credentials with every request and must not lose reads they would get without them.
+    pub fn authorize(
+        &self,
+        credential: Option<&Credential>,
+        action: &Action<'_>,
+        now: DateTime<Utc>,
+    ) -> Result<Principal, AuthError> {
+        let result = match credential {
+            None => Err(AuthError::Missing),
+            Some(c) => self.check(c.token(), action, now),
+        };
+        match result {
+            Err(_) if self.allows_anonymous(action) => Ok(Principal::anonymous()),
+            other => other,
+        }
+    }
+
+    fn check(
+        &self,
+        token: &str,
+        action: &Action<'_>,
+        now: DateTime<Utc>,
+    ) -> Result<Principal, AuthError> {
+        let hash = sha256_bytes(token);
+        // Compare with every entry, in constant time each, so timing says nothing about which.
+        let mut found = None;
+        for entry in &self.tokens {
+            if ct_eq(&entry.sha256, &hash) && found.is_none() {
+                found = Some(entry);
+            }
+        }
+        let entry = found.ok_or(AuthError::Unknown)?;
+        if entry.expires.is_some_and(|e| now >= e) {
+            return Err(AuthError::Expired {
+                name: entry.name.clone(),
+            });
+        }
+        if entry.scopes.iter().any(|s| s.allows(action)) {
+            Ok(Principal {
+                name: entry.name.clone(),
+            })
+        } else {
+            Err(AuthError::Forbidden {
+                name: entry.name.clone(),
+                needed: action.needed_scope(),
+            })
+        }
+    }
+}
+
+/// Equality of two hashes in time independent of where they differ.
+fn ct_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
+    let mut diff = 0u8;
+    for (x, y) in a.iter().zip(b) {
+        diff |= x ^ y;
+    }
+    std::hint::black_box(diff) == 0
+}
+
+fn sha256_bytes(token: &str) -> [u8; 32] {
+    Sha256::digest(token.as_bytes()).into()
+}
+
+/// The lowercase hex sha256 of a token: what the configuration holds.
+#[must_use]
+pub fn token_sha256(token: &str) -> String {
+    hex::encode(sha256_bytes(token))
+}
+
+/// A new token: `gfr_` and 32 random bytes as lowercase hex.
+pub fn generate_token() -> Result<String, String> {
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes).map_err(|e| format!("no randomness from the system: {e}"))?;
+    Ok(format!("{TOKEN_PREFIX}{}", hex::encode(bytes)))
+}
+
+// ---------------------------------------------------------------------------------------------
+// The Authorization header
+
+/// Base64 as clients send it: the standard alphabet, padding optional.
+const BASIC_BASE64: base64::engine::GeneralPurpose = base64::engine::GeneralPurpose::new(
+    &base64::alphabet::STANDARD,
+    base64::engine::GeneralPurposeConfig::new()
+        .with_decode_padding_mode(base64::engine::DecodePaddingMode::Indifferent),
+);
+
+/// Reads an `Authorization` header value: `Bearer TOKEN` or `Basic base64(user:TOKEN)`, the
+/// scheme in any case. The reason of a [`AuthError::Malformed`] never echoes the value.
+pub fn parse_authorization(header_value: &[u8]) -> Result<Credential, AuthError> {
+    let value = std::str::from_utf8(header_value)
+        .ok()
+        .filter(|v| {
+            v.bytes()
+                .all(|b| b == b' ' || b == b'\t' || b.is_ascii_graphic())
+        })
+        .ok_or(AuthError::Malformed("not printable ASCII"))?
+        .trim_matches([' ', '\t']);
+    if value.is_empty() {
+        return Err(AuthError::Malformed("empty"));
+    }
+    let (scheme, rest) = value.split_once([' ', '\t']).ok_or(AuthError::Malformed(
+        "expected `Bearer TOKEN` or `Basic CREDENTIALS`",
+    ))?;
+    let rest = rest.trim_start_matches([' ', '\t']);
+    if rest.contains([' ', '\t']) {
+        return Err(AuthError::Malformed("whitespace inside the credentials"));
+    }
+    if scheme.eq_ignore_ascii_case("bearer") {
+        Ok(Credential::Bearer(rest.to_owned()))
+    } else if scheme.eq_ignore_ascii_case("basic") {
+        let decoded = BASIC_BASE64
+            .decode(rest)
+            .map_err(|_| AuthError::Malformed("Basic credentials are not base64"))?;
+        let decoded = String::from_utf8(decoded)
+            .map_err(|_| AuthError::Malformed("Basic credentials are not UTF-8"))?;
+        // The user id cannot hold a colon (RFC 7617); the password, here the token, can.
+        let (_user, token) = decoded.split_once(':').ok_or(AuthError::Malformed(
+            "Basic credentials lack the ':' before the password",
+        ))?;
+        if token.is_empty() {
+            return Err(AuthError::Malformed(
+                "empty Basic password (the token goes there)",
+            ));
+        }
+        Ok(Credential::Basic(token.to_owned()))
+    } else {
+        Err(AuthError::Malformed(
+            "unsupported scheme (use Bearer or Basic)",
+        ))
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Configuration
+
+const TOP_KEYS: &str = "require_token_for_reads, tokens";
+const ENTRY_KEYS: &str = "name, sha256, scopes, expires";
+
+/// Checks a token name: 1 to 64 visible ASCII characters other than `"` and `\`, not
+/// `anonymous`.
+pub fn validate_token_name(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("empty name".to_owned());
+    }
+    if name.len() > 64 {
+        return Err(format!("name {name:?} is longer than 64 characters"));
+    }
+    if !name
+        .bytes()
+        .all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\')
+    {
+        return Err(format!(
+            "name {name:?}: use visible ASCII characters other than '\"' and '\\', no spaces"
+        ));
+    }
+    if name == ANONYMOUS {
+        return Err(format!(
+            "name {ANONYMOUS:?} is reserved for requests without a token"
+        ));
+    }
+    Ok(())
+}
+
+fn type_name(v: &toml::Value) -> &'static str {
+    match v {
+        toml::Value::String(_) => "a string",
+        toml::Value::Integer(_) => "an integer",
+        toml::Value::Float(_) => "a float",
+        toml::Value::Boolean(_) => "a boolean",
+        toml::Value::Datetime(_) => "a date-time",
+        toml::Value::Array(_) => "an array",
+        toml::Value::Table(_) => "a table",
+    }
+}
+
+fn expected(key: &str, what: &str, found: &toml::Value) -> String {
+    format!("{key}: expected {what}, found {}", type_name(found))
+}
+
+/// Parses an RFC 3339 date-time with an offset, e.g. `2027-01-01T00:00:00Z`.
+pub fn parse_expiry(s: &str) -> Result<DateTime<Utc>, String> {
+    DateTime::parse_from_rfc3339(s)
+        .map(|d| d.with_timezone(&Utc))
+        .map_err(|e| format!("{s:?} is not an RFC 3339 date-time like 2027-01-01T00:00:00Z ({e})"))
+}
+
+impl AuthConfig {
+    /// Reads the `[auth]` table. Errors name the key at fault, e.g.
+    /// `auth.tokens[2].scopes[0]: unknown scope "pubish:x" (...)`; unknown keys, duplicate
+    /// names and duplicate hashes are errors. Error messages never hold a `sha256` value.
+    pub fn from_toml(value: &toml::Value) -> Result<AuthConfig, String> {
+        let toml::Value::Table(table) = value else {
+            return Err(expected("auth", "a table", value));
+        };
+        let mut config = AuthConfig::default();
+        for (key, v) in table {
+            match key.as_str() {
+                "require_token_for_reads" => {
+                    config.require_token_for_reads = v.as_bool().ok_or_else(|| {
+                        expected("auth.require_token_for_reads", "true or false", v)
+                    })?;
+                }
+                "tokens" => {
+                    let list = v.as_array().ok_or_else(|| {
+                        expected("auth.tokens", "an array of tables ([[auth.tokens]])", v)
+                    })?;
+                    for (i, item) in list.iter().enumerate() {
+                        let entry = parse_entry(&format!("auth.tokens[{i}]"), item)?;
+                        if let Some(j) = config.tokens.iter().position(|t| t.name == entry.name) {
+                            return Err(format!(
+                                "auth.tokens[{i}].name: duplicate name {:?} (also auth.tokens[{j}])",
+                                entry.name
+                            ));
+                        }
+                        if let Some(j) = config.tokens.iter().position(|t| t.sha256 == entry.sha256)
+                        {
+                            return Err(format!(
+                                "auth.tokens[{i}].sha256: same hash as auth.tokens[{j}] (one token, two entries)"
+                            ));
+                        }
+                        config.tokens.push(entry);
+                    }
+                }
+                other => {
+                    return Err(format!("auth.{other}: unknown key (expected {TOP_KEYS})"));
+                }
+            }
+        }
+        Ok(config)
+    }
+}
+
+fn parse_entry(at: &str, value: &toml::Value) -> Result<TokenEntry, String> {
+    let toml::Value::Table(table) = value else {
+        return Err(expected(at, "a table", value));
+    };
+    let (mut name, mut sha256, mut scopes, mut expires) = (None, None, None, None);
+    for (key, v) in table {
+        let here = format!("{at}.{key}");
+        match key.as_str() {
+            "name" => {
+                let n = v.as_str().ok_or_else(|| expected(&here, "a string", v))?;
+                validate_token_name(n).map_err(|e| format!("{here}: {e}"))?;
+                name = Some(n.to_owned());
+            }
+            "sha256" => {
+                let h = v.as_str().ok_or_else(|| expected(&here, "a string", v))?;
+                // Never echo the value: a token pasted here by mistake must not reach a log.
+                let ok = h.len() == 64
+                    && h.bytes()
+                        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+                let mut bytes = [0u8; 32];
+                if !ok || hex::decode_to_slice(h, &mut bytes).is_err() {
+                    return Err(format!(
+                        "{here}: expected 64 lowercase hex digits, the sha256 of the token \
+                         (`gf-registry token hash` prints it), found {} characters",
+                        h.chars().count()
+                    ));
+                }
+                sha256 = Some(bytes);
+            }
+            "scopes" => {
+                let list = v
+                    .as_array()
+                    .ok_or_else(|| expected(&here, "an array of strings", v))?;
+                if list.is_empty() {
+                    return Err(format!(
+                        "{here}: empty (give at least one of publish:<glob>, yank:<glob>, admin)"
+                    ));
+                }
+                let mut parsed = Vec::with_capacity(list.len());
+                for (i, s) in list.iter().enumerate() {
+                    let at_i = format!("{here}[{i}]");
+                    let s = s.as_str().ok_or_else(|| expected(&at_i, "a string", s))?;
+                    parsed.push(s.parse::<Scope>().map_err(|e| format!("{at_i}: {e}"))?);
+                }
+                scopes = Some(parsed);
+            }
+            "expires" => {
+                let e = match v {
+                    toml::Value::String(s) => parse_expiry(s),
+                    toml::Value::Datetime(d) if d.date.is_some() && d.offset.is_some() => {
+                        parse_expiry(&d.to_string())
+                    }
+                    toml::Value::Datetime(d) => Err(format!(
+                        "{d} lacks a date or a time zone offset (e.g. 2027-01-01T00:00:00Z)"
+                    )),
+                    other => Err(format!(
+                        "expected an RFC 3339 date-time, found {}",
+                        type_name(other)
+                    )),
+                };
+                expires = Some(e.map_err(|e| format!("{here}: {e}"))?);
+            }
+            _ => return Err(format!("{here}: unknown key (expected {ENTRY_KEYS})")),
+        }
+    }
+    let missing = |key: &str| format!("{at}.{key}: missing (required)");
+    Ok(TokenEntry {
+        name: name.ok_or_else(|| missing("name"))?,
+        sha256: sha256.ok_or_else(|| missing("sha256"))?,
+        scopes: scopes.ok_or_else(|| missing("scopes"))?,
+        expires,
+    })
+}
+
+/// A `[[auth.tokens]]` block granting `token` (hashed; the token itself is not in it) these
+/// scopes; appended to the configuration file, [`AuthConfig::from_toml`] accepts it when `name`
+/// passes [`validate_token_name`] and `scopes` is not empty.
+#[must_use]
+pub fn toml_snippet(
+    name: &str,
+    token: &str,
+    scopes: &[Scope],
+    expires: Option<DateTime<Utc>>,
+) -> String {
+    let quote = |s: &str| toml::Value::String(s.to_owned()).to_string();
+    let scopes: Vec<String> = scopes.iter().map(|s| quote(&s.to_string())).collect();
+    let mut out = format!(
+        "[[auth.tokens]]\nname = {}\nsha256 = {}\nscopes = [{}]\n",
+        quote(name),
+        quote(&token_sha256(token)),
+        scopes.join(", ")
+    );
+    if let Some(e) = expires {
+        out.push_str(&format!(
+            "expires = {}\n",
+            quote(&e.to_rfc3339_opts(SecondsFormat::AutoSi, true))
+        ));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(s: &str) -> DateTime<Utc> {
+        parse_expiry(s).unwrap()
+    }
+
+    fn now() -> DateTime<Utc> {
+        at("2026-06-01T12:00:00Z")
+    }
+
+    fn config(toml_text: &str) -> Result<AuthConfig, String> {
+        let doc: toml::Value = toml::from_str(toml_text).unwrap();
+        AuthConfig::from_toml(&doc["auth"])
+    }
+
+    fn entry(name: &str, token: &str, scopes: &[&str], expires: Option<&str>) -> TokenEntry {
+        TokenEntry {
+            name: name.to_owned(),
+            sha256: sha256_bytes(token),
+            scopes: scopes.iter().map(|s| s.parse().unwrap()).collect(),
+            expires: expires.map(at),
+        }
+    }
+
+    fn sample() -> AuthConfig {
+        AuthConfig {
+            require_token_for_reads: false,
+            tokens: vec![
+                entry("ci", "tok-ci", &["publish:rules_*", "yank:rules_go"], None),
+                entry("root", "tok-root", &["admin"], None),
+                entry(
+                    "old",
+                    "tok-old",
+                    &["publish:*"],
+                    Some("2026-06-01T12:00:00Z"),
+                ),
+                entry(
+                    "later",
+                    "tok-later",
+                    &["publish:*"],
+                    Some("2026-06-01T12:00:01Z"),
+                ),
+            ],
+        }
+    }
+
+    fn bearer(t: &str) -> Credential {
+        Credential::Bearer(t.to_owned())
+    }
+
+    fn glob(s: &str) -> Glob {
+        s.parse().unwrap()
+    }
+
+    // --- globs
+
+    #[test]
+    fn glob_matching() {
+        let cases: &[(&str, &str, bool)] = &[
+            ("foo", "foo", true),
+            ("foo", "foob", false),
+            ("foo", "fo", false),
+            ("*", "anything", true),
+            ("*", "a", true),
+            ("rules_*", "rules_", true),
+            ("rules_*", "rules_go", true),
+            ("rules_*", "rule_go", false),
+            ("*_go", "rules_go", true),
+            ("*_go", "rules_go_x", false),
+            ("r*s*o", "rules_go", true),
+            ("r*s*o", "rules_gox", false),
+            ("a*b*c", "abbbbc", true),
+            ("a*b*c", "acb", false),
+            ("**", "x", true),
+            ("?", "a", true),
+            ("?", "ab", false),
+            ("?", "", false),
+            ("f?o", "foo", true),
+            ("f?o", "fo", false),
+            ("*?", "a", true),
+            ("*?", "", false),
+            ("a*", "", false),
+            ("*", "", true),
+            ("a.b", "axb", false),
+            ("a-b_c.d", "a-b_c.d", true),
+            ("?", "é", true),
+            ("??", "é", false),
+            ("*a*a*a*a*b", "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaa", false),
+        ];
+        for &(g, name, want) in cases {
+            assert_eq!(glob(g).matches(name), want, "{g} vs {name:?}");
+        }
+    }
+
+    #[test]
+    fn glob_rejects_other_characters() {
+        for bad in ["", "Foo", "foo/bar", "a b", "a[b]", "foo:", "é"] {
+            assert!(bad.parse::<Glob>().is_err(), "{bad:?}");
+        }
+        let e = "Foo".parse::<Glob>().unwrap_err();
+        assert!(e.contains("'F'"), "{e}");
+    }
+
+    // --- scopes
+
+    #[test]
+    fn scope_parse_and_display_round_trip() {
+        for s in [
+            "publish:rules_*",
+            "yank:foo",
+            "admin",
+            "publish:*",
+            "yank:a?c",
+        ] {
+            assert_eq!(s.parse::<Scope>().unwrap().to_string(), s);
+        }
+        assert_eq!(
+            "publish:x".parse::<Scope>().unwrap(),
+            Scope::Publish(glob("x"))
+        );
+    }
+
+    #[test]
+    fn scope_parse_errors() {
+        let e = "pubish:x".parse::<Scope>().unwrap_err();
+        assert_eq!(
+            e,
+            r#"unknown scope "pubish:x" (expected publish:<glob>, yank:<glob> or admin)"#
+        );
+        for bad in ["publish:", "yank:UP", "Admin", "admin:x", "read", "publish"] {
+            assert!(bad.parse::<Scope>().is_err(), "{bad}");
+        }
+        let e = "publish:Foo".parse::<Scope>().unwrap_err();
+        assert!(e.starts_with(r#"scope "publish:Foo": glob "Foo""#), "{e}");
+    }
+
+    #[test]
+    fn scope_allows() {
+        let p = Scope::Publish(glob("rules_*"));
+        assert!(p.allows(&Action::Publish("rules_go")));
+        assert!(!p.allows(&Action::Publish("other")));
+        assert!(!p.allows(&Action::Yank("rules_go")));
+        assert!(!p.allows(&Action::Admin));
+        assert!(p.allows(&Action::Read));
+        let y = Scope::Yank(glob("foo"));
+        assert!(y.allows(&Action::Yank("foo")));
+        assert!(!y.allows(&Action::Publish("foo")));
+        for a in [
+            Action::Read,
+            Action::Publish("x"),
+            Action::Yank("y"),
+            Action::Admin,
+        ] {
+            assert!(Scope::Admin.allows(&a));
+        }
+    }
+
+    #[test]
+    fn needed_scope_names() {
+        assert_eq!(Action::Publish("foo").needed_scope(), "publish:foo");
+        assert_eq!(Action::Yank("foo").needed_scope(), "yank:foo");
+        assert_eq!(Action::Admin.needed_scope(), "admin");
+        assert_eq!(Action::Read.needed_scope(), "read");
+    }
+
+    // --- decisions
+
+    #[test]
+    fn open_reads() {
+        let c = sample();
+        assert_eq!(
+            c.authorize(None, &Action::Read, now()),
+            Ok(Principal::anonymous())
+        );
+        // A valid token reads as itself; a bad one still reads (as anonymous).
+        assert_eq!(
+            c.authorize(Some(&bearer("tok-ci")), &Action::Read, now())
+                .unwrap()
+                .name,
+            "ci"
+        );
+        for bad in ["nope", "tok-old"] {
+            assert_eq!(
+                c.authorize(Some(&bearer(bad)), &Action::Read, now()),
+                Ok(Principal::anonymous())
+            );
+        }
+        assert_eq!(
+            AuthConfig::default().authorize(None, &Action::Read, now()),
+            Ok(Principal::anonymous())
+        );
+    }
+
+    #[test]
+    fn closed_reads() {
+        let mut c = sample();
+        c.require_token_for_reads = true;
+        assert_eq!(
+            c.authorize(None, &Action::Read, now()),
+            Err(AuthError::Missing)
+        );
+        assert_eq!(
+            c.authorize(Some(&bearer("nope")), &Action::Read, now()),
+            Err(AuthError::Unknown)
+        );
+        assert_eq!(
+            c.authorize(Some(&bearer("tok-old")), &Action::Read, now()),
+            Err(AuthError::Expired { name: "old".into() })
+        );
+        // Any valid token may read, whatever its scopes.
+        for (t, name) in [
+            ("tok-ci", "ci"),
+            ("tok-root", "root"),
+            ("tok-later", "later"),
+        ] {
+            assert_eq!(
+                c.authorize(Some(&bearer(t)), &Action::Read, now())
+                    .unwrap()
+                    .name,
+                name
+            );
+        }
+        assert!(!c.allows_anonymous(&Action::Read));
+    }
+
+    #[test]
+    fn writes_need_scopes() {
+        let c = sample();
+        assert_eq!(
+            c.authorize(None, &Action::Publish("rules_go"), now()),
+            Err(AuthError::Missing)
+        );
+        let ci = bearer("tok-ci");
+        assert_eq!(
+            c.authorize(Some(&ci), &Action::Publish("rules_go"), now())
+                .unwrap()
+                .name,
+            "ci"
+        );
+        assert!(
+            c.authorize(Some(&ci), &Action::Yank("rules_go"), now())
+                .is_ok()
+        );
+        assert_eq!(
+            c.authorize(Some(&ci), &Action::Yank("rules_cc"), now()),
+            Err(AuthError::Forbidden {
+                name: "ci".into(),
+                needed: "yank:rules_cc".into()
+            })
+        );
+        assert_eq!(
+            c.authorize(Some(&ci), &Action::Publish("foo"), now()),
+            Err(AuthError::Forbidden {
+                name: "ci".into(),
+                needed: "publish:foo".into()
+            })
+        );
+        assert_eq!(
+            c.authorize(Some(&ci), &Action::Admin, now()),
+            Err(AuthError::Forbidden {
+                name: "ci".into(),
+                needed: "admin".into()
+            })
+        );
+        let root = Credential::Basic("tok-root".into());
+        for a in [Action::Publish("x"), Action::Yank("y"), Action::Admin] {
+            assert_eq!(c.authorize(Some(&root), &a, now()).unwrap().name, "root");
+        }
+        assert_eq!(
+            c.authorize(Some(&bearer("nope")), &Action::Admin, now()),
+            Err(AuthError::Unknown)
+        );
+    }
+
+    #[test]
+    fn expiry_is_exclusive_of_its_instant() {
+        let c = sample();
+        let old = bearer("tok-old");
+        assert!(
+            c.authorize(
+                Some(&old),
+                &Action::Publish("x"),
+                at("2026-06-01T11:59:59Z")
+            )
+            .is_ok()
+        );
+        assert_eq!(
+            c.authorize(Some(&old), &Action::Publish("x"), now()),
+            Err(AuthError::Expired { name: "old".into() })
+        );
+        let later = bearer("tok-later");
+        assert!(
+            c.authorize(Some(&later), &Action::Publish("x"), now())
+                .is_ok()
+        );
+        assert!(
+            c.authorize(
+                Some(&later),
+                &Action::Publish("x"),
+                at("2026-06-01T12:00:01Z")
+            )
+            .is_err()
+        );
+    }
+
+    #[test]
+    fn constant_time_eq() {
+        let a = [7u8; 32];
+        let mut b = a;
+        assert!(ct_eq(&a, &b));
+        b[31] ^= 1;
+        assert!(!ct_eq(&a, &b));
+        b = a;
+        b[0] ^= 0x80;
+        assert!(!ct_eq(&a, &b));
+    }
+
+    // --- the header
+
+    #[test]
+    fn bearer_any_case() {
+        for h in [
+            "Bearer abc",
+            "bearer abc",
+            "BEARER abc",
+            "bEaReR   abc",
+            " Bearer abc ",
+        ] {
+            assert_eq!(
+                parse_authorization(h.as_bytes()),
+                Ok(bearer("abc")),
+                "{h:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn basic_takes_the_password() {
+        let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+        let cases = [
+            ("user:tok", "tok"),
+            (":tok", "tok"),
+            ("user:to:k:", "to:k:"),
+            ("gfr:a b", "a b"),
+        ];
+        for (plain, token) in cases {
+            for scheme in ["Basic", "basic", "BASIC"] {
+                let h = format!("{scheme} {}", b64(plain));
+                assert_eq!(
+                    parse_authorization(h.as_bytes()),
+                    Ok(Credential::Basic(token.to_owned())),
+                    "{plain:?}"
+                );
+            }
+        }
+        // Padding is optional.
+        let h = format!("Basic {}", b64("u:tok").trim_end_matches('='));
+        assert_eq!(
+            parse_authorization(h.as_bytes()),
+            Ok(Credential::Basic("tok".into()))
+        );
+    }
+
+    #[test]
+    fn malformed_headers() {
+        let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+        let cases: Vec<Vec<u8>> = vec![
+            b"".to_vec(),
+            b"   ".to_vec(),
+            b"Bearer".to_vec(),
+            b"Bearer ".to_vec(),
+            b"secret-token-value".to_vec(),
+            b"Bearer secret token".to_vec(),
+            b"Token secret-token-value".to_vec(),
+            b"Bearer secr\xffet".to_vec(),
+            b"Bearer secret\x01".to_vec(),
+            b"Basic !!notbase64!!".to_vec(),
+            format!("Basic {}", b64("no-colon-secret")).into_bytes(),
+            format!("Basic {}", b64("user:")).into_bytes(),
+            {
+                let mut v = b"Basic ".to_vec();
+                v.extend(
+                    base64::engine::general_purpose::STANDARD
+                        .encode(b"u:\xff\xfe")
+                        .bytes(),
+                );
+                v
+            },
+        ];
+        for h in cases {
+            match parse_authorization(&h) {
+                Err(e @ AuthError::Malformed(_)) => {
+                    let msg = e.to_string();
+                    assert!(!msg.contains("secret"), "{msg}");
+                }
+                other => panic!("{:?}: {other:?}", String::from_utf8_lossy(&h)),
+            }
+        }
+    }
+
+    #[test]
+    fn token_never_in_messages() {
+        let token = "gfr_supersecretvalue";
+        let c = AuthConfig {
+            require_token_for_reads: true,
+            tokens: vec![
+                entry("ci", token, &["publish:foo"], None),
+                entry("exp", "gfr_other", &["admin"], Some("2000-01-01T00:00:00Z")),
+            ],
+        };
+        let mut errors = vec![];
+        for cred in [
+            Credential::Bearer(token.into()),
+            Credential::Basic(token.into()),
+            Credential::Bearer("gfr_other".into()),
+            Credential::Bearer("gfr_unknownsecret".into()),
+        ] {
+            let dbg = format!("{cred:?}");
+            assert!(!dbg.contains("gfr_"), "{dbg}");
+            for a in [Action::Read, Action::Publish("bar"), Action::Admin] {
+                if let Err(e) = c.authorize(Some(&cred), &a, now()) {
+                    errors.push(e);
+                }
+            }
+        }
+        errors.push(c.authorize(None, &Action::Read, now()).unwrap_err());
+        for h in [
+            format!("Bearer {token} x"),
+            format!("Weird {token}"),
+            token.to_owned(),
+            format!("Basic {token}"),
+        ] {
+            errors.push(parse_authorization(h.as_bytes()).unwrap_err());
+        }
+        assert!(errors.len() > 8);
+        for e in errors {
+            let shown = format!("{e} {e:?}");
+            assert!(!shown.contains("secret"), "{shown}");
+            assert!(!shown.contains("gfr_other"), "{shown}");
+        }
+    }
+
+    #[test]
+    fn error_messages() {
+        assert_eq!(
+            AuthError::Forbidden {
+                name: "ci".into(),
+                needed: "publish:foo".into()
+            }
+            .to_string(),
+            r#"token "ci" lacks scope publish:foo"#
+        );
+        assert_eq!(
+            AuthError::Malformed("empty").to_string(),
+            "malformed Authorization header: empty"
+        );
+    }
+
+    // --- tokens
+
+    #[test]
+    fn generated_tokens() {
+        let a = generate_token().unwrap();
+        let b = generate_token().unwrap();
+        assert_ne!(a, b);
+        assert!(a.starts_with(TOKEN_PREFIX));
+        let hexpart = &a[TOKEN_PREFIX.len()..];
+        assert_eq!(hexpart.len(), 64);
+        assert!(
+            hexpart
+                .bytes()
+                .all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c))
+        );
+        // Usable as a Bearer token and as a Basic password.
+        assert_eq!(
+            parse_authorization(format!("Bearer {a}").as_bytes()),
+            Ok(bearer(&a))
+        );
+    }
+
+    #[test]
+    fn sha256_hex() {
+        assert_eq!(
+            token_sha256("abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+    }
+
+    // --- configuration
+
+    #[test]
+    fn full_config() {
+        let c = config(
+            r#"
+[auth]
+require_token_for_reads = true
+[[auth.tokens]]
+name = "ci-publisher"
+sha256 = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+scopes = ["publish:rules_*", "yank:rules_*"]
+expires = "2027-01-01T00:00:00Z"
+[[auth.tokens]]
+name = "root"
+sha256 = "0000000000000000000000000000000000000000000000000000000000000000"
+scopes = ["admin"]
+expires = 2027-01-01T01:00:00+01:00
+"#,
+        )
+        .unwrap();
+        assert!(c.require_token_for_reads);
+        assert_eq!(c.tokens.len(), 2);
+        assert_eq!(c.tokens[0].name, "ci-publisher");
+        assert_eq!(c.tokens[0].sha256, sha256_bytes("abc"));
+        assert_eq!(
+            c.tokens[0].scopes,
+            vec![
+                Scope::Publish(glob("rules_*")),
+                Scope::Yank(glob("rules_*"))
+            ]
+        );
+        assert_eq!(c.tokens[0].expires, Some(at("2027-01-01T00:00:00Z")));
+        assert_eq!(c.tokens[1].expires, Some(at("2027-01-01T00:00:00Z")));
+        assert_eq!(c.tokens[1].scopes, vec![Scope::Admin]);
+        assert!(
+            c.authorize(Some(&bearer("abc")), &Action::Publish("rules_go"), now())
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn empty_and_default() {
+        assert_eq!(config("[auth]\n").unwrap(), AuthConfig::default());
+        assert_eq!(
+            config("[auth]\ntokens = []\nrequire_token_for_reads = false\n").unwrap(),
+            AuthConfig::default()
+        );
+        let d = AuthConfig::default();
+        assert!(!d.require_token_for_reads);
+        assert!(d.tokens.is_empty());
+    }
+
+    const H1: &str = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad";
+    const H2: &str = "1111111111111111111111111111111111111111111111111111111111111111";
+
+    fn one(body: &str) -> String {
+        format!(
+            "[auth]\n[[auth.tokens]]\nname = \"a\"\nsha256 = \"{H2}\"\nscopes = [\"admin\"]\n[[auth.tokens]]\n{body}"
+        )
+    }
+
+    #[test]
+    fn config_errors_name_the_key() {
+        let cases: Vec<(String, &str)> = vec![
+            (
+                one(&format!(
+                    "name = \"b\"\nsha256 = \"{H1}\"\nscopes = [\"pubish:x\"]\n"
+                )),
+                r#"auth.tokens[1].scopes[0]: unknown scope "pubish:x" (expected publish:<glob>, yank:<glob> or admin)"#,
+            ),
+            (
+                one(&format!(
+                    "name = \"b\"\nsha256 = \"{H1}\"\nscopes = [\"admin\", \"publish:A\"]\n"
+                )),
+                "auth.tokens[1].scopes[1]: scope \"publish:A\": glob \"A\"",
+            ),
+            (
+                one(&format!("name = \"b\"\nsha256 = \"{H1}\"\nscopes = []\n")),
+                "auth.tokens[1].scopes: empty",
+            ),
+            (
+                one(&format!(
+                    "name = \"b\"\nsha256 = \"{H1}\"\nscopes = \"admin\"\n"
+                )),
+                "auth.tokens[1].scopes: expected an array of strings, found a string",
+            ),
+            (
+                one(&format!("name = \"b\"\nsha256 = \"{H1}\"\nscopes = [1]\n")),
+                "auth.tokens[1].scopes[0]: expected a string, found an integer",
+            ),
+            (
+                one(&format!("sha256 = \"{H1}\"\nscopes = [\"admin\"]\n")),
+                "auth.tokens[1].name: missing (required)",
+            ),
+            (
+                one("name = \"b\"\nscopes = [\"admin\"]\n"),
+                "auth.tokens[1].sha256: missing (required)",
+            ),
+            (
+                one(&format!("name = \"b\"\nsha256 = \"{H1}\"\n")),
+                "auth.tokens[1].scopes: missing (required)",
+            ),
+            (
+                one(&format!(
+                    "name = \"b\"\nsha256 = \"{H1}\"\nscopes = [\"admin\"]\nnmae = 1\n"
+                )),
+                "auth.tokens[1].nmae: unknown key (expected name, sha256, scopes, expires)",
+            ),
+            (
+                one(&format!(
+                    "name = \"a\"\nsha256 = \"{H1}\"\nscopes = [\"admin\"]\n"
+                )),
+                "auth.tokens[1].name: duplicate name \"a\" (also auth.tokens[0])",
+            ),
+            (
+                one(&format!(
+                    "name = \"b\"\nsha256 = \"{H2}\"\nscopes = [\"admin\"]\n"
+                )),
+                "auth.tokens[1].sha256: same hash as auth.tokens[0]",
+            ),
+            (
+                one(&format!(
+                    "name = \"b\"\nsha256 = \"{}\"\nscopes = [\"admin\"]\n",
+                    H1.to_uppercase()
+                )),
+                "auth.tokens[1].sha256: expected 64 lowercase hex digits",
+            ),
+            (
+                one("name = \"b\"\nsha256 = \"gfr_secretpasted\"\nscopes = [\"admin\"]\n"),
+                "auth.tokens[1].sha256: expected 64 lowercase hex digits",
+            ),
+            (
+                one(&format!(
+                    "name = \"b c\"\nsha256 = \"{H1}\"\nscopes = [\"admin\"]\n"
+                )),
+                "auth.tokens[1].name: name \"b c\"",
+            ),
+            (
+                one(&format!(
+                    "name = \"anonymous\"\nsha256 = \"{H1}\"\nscopes = [\"admin\"]\n"
+                )),
+                "auth.tokens[1].name: name \"anonymous\" is reserved",
+            ),
+            (
+                one(&format!(
+                    "name = \"b\"\nsha256 = \"{H1}\"\nscopes = [\"admin\"]\nexpires = \"2027-01-01\"\n"
+                )),
+                "auth.tokens[1].expires: \"2027-01-01\" is not an RFC 3339 date-time",
+            ),
+            (
+                one(&format!(
+                    "name = \"b\"\nsha256 = \"{H1}\"\nscopes = [\"admin\"]\nexpires = 2027-01-01T00:00:00\n"
+                )),
+                "auth.tokens[1].expires: 2027-01-01T00:00:00 lacks a date or a time zone offset",
+            ),
+            (
+                one(&format!(
+                    "name = \"b\"\nsha256 = \"{H1}\"\nscopes = [\"admin\"]\nexpires = 5\n"
+                )),
+                "auth.tokens[1].expires: expected an RFC 3339 date-time, found an integer",
+            ),
+            (
+                "[auth]\nrequire_token_for_reads = \"yes\"\n".to_owned(),
+                "auth.require_token_for_reads: expected true or false, found a string",
+            ),
+            (
+                "[auth]\nrequire_tokens_for_reads = true\n".to_owned(),
+                "auth.require_tokens_for_reads: unknown key (expected require_token_for_reads, tokens)",
+            ),
+            (
+                "[auth]\ntokens = 3\n".to_owned(),
+                "auth.tokens: expected an array of tables",
+            ),
+            (
+                "[auth]\ntokens = [3]\n".to_owned(),
+                "auth.tokens[0]: expected a table, found an integer",
+            ),
+            ("auth = 1\n".to_owned(), "auth: expected a table"),
+        ];
+        for (text, want) in cases {
+            let e = config(&text).unwrap_err();
+            assert!(e.starts_with(want), "got: {e}\nwant: {want}\nin:\n{text}");
+            assert!(!e.contains("secret"), "{e}");
+        }
+    }
+
+    #[test]
+    fn snippet_round_trip() {
+        let token = generate_token().unwrap();
+        let scopes: Vec<Scope> = ["publish:rules_*", "yank:rules_?o", "admin"]
+            .iter()
+            .map(|s| s.parse().unwrap())
+            .collect();
+        for expires in [
+            None,
+            Some(at("2027-01-01T00:00:00Z")),
+            Some(at("2027-01-01T00:00:00.250+02:00")),
+        ] {
+            let snippet = toml_snippet("ci-publisher", &token, &scopes, expires);
+            assert!(snippet.starts_with("[[auth.tokens]]\n"), "{snippet}");
+            assert!(!snippet.contains(&token), "{snippet}");
+            let c = config(&snippet).unwrap();
+            assert_eq!(
+                c.tokens,
+                vec![TokenEntry {
+                    name: "ci-publisher".into(),
+                    sha256: sha256_bytes(&token),
+                    scopes: scopes.clone(),
+                    expires,
+                }]
+            );
+            assert!(
+                c.authorize(Some(&bearer(&token)), &Action::Publish("rules_go"), now())
+                    .is_ok()
+            );
+            // Appended to a file that has an [auth] table already, it still parses.
+            let appended =
+                format!("[auth]\nrequire_token_for_reads = true\n\n[server]\nx = 1\n\n{snippet}");
+            let c = config(&appended).unwrap();
+            assert!(c.require_token_for_reads);
+            assert_eq!(c.tokens.len(), 1);
+        }
+    }
+
+    #[test]
+    fn snippet_quotes_odd_names() {
+        let snippet = toml_snippet("a'b#c", "t", &[Scope::Admin], None);
+        assert_eq!(config(&snippet).unwrap().tokens[0].name, "a'b#c");
+    }
+}

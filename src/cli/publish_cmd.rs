@@ -1,0 +1,1054 @@
+//! `gf-registry publish`: sends one module version to a running server's publish API
+//! (`POST /api/v1/modules/{name}/{version}`, see `docs/publishing.md`).
+//!
+//! With `--tag`, `MODULE.bazel` is read at the tag through git, the tag must name its version,
+//! and a deterministic `.tar.gz` of the tagged tree is uploaded. With `--archive-url`, the
+//! `MODULE.bazel` on disk is sent with that URL. Either way, patches, overlay files and a
+//! metadata template are taken from a `.bcr/` folder when there is one.
+//!
+//! Exit codes: 0 published (or unchanged, or dry run passed); 1 the server refused or could not
+//! be reached; 2 a local problem found before anything was sent.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use base64::Engine as _;
+use clap::ArgGroup;
+use serde_json::{Map, Value, json};
+use sha2::{Digest as _, Sha256};
+use url::Url;
+
+use crate::registry::module_file;
+use crate::source::git_archive::{self, BcrExtras, ExtraFile};
+
+/// Environment variable holding the API token.
+const TOKEN_ENV: &str = "GF_REGISTRY_TOKEN";
+/// Environment variable giving `--server`.
+const SERVER_ENV: &str = "GF_REGISTRY_SERVER";
+/// `patch_strip` for patches from `.bcr/patches` (they are `git diff` output: `a/`, `b/`).
+const DEFAULT_PATCH_STRIP: u32 = 1;
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+const TOTAL_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// Arguments of `publish`.
+#[derive(Debug, clap::Args)]
+#[command(group(ArgGroup::new("source").required(true).args(["tag", "archive_url"])))]
+pub(crate) struct PublishArgs {
+    /// Base URL of the registry server (env GF_REGISTRY_SERVER).
+    #[arg(long, value_name = "URL")]
+    server: Option<String>,
+    /// The module's folder: where MODULE.bazel is (the repository root or a folder inside it).
+    #[arg(long, value_name = "DIR", default_value = ".")]
+    module_root: PathBuf,
+    /// Publish the tree at this git tag (`X` or `refs/tags/X`), uploaded as a .tar.gz; the tag
+    /// must be VERSION or vVERSION of the MODULE.bazel at that tag.
+    #[arg(long, value_name = "TAG")]
+    tag: Option<String>,
+    /// Publish this source archive URL (the server fetches it); MODULE.bazel is read from disk.
+    #[arg(long, value_name = "URL")]
+    archive_url: Option<String>,
+    /// Expected SRI hash of the --archive-url archive (sha256-..., sha384-..., sha512-...).
+    #[arg(long, value_name = "SRI", conflicts_with = "tag")]
+    integrity: Option<String>,
+    /// Folder inside the --archive-url archive that is the module root (with --tag it is
+    /// always NAME-VERSION).
+    #[arg(long, value_name = "DIR", conflicts_with = "tag")]
+    strip_prefix: Option<String>,
+    /// Archive type of --archive-url (tar.gz, zip, ...) [default: guessed by the server].
+    #[arg(long, value_name = "TYPE", conflicts_with = "tag")]
+    archive_type: Option<String>,
+    /// Leading path components stripped from patch file names [default: 1 for patches found
+    /// in .bcr/patches].
+    #[arg(long, value_name = "N")]
+    patch_strip: Option<u32>,
+    /// Run every validation on the server and print the entry it would create; write nothing.
+    #[arg(long)]
+    dry_run: bool,
+}
+
+/// Where the sources of a published version come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum SourceSpec {
+    /// Archive the tree at this git tag (`X` or `refs/tags/X`) and upload it.
+    Tag(String),
+    /// Let the server fetch this archive.
+    ArchiveUrl {
+        /// The archive's URL.
+        url: String,
+        /// Its expected SRI hash.
+        integrity: Option<String>,
+        /// The folder inside the archive that is the module root.
+        strip_prefix: Option<String>,
+        /// Its archive type, when the URL does not tell.
+        archive_type: Option<String>,
+    },
+}
+
+/// A publish request ready to send.
+#[derive(Debug, Clone)]
+pub(crate) struct PublishRequest {
+    /// The module name (from MODULE.bazel).
+    pub(crate) name: String,
+    /// The version (from MODULE.bazel).
+    pub(crate) version: String,
+    /// The JSON body of `POST /api/v1/modules/{name}/{version}`.
+    pub(crate) body: Value,
+    /// What is being sent, in one line for people (no file contents).
+    pub(crate) summary: String,
+}
+
+impl PublishArgs {
+    pub(crate) fn run(self) -> ExitCode {
+        let server = match self.server_url() {
+            Ok(u) => u,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                return ExitCode::from(2);
+            }
+        };
+        let source = match (self.tag, self.archive_url) {
+            (Some(tag), None) => SourceSpec::Tag(tag),
+            (None, Some(url)) => SourceSpec::ArchiveUrl {
+                url,
+                integrity: self.integrity,
+                strip_prefix: self.strip_prefix,
+                archive_type: self.archive_type,
+            },
+            // clap's group makes exactly one of them present.
+            _ => {
+                eprintln!("error: give exactly one of --tag and --archive-url");
+                return ExitCode::from(2);
+            }
+        };
+        let request = match build_request(&self.module_root, &source, self.patch_strip) {
+            Ok(r) => r,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                return ExitCode::from(2);
+            }
+        };
+        eprintln!("{}", request.summary);
+        send(&server, &request, self.dry_run)
+    }
+
+    fn server_url(&self) -> anyhow::Result<Url> {
+        let raw = match &self.server {
+            Some(s) => s.clone(),
+            None => std::env::var(SERVER_ENV)
+                .ok()
+                .filter(|s| !s.trim().is_empty())
+                .ok_or_else(|| anyhow::anyhow!("--server is required (or set {SERVER_ENV})"))?,
+        };
+        parse_server(raw.trim())
+    }
+}
+
+/// Parses the server's base URL: `http` or `https`, no query or fragment.
+fn parse_server(raw: &str) -> anyhow::Result<Url> {
+    let url = Url::parse(raw).map_err(|e| anyhow::anyhow!("--server `{raw}`: {e}"))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+        anyhow::bail!("--server `{raw}`: must be an http:// or https:// URL");
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        anyhow::bail!("--server `{raw}`: must not have a query or fragment");
+    }
+    Ok(url)
+}
+
+/// The publish endpoint below `server` (which may have a path of its own).
+pub(crate) fn publish_url(server: &Url, name: &str, version: &str, dry_run: bool) -> Url {
+    let mut url = server.clone();
+    if let Ok(mut segments) = url.path_segments_mut() {
+        segments
+            .pop_if_empty()
+            .extend(["api", "v1", "modules", name, version]);
+    }
+    if dry_run {
+        url.set_query(Some("dry_run=true"));
+    }
+    url
+}
+
+/// Checks that `tag` (`X` or `refs/tags/X`) names `version`: it is `VERSION` or `vVERSION`.
+fn check_tag_version(tag: &str, version: &str) -> Result<(), String> {
+    let short = tag.strip_prefix("refs/tags/").unwrap_or(tag);
+    if short == version || short.strip_prefix('v') == Some(version) {
+        return Ok(());
+    }
+    let named = match short.strip_prefix('v') {
+        Some(rest) if rest.starts_with(|c: char| c.is_ascii_digit()) => rest,
+        _ => short,
+    };
+    if named.starts_with(|c: char| c.is_ascii_digit()) {
+        Err(format!(
+            "tag {short} names version {named} but MODULE.bazel at that tag says {version}"
+        ))
+    } else {
+        Err(format!(
+            "tag {short} does not name a version; MODULE.bazel at that tag says {version}, so \
+             the tag must be {version} or v{version}"
+        ))
+    }
+}
+
+/// The module name and version of a MODULE.bazel; `at` says where it was read, for errors.
+fn module_identity(text: &str, at: &str) -> anyhow::Result<(String, String)> {
+    let parsed = module_file::parse(text).map_err(|e| anyhow::anyhow!("{at}: {e}"))?;
+    let name = parsed
+        .name
+        .filter(|n| !n.is_empty())
+        .ok_or_else(|| anyhow::anyhow!("{at}: module(name = ...) is required to publish"))?;
+    let version = parsed
+        .version
+        .filter(|v| !v.is_empty())
+        .ok_or_else(|| anyhow::anyhow!("{at}: module(version = ...) is required to publish"))?;
+    Ok((name, version))
+}
+
+fn utf8(bytes: Vec<u8>, what: &str) -> anyhow::Result<String> {
+    String::from_utf8(bytes).map_err(|_| anyhow::anyhow!("{what} is not UTF-8 text"))
+}
+
+/// Builds the publish request for the module at `module_root` (the repository root or a folder
+/// inside it) from `source`.
+///
+/// `patch_strip` overrides the default `patch_strip` (1 when `.bcr/patches` has patches;
+/// otherwise the field is only sent when given). Nothing is sent over the network.
+///
+/// # Errors
+/// Every local problem: no repository or tag, no readable `MODULE.bazel` or no name/version in
+/// it, a tag that names another version, an invalid `.bcr/` folder or metadata template, an
+/// archive URL that is not http(s).
+pub(crate) fn build_request(
+    module_root: &Path,
+    source: &SourceSpec,
+    patch_strip: Option<u32>,
+) -> anyhow::Result<PublishRequest> {
+    let mut body = Map::new();
+    let (name, version, extras, mut summary) = match source {
+        SourceSpec::Tag(tag) => {
+            let loc = git_archive::locate(module_root)?.ok_or_else(|| {
+                anyhow::anyhow!(
+                    "--tag: {} is not inside a git repository",
+                    module_root.display()
+                )
+            })?;
+            let commit = git_archive::resolve_tag(&loc.repo_dir, tag)?;
+            let path = join(&loc.subdir, "MODULE.bazel");
+            let at = format!("{path} at tag {tag}");
+            let text = git_archive::read_file_at(&loc.repo_dir, &commit, &path)?
+                .ok_or_else(|| anyhow::anyhow!("no MODULE.bazel file at tag {tag} ({path})"))?;
+            let text = utf8(text, &at)?;
+            let (name, version) = module_identity(&text, &at)?;
+            check_tag_version(tag, &version).map_err(anyhow::Error::msg)?;
+            let prefix = format!("{name}-{version}");
+            let archive =
+                git_archive::deterministic_tar_gz(&loc.repo_dir, &commit, &loc.subdir, &prefix)?;
+            let file_name = format!("{prefix}.tar.gz");
+            let summary = format!(
+                "publishing {name}@{version} from tag {tag} (commit {commit}): upload {file_name}, \
+                 {} bytes, sha256 {}",
+                archive.len(),
+                hex::encode(Sha256::digest(&archive)),
+            );
+            body.insert("module_bazel".into(), text.into());
+            body.insert(
+                "source".into(),
+                json!({
+                    "type": "upload",
+                    "file_name": file_name,
+                    "content_base64": base64::engine::general_purpose::STANDARD.encode(&archive),
+                }),
+            );
+            body.insert("strip_prefix".into(), prefix.into());
+            body.insert("archive_type".into(), "tar.gz".into());
+            let extras = git_archive::bcr_extras_at(&loc.repo_dir, &commit, &loc.subdir)?;
+            (name, version, extras, summary)
+        }
+        SourceSpec::ArchiveUrl {
+            url,
+            integrity,
+            strip_prefix,
+            archive_type,
+        } => {
+            let path = module_root.join("MODULE.bazel");
+            let at = path.display().to_string();
+            let text = std::fs::read(&path).map_err(|e| anyhow::anyhow!("reading {at}: {e}"))?;
+            let text = utf8(text, &at)?;
+            let (name, version) = module_identity(&text, &at)?;
+            match Url::parse(url) {
+                Ok(u) if matches!(u.scheme(), "http" | "https") => {}
+                Ok(_) => anyhow::bail!("--archive-url `{url}`: must be an http(s) URL"),
+                Err(e) => anyhow::bail!("--archive-url `{url}`: {e}"),
+            }
+            let mut src = Map::new();
+            src.insert("type".into(), "archive".into());
+            src.insert("url".into(), url.clone().into());
+            if let Some(i) = integrity {
+                src.insert("integrity".into(), i.clone().into());
+            }
+            body.insert("module_bazel".into(), text.into());
+            body.insert("source".into(), src.into());
+            if let Some(p) = strip_prefix {
+                body.insert("strip_prefix".into(), p.clone().into());
+            }
+            if let Some(t) = archive_type {
+                body.insert("archive_type".into(), t.clone().into());
+            }
+            let summary = format!("publishing {name}@{version} from {url}");
+            let extras = git_archive::bcr_extras_on_disk(module_root)?;
+            (name, version, extras, summary)
+        }
+    };
+    add_extras(&mut body, &mut summary, extras, patch_strip)?;
+    Ok(PublishRequest {
+        name,
+        version,
+        body: Value::Object(body),
+        summary,
+    })
+}
+
+fn join(a: &str, b: &str) -> String {
+    if a.is_empty() {
+        b.to_owned()
+    } else {
+        format!("{a}/{b}")
+    }
+}
+
+/// Adds `patches`, `patch_strip`, `overlay` and `metadata` from the `.bcr/` extras.
+fn add_extras(
+    body: &mut Map<String, Value>,
+    summary: &mut String,
+    extras: BcrExtras,
+    patch_strip: Option<u32>,
+) -> anyhow::Result<()> {
+    let dir = extras.dir.unwrap_or_else(|| ".bcr".to_owned());
+    let files = |list: Vec<ExtraFile>, sub: &str, key: &str| -> anyhow::Result<Vec<Value>> {
+        list.into_iter()
+            .map(|f| {
+                let what = format!("{dir}/{sub}/{}", f.path);
+                Ok(json!({ key: f.path, "content": utf8(f.content, &what)? }))
+            })
+            .collect()
+    };
+    let patches = files(extras.patches, "patches", "name")?;
+    let overlay = files(extras.overlay, "overlay", "path")?;
+    if !patches.is_empty() {
+        let strip = patch_strip.unwrap_or(DEFAULT_PATCH_STRIP);
+        let _ = write!(
+            summary,
+            "; {} patch(es) from {dir}/patches (patch_strip {strip})",
+            patches.len()
+        );
+        body.insert("patches".into(), patches.into());
+        body.insert("patch_strip".into(), strip.into());
+    } else if let Some(strip) = patch_strip {
+        body.insert("patch_strip".into(), strip.into());
+    }
+    if !overlay.is_empty() {
+        let _ = write!(
+            summary,
+            "; {} overlay file(s) from {dir}/overlay",
+            overlay.len()
+        );
+        body.insert("overlay".into(), overlay.into());
+    }
+    if let Some(template) = extras.metadata_template {
+        let what = format!("{dir}/metadata.template.json");
+        body.insert("metadata".into(), metadata_from_template(&template, &what)?);
+        let _ = write!(summary, "; metadata from {what}");
+    }
+    Ok(())
+}
+
+/// The `metadata` of a publish request from a BCR `metadata.template.json`: its `homepage`,
+/// `maintainers` and `repository` (`versions` and `yanked_versions` are the registry's).
+fn metadata_from_template(bytes: &[u8], what: &str) -> anyhow::Result<Value> {
+    let parsed: Value =
+        serde_json::from_slice(bytes).map_err(|e| anyhow::anyhow!("{what}: {e}"))?;
+    let Value::Object(template) = parsed else {
+        anyhow::bail!("{what}: must be a JSON object");
+    };
+    let mut out = Map::new();
+    for (key, ok) in [
+        ("homepage", Value::is_string as fn(&Value) -> bool),
+        ("maintainers", Value::is_array),
+        ("repository", Value::is_array),
+    ] {
+        match template.get(key) {
+            None | Some(Value::Null) => {}
+            Some(v) if ok(v) => {
+                out.insert(key.to_owned(), v.clone());
+            }
+            Some(_) => anyhow::bail!(
+                "{what}: `{key}` must be {}",
+                if key == "homepage" {
+                    "a string"
+                } else {
+                    "a list"
+                }
+            ),
+        }
+    }
+    Ok(Value::Object(out))
+}
+
+/// One `.netrc` entry.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct NetrcEntry {
+    /// `None` for `default`.
+    machine: Option<String>,
+    login: Option<String>,
+    password: Option<String>,
+}
+
+/// Parses a `.netrc`: whitespace-separated tokens `machine NAME`, `default`, `login NAME`,
+/// `password SECRET`, `account X` (ignored), `macdef NAME` (its body, up to the next empty
+/// line, is skipped); a token starting with `#` where a keyword is expected comments out the
+/// rest of its line.
+fn parse_netrc(text: &str) -> Vec<NetrcEntry> {
+    let mut entries: Vec<NetrcEntry> = Vec::new();
+    let mut expect: Option<&str> = None;
+    let mut in_macdef = false;
+    for line in text.lines() {
+        if in_macdef {
+            if line.trim().is_empty() {
+                in_macdef = false;
+            }
+            continue;
+        }
+        for token in line.split_whitespace() {
+            if let Some(keyword) = expect.take() {
+                let value = Some(token.to_owned());
+                match (keyword, entries.last_mut()) {
+                    ("machine", _) => entries.push(NetrcEntry {
+                        machine: value,
+                        ..NetrcEntry::default()
+                    }),
+                    ("login", Some(e)) => e.login = value,
+                    ("password", Some(e)) => e.password = value,
+                    ("macdef", _) => {
+                        in_macdef = true;
+                        break;
+                    }
+                    _ => {}
+                }
+                continue;
+            }
+            match token {
+                "machine" | "login" | "password" | "account" | "macdef" => expect = Some(token),
+                "default" => entries.push(NetrcEntry::default()),
+                t if t.starts_with('#') => break,
+                _ => {}
+            }
+        }
+    }
+    entries
+}
+
+/// The password of the first `.netrc` entry for `host` (case-insensitive), else of `default`.
+fn netrc_password(text: &str, host: &str) -> Option<String> {
+    let entries = parse_netrc(text);
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let matches = |e: &&NetrcEntry| {
+        e.machine
+            .as_deref()
+            .is_some_and(|m| m.eq_ignore_ascii_case(host))
+    };
+    entries
+        .iter()
+        .find(matches)
+        .or_else(|| entries.iter().find(|e| e.machine.is_none()))
+        .and_then(|e| e.password.clone())
+}
+
+/// The `.netrc` to read: `$NETRC`, else `~/.netrc`.
+fn netrc_path() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("NETRC").filter(|p| !p.is_empty()) {
+        return Some(PathBuf::from(p));
+    }
+    std::env::var_os("HOME")
+        .or_else(|| std::env::var_os("USERPROFILE"))
+        .filter(|h| !h.is_empty())
+        .map(|h| PathBuf::from(h).join(".netrc"))
+}
+
+/// The API token for `server`: `GF_REGISTRY_TOKEN`, else the `.netrc` password for its host.
+pub(crate) fn find_token(server: &Url) -> Option<String> {
+    let env = std::env::var(TOKEN_ENV).ok();
+    token_from(env, netrc_path().as_deref(), server)
+}
+
+fn token_from(env: Option<String>, netrc: Option<&Path>, server: &Url) -> Option<String> {
+    if let Some(t) = env.map(|t| t.trim().to_owned()).filter(|t| !t.is_empty()) {
+        return Some(t);
+    }
+    let path = netrc?;
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
+        Err(e) => {
+            eprintln!("warning: cannot read {}: {e}", path.display());
+            return None;
+        }
+    };
+    netrc_password(&text, server.host_str()?)
+}
+
+/// The URL without any password, for messages.
+fn shown(url: &Url) -> String {
+    let mut u = url.clone();
+    let _ = u.set_password(None);
+    u.to_string()
+}
+
+/// An error with its causes, `a: b: c`.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let _ = write!(out, ": {s}");
+        source = s.source();
+    }
+    out
+}
+
+/// Sends `request` to `server` (token from [`find_token`]) and reports the answer: the server's
+/// JSON on stdout and a summary on stderr. Exit 0 on 200/201, 1 on any other answer or when the
+/// server cannot be reached.
+pub(crate) fn send(server: &Url, request: &PublishRequest, dry_run: bool) -> ExitCode {
+    let url = publish_url(server, &request.name, &request.version, dry_run);
+    let token = find_token(server);
+    if token.is_some() && url.scheme() == "http" && !is_loopback(&url) {
+        eprintln!(
+            "warning: sending the token to {} over plain http",
+            url.host_str().unwrap_or_default()
+        );
+    }
+    let body = match serde_json::to_vec(&request.body) {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("error: encoding the request: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let runtime = match super::runtime() {
+        Ok(r) => r,
+        Err(code) => return code,
+    };
+    let answer = runtime.block_on(post(&url, body, token.as_deref()));
+    let (status, text) = match answer {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("error: cannot reach {}: {e}", shown(&url));
+            return ExitCode::FAILURE;
+        }
+    };
+    report(&request.name, &request.version, status, &text)
+}
+
+fn is_loopback(url: &Url) -> bool {
+    match url.host() {
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    }
+}
+
+async fn post(
+    url: &Url,
+    body: Vec<u8>,
+    token: Option<&str>,
+) -> Result<(reqwest::StatusCode, String), String> {
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
+        .connect_timeout(CONNECT_TIMEOUT)
+        .timeout(TOTAL_TIMEOUT)
+        .user_agent(concat!("gf-registry/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .map_err(|e| chain(&e))?;
+    let mut req = client
+        .post(url.clone())
+        .header(reqwest::header::CONTENT_TYPE, "application/json")
+        .header(reqwest::header::ACCEPT, "application/json")
+        .body(body);
+    if let Some(token) = token {
+        let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}"))
+            .map_err(|_| format!("the token from {TOKEN_ENV} or .netrc is not a valid header"))?;
+        value.set_sensitive(true);
+        req = req.header(reqwest::header::AUTHORIZATION, value);
+    }
+    let resp = req.send().await.map_err(|e| chain(&e.without_url()))?;
+    let status = resp.status();
+    let location = resp
+        .headers()
+        .get(reqwest::header::LOCATION)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let mut text = resp.text().await.map_err(|e| chain(&e.without_url()))?;
+    if status.is_redirection()
+        && let Some(l) = location
+    {
+        let _ = write!(text, " (redirected to {l}; give that as --server)");
+    }
+    Ok((status, text))
+}
+
+/// Prints the server's answer; the exit code.
+fn report(name: &str, version: &str, status: reqwest::StatusCode, text: &str) -> ExitCode {
+    if status != reqwest::StatusCode::OK && status != reqwest::StatusCode::CREATED {
+        eprintln!(
+            "error: server answered {} {}: {}",
+            status.as_u16(),
+            status.canonical_reason().unwrap_or(""),
+            text.trim()
+        );
+        return ExitCode::FAILURE;
+    }
+    let parsed = serde_json::from_str::<Value>(text).ok();
+    match parsed
+        .as_ref()
+        .and_then(|v| serde_json::to_string_pretty(v).ok())
+    {
+        Some(pretty) => println!("{pretty}"),
+        None => println!("{}", text.trim_end()),
+    }
+    let answered = parsed
+        .as_ref()
+        .and_then(|v| v.get("status"))
+        .and_then(Value::as_str);
+    match answered {
+        Some("dry_run") => eprintln!("dry run: {name}@{version} passes, nothing written"),
+        Some(s) => eprintln!("published {name}@{version} ({s})"),
+        None if status == reqwest::StatusCode::CREATED => {
+            eprintln!("published {name}@{version} (created)");
+        }
+        None => eprintln!("published {name}@{version}"),
+    }
+    ExitCode::SUCCESS
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::source::git_archive::testing::{EXEC, FILE, commit, init, tag};
+
+    #[test]
+    fn netrc_parsing() {
+        let text = "\
+# a comment line
+machine other.example login u password wrong
+macdef init
+  machine registry.example password inside-macro
+
+machine Registry.Example
+  login me
+  password s3cret # trailing comment
+machine registry.example password second
+default login anon password fallback
+";
+        let entries = parse_netrc(text);
+        assert_eq!(entries.len(), 4);
+        assert_eq!(entries[0].password.as_deref(), Some("wrong"));
+        assert_eq!(entries[1].machine.as_deref(), Some("Registry.Example"));
+        assert_eq!(entries[1].login.as_deref(), Some("me"));
+        assert_eq!(entries[3].machine, None);
+        assert_eq!(
+            netrc_password(text, "registry.example").as_deref(),
+            Some("s3cret")
+        );
+        assert_eq!(
+            netrc_password(text, "other.example").as_deref(),
+            Some("wrong")
+        );
+        assert_eq!(
+            netrc_password(text, "unknown.example").as_deref(),
+            Some("fallback")
+        );
+        assert_eq!(netrc_password("machine a password b", "c"), None);
+        assert_eq!(netrc_password("", "c"), None);
+        // Tokens may span lines; `account` values are skipped.
+        assert_eq!(
+            netrc_password("machine\nh\naccount password\npassword\nx", "h").as_deref(),
+            Some("x")
+        );
+        assert_eq!(
+            netrc_password("machine [::1] password six", "[::1]").as_deref(),
+            None
+        );
+        assert_eq!(
+            netrc_password("machine ::1 password six", "[::1]").as_deref(),
+            Some("six")
+        );
+    }
+
+    #[test]
+    fn token_comes_from_env_then_netrc() {
+        let tmp = tempfile::tempdir().unwrap();
+        let netrc = tmp.path().join("netrc");
+        std::fs::write(&netrc, "machine reg.example login x password from-netrc\n").unwrap();
+        let server = Url::parse("https://reg.example:8443/base/").unwrap();
+        assert_eq!(
+            token_from(Some(" from-env\n".into()), Some(&netrc), &server).as_deref(),
+            Some("from-env")
+        );
+        assert_eq!(
+            token_from(Some(String::new()), Some(&netrc), &server).as_deref(),
+            Some("from-netrc")
+        );
+        assert_eq!(
+            token_from(None, Some(&netrc), &server).as_deref(),
+            Some("from-netrc")
+        );
+        let other = Url::parse("https://other.example/").unwrap();
+        assert_eq!(token_from(None, Some(&netrc), &other), None);
+        assert_eq!(
+            token_from(None, Some(&tmp.path().join("none")), &server),
+            None
+        );
+        assert_eq!(token_from(None, None, &server), None);
+    }
+
+    #[test]
+    fn tag_must_name_the_version() {
+        assert!(check_tag_version("1.2.0", "1.2.0").is_ok());
+        assert!(check_tag_version("v1.2.0", "1.2.0").is_ok());
+        assert!(check_tag_version("refs/tags/v1.2.0", "1.2.0").is_ok());
+        assert!(check_tag_version("refs/tags/1.2.0", "1.2.0").is_ok());
+        assert!(check_tag_version("vv1", "v1").is_ok());
+        assert_eq!(
+            check_tag_version("v1.3.0", "1.2.0").unwrap_err(),
+            "tag v1.3.0 names version 1.3.0 but MODULE.bazel at that tag says 1.2.0"
+        );
+        assert_eq!(
+            check_tag_version("refs/tags/1.3.0", "1.2.0").unwrap_err(),
+            "tag 1.3.0 names version 1.3.0 but MODULE.bazel at that tag says 1.2.0"
+        );
+        let err = check_tag_version("foo-1.2.0", "1.2.0").unwrap_err();
+        assert!(err.contains("must be 1.2.0 or v1.2.0"), "{err}");
+        assert!(check_tag_version("V1.2.0", "1.2.0").is_err());
+        assert!(check_tag_version("1.2.0.1", "1.2.0").is_err());
+    }
+
+    #[test]
+    fn publish_url_keeps_the_server_path() {
+        let u = |s: &str| Url::parse(s).unwrap();
+        assert_eq!(
+            publish_url(&u("https://r.example"), "foo", "1.2.0", false).as_str(),
+            "https://r.example/api/v1/modules/foo/1.2.0"
+        );
+        assert_eq!(
+            publish_url(&u("https://r.example/bzl/"), "foo", "1.2.0", true).as_str(),
+            "https://r.example/bzl/api/v1/modules/foo/1.2.0?dry_run=true"
+        );
+        assert_eq!(
+            publish_url(&u("http://127.0.0.1:8080/bzl"), "a/b", "1", false).as_str(),
+            "http://127.0.0.1:8080/bzl/api/v1/modules/a%2Fb/1"
+        );
+        assert!(parse_server("ftp://x").is_err());
+        assert!(parse_server("https://x/?q=1").is_err());
+        assert!(parse_server("not a url").is_err());
+        assert_eq!(
+            shown(&u("https://user:secret@r.example/x")),
+            "https://user@r.example/x"
+        );
+    }
+
+    const MODULE: &str = "module(name = \"foo\", version = \"1.2.0\")\n";
+
+    /// A repository whose module sits in `sub` (`""` for the root), tagged `tag` (annotated).
+    fn tagged_repo(root: &Path, sub: &str, tag_name: &str, module: &str) -> PathBuf {
+        init(root);
+        let p = |f: &str| join(sub, f);
+        let files = [
+            (p("MODULE.bazel"), FILE, module.as_bytes()),
+            (p("BUILD.bazel"), FILE, &b"# build\n"[..]),
+            (p("tool.sh"), EXEC, &b"#!/bin/sh\n"[..]),
+            (
+                ".bcr/patches/01-fix.patch".to_owned(),
+                FILE,
+                &b"--- a/x\n+++ b/x\n"[..],
+            ),
+            (".bcr/overlay/src/BUILD".to_owned(), FILE, &b"overlay\n"[..]),
+            (
+                ".bcr/metadata.template.json".to_owned(),
+                FILE,
+                &br#"{"homepage": "https://example.com/foo",
+                    "maintainers": [{"name": "A. Person", "email": "a@example.com"}],
+                    "repository": ["github:example/foo"], "versions": [],
+                    "yanked_versions": {}}"#[..],
+            ),
+            ("README".to_owned(), FILE, &b"root\n"[..]),
+        ];
+        let files: Vec<(&str, u32, &[u8])> =
+            files.iter().map(|(p, m, c)| (p.as_str(), *m, *c)).collect();
+        let id = commit(root, &files, 1_700_000_000);
+        tag(root, tag_name, &id, true);
+        let dir = root.join(sub);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    #[test]
+    fn tag_request_uploads_a_deterministic_archive() {
+        let tmp = tempfile::tempdir().unwrap();
+        let module_root = tagged_repo(tmp.path(), "", "v1.2.0", MODULE);
+        let tag = SourceSpec::Tag("v1.2.0".into());
+        let req = build_request(&module_root, &tag, None).unwrap();
+        assert_eq!((req.name.as_str(), req.version.as_str()), ("foo", "1.2.0"));
+        let body = req.body.as_object().unwrap();
+        let keys: Vec<&str> = body.keys().map(String::as_str).collect();
+        assert_eq!(
+            keys,
+            [
+                "module_bazel",
+                "source",
+                "strip_prefix",
+                "archive_type",
+                "patches",
+                "patch_strip",
+                "overlay",
+                "metadata"
+            ]
+        );
+        assert_eq!(body["module_bazel"], MODULE);
+        assert_eq!(body["source"]["type"], "upload");
+        assert_eq!(body["source"]["file_name"], "foo-1.2.0.tar.gz");
+        assert_eq!(body["strip_prefix"], "foo-1.2.0");
+        assert_eq!(body["archive_type"], "tar.gz");
+        assert_eq!(
+            body["patches"],
+            json!([{"name": "01-fix.patch", "content": "--- a/x\n+++ b/x\n"}])
+        );
+        assert_eq!(body["patch_strip"], 1);
+        assert_eq!(
+            body["overlay"],
+            json!([{"path": "src/BUILD", "content": "overlay\n"}])
+        );
+        assert_eq!(
+            body["metadata"],
+            json!({"homepage": "https://example.com/foo",
+                   "maintainers": [{"name": "A. Person", "email": "a@example.com"}],
+                   "repository": ["github:example/foo"]})
+        );
+        let archive = base64::engine::general_purpose::STANDARD
+            .decode(body["source"]["content_base64"].as_str().unwrap())
+            .unwrap();
+        let mut names = Vec::new();
+        let mut tar = tar::Archive::new(flate2::read::GzDecoder::new(&archive[..]));
+        for e in tar.entries().unwrap() {
+            names.push(e.unwrap().path().unwrap().to_string_lossy().into_owned());
+        }
+        assert!(
+            names.contains(&"foo-1.2.0/MODULE.bazel".to_owned()),
+            "{names:?}"
+        );
+        assert!(names.contains(&"foo-1.2.0/tool.sh".to_owned()), "{names:?}");
+        assert!(
+            req.summary.contains("upload foo-1.2.0.tar.gz"),
+            "{}",
+            req.summary
+        );
+
+        // Same bytes on a second run; --patch-strip overrides the default.
+        let again = build_request(&module_root, &tag, Some(0)).unwrap();
+        assert_eq!(again.body["source"], req.body["source"]);
+        assert_eq!(again.body["patch_strip"], 0);
+    }
+
+    #[test]
+    fn tag_request_for_a_module_in_a_subfolder() {
+        let tmp = tempfile::tempdir().unwrap();
+        let module_root = tagged_repo(tmp.path(), "mods/foo", "1.2.0", MODULE);
+        let req = build_request(&module_root, &SourceSpec::Tag("1.2.0".into()), None).unwrap();
+        let archive = base64::engine::general_purpose::STANDARD
+            .decode(req.body["source"]["content_base64"].as_str().unwrap())
+            .unwrap();
+        let mut names = Vec::new();
+        let mut tar = tar::Archive::new(flate2::read::GzDecoder::new(&archive[..]));
+        for e in tar.entries().unwrap() {
+            names.push(e.unwrap().path().unwrap().to_string_lossy().into_owned());
+        }
+        assert_eq!(
+            names,
+            [
+                "foo-1.2.0/",
+                "foo-1.2.0/BUILD.bazel",
+                "foo-1.2.0/MODULE.bazel",
+                "foo-1.2.0/tool.sh"
+            ]
+        );
+        // The repository root's `.bcr` applies.
+        assert_eq!(req.body["patches"][0]["name"], "01-fix.patch");
+    }
+
+    #[test]
+    fn tag_request_refuses_a_tag_of_another_version() {
+        let tmp = tempfile::tempdir().unwrap();
+        let module_root = tagged_repo(tmp.path(), "", "v1.3.0", MODULE);
+        let err = build_request(&module_root, &SourceSpec::Tag("v1.3.0".into()), None)
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            "tag v1.3.0 names version 1.3.0 but MODULE.bazel at that tag says 1.2.0"
+        );
+        let err = build_request(&module_root, &SourceSpec::Tag("v9".into()), None)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("no tag `v9`"), "{err}");
+    }
+
+    #[test]
+    fn tag_request_needs_name_and_version() {
+        let tmp = tempfile::tempdir().unwrap();
+        let module_root = tagged_repo(tmp.path(), "", "v1", "module(name = \"foo\")\n");
+        let err = build_request(&module_root, &SourceSpec::Tag("v1".into()), None)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("module(version = ...) is required"), "{err}");
+    }
+
+    #[test]
+    fn archive_url_request_reads_the_work_tree() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path();
+        std::fs::write(root.join("MODULE.bazel"), MODULE).unwrap();
+        let source = SourceSpec::ArchiveUrl {
+            url: "https://example.com/foo-1.2.0.tar.gz".into(),
+            integrity: Some("sha256-AAAA".into()),
+            strip_prefix: Some("foo-1.2.0".into()),
+            archive_type: None,
+        };
+        let req = build_request(root, &source, None).unwrap();
+        assert_eq!((req.name.as_str(), req.version.as_str()), ("foo", "1.2.0"));
+        assert_eq!(
+            req.body,
+            json!({
+                "module_bazel": MODULE,
+                "source": {"type": "archive", "url": "https://example.com/foo-1.2.0.tar.gz",
+                           "integrity": "sha256-AAAA"},
+                "strip_prefix": "foo-1.2.0",
+            })
+        );
+
+        // `.bcr/` on disk; a patch_strip given without patches is still sent.
+        std::fs::create_dir_all(root.join(".bcr/patches")).unwrap();
+        std::fs::write(root.join(".bcr/patches/b.patch"), "B").unwrap();
+        std::fs::write(root.join(".bcr/patches/a.patch"), "A").unwrap();
+        std::fs::write(
+            root.join(".bcr/metadata.template.json"),
+            "{\"homepage\": 1}",
+        )
+        .unwrap();
+        let source = SourceSpec::ArchiveUrl {
+            url: "https://example.com/foo.zip".into(),
+            integrity: None,
+            strip_prefix: None,
+            archive_type: Some("zip".into()),
+        };
+        let err = build_request(root, &source, None).unwrap_err().to_string();
+        assert!(err.contains("`homepage` must be a string"), "{err}");
+        std::fs::write(
+            root.join(".bcr/metadata.template.json"),
+            "{\"versions\": []}",
+        )
+        .unwrap();
+        let req = build_request(root, &source, Some(2)).unwrap();
+        assert_eq!(
+            req.body,
+            json!({
+                "module_bazel": MODULE,
+                "source": {"type": "archive", "url": "https://example.com/foo.zip"},
+                "archive_type": "zip",
+                "patches": [{"name": "a.patch", "content": "A"}, {"name": "b.patch", "content": "B"}],
+                "patch_strip": 2,
+                "metadata": {},
+            })
+        );
+
+        let bad = SourceSpec::ArchiveUrl {
+            url: "file:///etc/passwd".into(),
+            integrity: None,
+            strip_prefix: None,
+            archive_type: None,
+        };
+        assert!(build_request(root, &bad, None).is_err());
+        let err = build_request(&root.join("missing"), &source, None)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("MODULE.bazel"), "{err}");
+    }
+
+    #[test]
+    fn bodies_are_what_the_server_parses() {
+        use crate::publish::request::PublishRequest as ServerRequest;
+        let tmp = tempfile::tempdir().unwrap();
+        let module_root = tagged_repo(tmp.path(), "", "v1.2.0", MODULE);
+        let tag = build_request(&module_root, &SourceSpec::Tag("v1.2.0".into()), None).unwrap();
+        let parsed: ServerRequest = serde_json::from_value(tag.body).unwrap();
+        assert_eq!(parsed.patches.len(), 1);
+        assert_eq!(parsed.overlay.len(), 1);
+        assert!(parsed.metadata.is_some());
+        let url = SourceSpec::ArchiveUrl {
+            url: "https://example.com/foo.tar.gz".into(),
+            integrity: Some("sha256-AAAA".into()),
+            strip_prefix: Some("foo".into()),
+            archive_type: Some("tar.gz".into()),
+        };
+        std::fs::write(module_root.join("MODULE.bazel"), MODULE).unwrap();
+        let req = build_request(&module_root, &url, Some(1)).unwrap();
+        let _: ServerRequest = serde_json::from_value(req.body).unwrap();
+    }
+
+    #[test]
+    fn flags_need_exactly_one_source() {
+        use clap::Parser as _;
+        #[derive(Debug, clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            args: PublishArgs,
+        }
+        assert!(Cli::try_parse_from(["x", "--server", "http://s"]).is_err());
+        assert!(
+            Cli::try_parse_from(["x", "--tag", "v1", "--archive-url", "https://a/b.zip"]).is_err()
+        );
+        assert!(Cli::try_parse_from(["x", "--tag", "v1", "--integrity", "sha256-x"]).is_err());
+        assert!(Cli::try_parse_from(["x", "--tag", "v1", "--strip-prefix", "x"]).is_err());
+        let ok =
+            Cli::try_parse_from(["x", "--tag", "v1", "--dry-run", "--patch-strip", "0"]).unwrap();
+        assert!(ok.args.dry_run);
+        assert_eq!(ok.args.module_root, Path::new("."));
+        assert!(
+            Cli::try_parse_from([
+                "x",
+                "--archive-url",
+                "https://a/b.zip",
+                "--integrity",
+                "sha256-x",
+                "--strip-prefix",
+                "b"
+            ])
+            .is_ok()
+        );
+    }
+
+    #[test]
+    fn report_exit_codes() {
+        let ok = report(
+            "foo",
+            "1.2.0",
+            reqwest::StatusCode::CREATED,
+            "{\"status\":\"created\"}",
+        );
+        assert_eq!(ok, ExitCode::SUCCESS);
+        let conflict = report("foo", "1.2.0", reqwest::StatusCode::CONFLICT, "{}");
+        assert_eq!(conflict, ExitCode::FAILURE);
+    }
+}

@@ -1,0 +1,232 @@
+//! The HTTP edge of authentication: reads the `Authorization` header, asks
+//! [`AuthConfig::authorize`] and maps a refusal to `401` (with the challenges) or `403`.
+
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+
+use crate::auth::{Action, AuthConfig, AuthError, Principal, parse_authorization};
+
+/// The challenges of a `401`, one `WWW-Authenticate` header per scheme.
+const CHALLENGES: [&str; 2] = [
+    r#"Basic realm="gf-registry""#,
+    r#"Bearer realm="gf-registry""#,
+];
+
+/// Decides whether the request with these headers may do `action`; a refusal is logged (at
+/// info, without the token) and answers `401` or `403`.
+pub(crate) fn authorize(
+    auth: &AuthConfig,
+    headers: &HeaderMap,
+    action: &Action<'_>,
+) -> Result<Principal, AuthRejection> {
+    let mut values = headers.get_all(header::AUTHORIZATION).iter();
+    let credential = match (values.next(), values.next()) {
+        (None, _) => Ok(None),
+        (Some(v), None) => parse_authorization(v.as_bytes()).map(Some),
+        (Some(_), Some(_)) => Err(AuthError::Malformed("more than one Authorization header")),
+    };
+    let result = match credential {
+        Ok(c) => auth.authorize(c.as_ref(), action, chrono::Utc::now()),
+        // Open reads stay open whatever a client sends along.
+        Err(_) if auth.allows_anonymous(action) => Ok(Principal::anonymous()),
+        Err(e) => Err(e),
+    };
+    result.map_err(|error| {
+        tracing::info!(
+            action = %action.needed_scope(),
+            reason = %error,
+            "request refused"
+        );
+        AuthRejection { error }
+    })
+}
+
+/// A refused request: `401` with `WWW-Authenticate` challenges, or `403` naming the scope needed.
+#[derive(Debug)]
+pub(crate) struct AuthRejection {
+    error: AuthError,
+}
+
+impl AuthRejection {
+    /// The answer's status.
+    pub(crate) fn status(&self) -> StatusCode {
+        match self.error {
+            AuthError::Forbidden { .. } => StatusCode::FORBIDDEN,
+            AuthError::Missing
+            | AuthError::Malformed(_)
+            | AuthError::Unknown
+            | AuthError::Expired { .. } => StatusCode::UNAUTHORIZED,
+        }
+    }
+}
+
+impl IntoResponse for AuthRejection {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        // The message is one line and never holds the token.
+        let mut response = (
+            status,
+            [
+                (header::CONTENT_TYPE, "text/plain; charset=utf-8"),
+                (header::CACHE_CONTROL, "no-store"),
+            ],
+            format!("{}\n", self.error),
+        )
+            .into_response();
+        if status == StatusCode::UNAUTHORIZED {
+            for challenge in CHALLENGES {
+                response.headers_mut().append(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static(challenge),
+                );
+            }
+        }
+        response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use base64::Engine as _;
+
+    use super::*;
+    use crate::auth::{Scope, TokenEntry, token_sha256};
+
+    fn config(require_token_for_reads: bool) -> AuthConfig {
+        let entry = |name: &str, token: &str, scope: &str| {
+            let mut sha256 = [0u8; 32];
+            hex::decode_to_slice(token_sha256(token), &mut sha256).unwrap();
+            TokenEntry {
+                name: name.to_owned(),
+                sha256,
+                scopes: vec![scope.parse::<Scope>().unwrap()],
+                expires: None,
+            }
+        };
+        AuthConfig {
+            require_token_for_reads,
+            tokens: vec![
+                entry("ci", "gfr_secret1", "publish:rules_*"),
+                entry("root", "gfr_secret2", "admin"),
+            ],
+        }
+    }
+
+    fn headers(values: &[&str]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for v in values {
+            h.append(header::AUTHORIZATION, HeaderValue::from_str(v).unwrap());
+        }
+        h
+    }
+
+    async fn body(r: Response) -> String {
+        let bytes = axum::body::to_bytes(r.into_body(), 1 << 16).await.unwrap();
+        String::from_utf8(bytes.to_vec()).unwrap()
+    }
+
+    fn reject(c: &AuthConfig, h: &[&str], a: &Action<'_>) -> AuthRejection {
+        authorize(c, &headers(h), a).unwrap_err()
+    }
+
+    #[test]
+    fn allowed() {
+        let c = config(false);
+        assert_eq!(
+            authorize(&c, &headers(&[]), &Action::Read).unwrap().name,
+            "anonymous"
+        );
+        assert_eq!(
+            authorize(
+                &c,
+                &headers(&["Bearer gfr_secret1"]),
+                &Action::Publish("rules_go")
+            )
+            .unwrap()
+            .name,
+            "ci"
+        );
+        let basic = format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode("me:gfr_secret2")
+        );
+        assert_eq!(
+            authorize(&c, &headers(&[&basic]), &Action::Admin)
+                .unwrap()
+                .name,
+            "root"
+        );
+        // Open reads ignore whatever credentials come along, even unreadable ones.
+        for h in [
+            &["garbage"][..],
+            &["Bearer nope"],
+            &["Bearer a", "Bearer b"],
+        ] {
+            assert_eq!(
+                authorize(&c, &headers(h), &Action::Read).unwrap().name,
+                "anonymous"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn unauthorized_answers() {
+        let c = config(true);
+        let cases: [(&[&str], &str); 5] = [
+            (&[], "a token is required"),
+            (&["Bearer gfr_unknownsecret"], "unknown token"),
+            (&["gfr_secret1"], "malformed Authorization header"),
+            (
+                &["Bearer gfr_secret1", "Bearer gfr_secret1"],
+                "malformed Authorization header: more than one",
+            ),
+            (&["Digest gfr_secret1"], "malformed Authorization header"),
+        ];
+        for (h, want) in cases {
+            let r = reject(&c, h, &Action::Read).into_response();
+            assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "{h:?}");
+            let challenges: Vec<_> = r
+                .headers()
+                .get_all(header::WWW_AUTHENTICATE)
+                .iter()
+                .map(|v| v.to_str().unwrap().to_owned())
+                .collect();
+            assert_eq!(challenges, CHALLENGES, "{h:?}");
+            assert_eq!(r.headers()[header::CACHE_CONTROL], "no-store");
+            assert_eq!(
+                r.headers()[header::CONTENT_TYPE],
+                "text/plain; charset=utf-8"
+            );
+            let b = body(r).await;
+            assert!(b.starts_with(want), "{h:?}: {b}");
+            assert!(!b.contains("secret"), "{b}");
+        }
+    }
+
+    #[tokio::test]
+    async fn forbidden_answer() {
+        let c = config(false);
+        let r = reject(&c, &["Bearer gfr_secret1"], &Action::Publish("foo"));
+        assert_eq!(r.status(), StatusCode::FORBIDDEN);
+        let r = r.into_response();
+        assert_eq!(r.status(), StatusCode::FORBIDDEN);
+        assert!(r.headers().get(header::WWW_AUTHENTICATE).is_none());
+        assert_eq!(r.headers()[header::CACHE_CONTROL], "no-store");
+        assert_eq!(
+            r.headers()[header::CONTENT_TYPE],
+            "text/plain; charset=utf-8"
+        );
+        assert_eq!(body(r).await, "token \"ci\" lacks scope publish:foo\n");
+    }
+
+    #[test]
+    fn writes_need_a_token_even_with_open_reads() {
+        let c = config(false);
+        for h in [&[][..], &["garbage"], &["Bearer a", "Bearer b"]] {
+            assert_eq!(
+                reject(&c, h, &Action::Yank("x")).status(),
+                StatusCode::UNAUTHORIZED
+            );
+        }
+    }
+}

@@ -1,0 +1,172 @@
+//! Publishing routes: `POST /api/v1/modules/{name}/{version}`, `.../yank`, `.../unyank`,
+//! `POST /api/v1/modules/{name}/deprecate`. Each checks the token, parses, calls the
+//! publisher once and maps the result.
+
+use std::net::SocketAddr;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{ConnectInfo, Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+
+use super::auth::authorize;
+use super::error::ApiError;
+use crate::app::AppState;
+use crate::auth::Action;
+use crate::publish::{Actor, EditKind, Status};
+
+/// `?dry_run=true`.
+#[derive(Debug, Deserialize)]
+pub(super) struct PublishQuery {
+    #[serde(default)]
+    dry_run: bool,
+}
+
+/// A yank or deprecation body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct ReasonBody {
+    #[serde(default)]
+    reason: String,
+}
+
+fn require_json(headers: &HeaderMap) -> Result<(), ApiError> {
+    let ct = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let essence = ct.split(';').next().unwrap_or("").trim();
+    if essence.eq_ignore_ascii_case("application/json") {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            format!(
+                "Content-Type: expected application/json, got {:?}",
+                if ct.is_empty() { "(none)" } else { ct }
+            ),
+        ))
+    }
+}
+
+fn reason_from(body: &Bytes, headers: &HeaderMap, required: bool) -> Result<String, ApiError> {
+    if body.is_empty() && !required {
+        return Ok(String::new());
+    }
+    require_json(headers)?;
+    serde_json::from_slice::<ReasonBody>(body)
+        .map(|b| b.reason)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("body: {e}")))
+}
+
+fn answer(published: &crate::publish::Published) -> Response {
+    let status = match published.status {
+        Status::Created => StatusCode::CREATED,
+        _ => StatusCode::OK,
+    };
+    (
+        status,
+        [(header::CACHE_CONTROL, "no-store")],
+        Json(published),
+    )
+        .into_response()
+}
+
+/// `POST /api/v1/modules/{name}/{version}`.
+pub(super) async fn publish_version(
+    State(app): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Path((name, version)): Path<(String, String)>,
+    Query(query): Query<PublishQuery>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, Response> {
+    let principal = authorize(&app.config.auth, &headers, &Action::Publish(&name))
+        .map_err(IntoResponse::into_response)?;
+    require_json(&headers).map_err(IntoResponse::into_response)?;
+    let actor = Actor {
+        name: principal.name,
+        address: peer.ip().to_string(),
+    };
+    let published = app
+        .publisher
+        .publish(
+            &name,
+            &version,
+            &body,
+            &actor,
+            &app.public_url(),
+            query.dry_run,
+        )
+        .await
+        .map_err(|e| ApiError::from(e).into_response())?;
+    Ok(answer(&published))
+}
+
+async fn edit(
+    app: &AppState,
+    peer: SocketAddr,
+    headers: &HeaderMap,
+    name: &str,
+    kind: EditKind,
+) -> Result<Response, Response> {
+    let principal = authorize(&app.config.auth, headers, &Action::Yank(name))
+        .map_err(IntoResponse::into_response)?;
+    let actor = Actor {
+        name: principal.name,
+        address: peer.ip().to_string(),
+    };
+    let done = app
+        .publisher
+        .edit(name, kind, &actor)
+        .await
+        .map_err(|e| ApiError::from(e).into_response())?;
+    Ok(answer(&done))
+}
+
+/// `POST /api/v1/modules/{name}/{version}/yank` with `{"reason": ...}`.
+pub(super) async fn yank_version(
+    State(app): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Path((name, version)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, Response> {
+    authorize(&app.config.auth, &headers, &Action::Yank(&name))
+        .map_err(IntoResponse::into_response)?;
+    let reason = reason_from(&body, &headers, true).map_err(IntoResponse::into_response)?;
+    edit(
+        &app,
+        peer,
+        &headers,
+        &name,
+        EditKind::Yank { version, reason },
+    )
+    .await
+}
+
+/// `POST /api/v1/modules/{name}/{version}/unyank`.
+pub(super) async fn unyank_version(
+    State(app): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Path((name, version)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Result<Response, Response> {
+    edit(&app, peer, &headers, &name, EditKind::Unyank { version }).await
+}
+
+/// `POST /api/v1/modules/{name}/deprecate` with `{"reason": ...}` (empty: undeprecate).
+pub(super) async fn deprecate_module(
+    State(app): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, Response> {
+    authorize(&app.config.auth, &headers, &Action::Yank(&name))
+        .map_err(IntoResponse::into_response)?;
+    let reason = reason_from(&body, &headers, true).map_err(IntoResponse::into_response)?;
+    edit(&app, peer, &headers, &name, EditKind::Deprecate { reason }).await
+}

@@ -1,0 +1,287 @@
+//! Ingest on behalf of publishing: a release's archive is stored and pinned before its registry
+//! entry is written, so consumers never depend on the upstream staying the same.
+
+use std::io::Write as _;
+
+use chrono::Utc;
+use url::Url;
+
+use super::MirrorError;
+use super::fill::Fill;
+use super::records::{BlobRecord, Record};
+use super::service::Mirror;
+use super::verify::{CHUNK_SIZE, Hashers};
+use crate::registry::{Algorithm, Integrity};
+use crate::storage::StorageKey;
+
+impl Mirror {
+    /// Stores (or finds) the archive at `url` and returns its hex sha256. A URL pinned before
+    /// keeps its first-seen bytes; `expected` must match what is (or gets) stored.
+    ///
+    /// # Errors
+    /// [`MirrorError::NotFound`] when the policy allows no such upstream; upstream failures;
+    /// [`MirrorError::IntegrityMismatch`] when the bytes differ from `expected`.
+    pub async fn ingest_url(
+        &self,
+        url: &Url,
+        expected: Option<&Integrity>,
+        requested_by: &str,
+    ) -> Result<String, MirrorError> {
+        let pinned = |m: &Mirror| {
+            super::service::read_state(m.inner())
+                .pins
+                .get(url.as_str())
+                .map(|p| p.sha256.clone())
+        };
+        let mut pin = pinned(self);
+        if pin.is_none() {
+            self.reload_records().await?;
+            pin = pinned(self);
+        }
+        if let Some(sha) = &pin
+            && self.available(sha).is_some()
+        {
+            if let Some(e) = expected {
+                self.check_blob_integrity(sha, e, url).await?;
+            }
+            return Ok(sha.clone());
+        }
+        let policy = self.policy();
+        let allowed = policy.allows(url).ok_or_else(|| {
+            MirrorError::BadRequest(format!(
+                "no upstream prefix of the mirror policy allows {url}; ask the operators to add it to mirror-policy/policy.toml, or upload the archive"
+            ))
+        })?;
+        let expected = match (&pin, expected) {
+            (Some(sha), _) => Some(Integrity::of_digest(
+                Algorithm::Sha256,
+                hex::decode(sha)
+                    .map_err(|_| MirrorError::Storage(format!("corrupt pin record for {url}")))?,
+            )),
+            (None, e) => e.cloned(),
+        };
+        self.check_ingest_allowed().await?;
+        let fill = Fill::join_or_start(
+            self.inner(),
+            url.clone(),
+            allowed,
+            expected.clone(),
+            requested_by.to_owned(),
+        );
+        fill.finished().await;
+        let sha = match fill.outcome() {
+            Some(Ok(record)) => record.sha256.clone(),
+            Some(Err(e)) => return Err(super::service::fill_error(url, e)),
+            None => {
+                return Err(MirrorError::Storage(format!(
+                    "the fetch of {url} ended without a result"
+                )));
+            }
+        };
+        // A fill joined in flight was started with another expectation: check ours.
+        if let Some(e) = &expected {
+            self.check_blob_integrity(&sha, e, url).await?;
+        }
+        Ok(sha)
+    }
+
+    /// Stores uploaded bytes as a blob and returns its hex sha256.
+    ///
+    /// # Errors
+    /// [`MirrorError::Storage`] when the backend refuses the write or ingest is refused.
+    pub async fn ingest_bytes(
+        &self,
+        bytes: std::sync::Arc<Vec<u8>>,
+        label: &str,
+        requested_by: &str,
+    ) -> Result<String, MirrorError> {
+        self.check_ingest_allowed().await?;
+        let max = self.policy().max_blob_bytes;
+        if bytes.len() as u64 > max {
+            return Err(MirrorError::BadRequest(format!(
+                "the archive is {} bytes, over the mirror's max_blob_bytes ({max})",
+                bytes.len()
+            )));
+        }
+        let spool_dir = self
+            .inner()
+            .storage
+            .local_spool_dir()
+            .unwrap_or_else(std::env::temp_dir);
+        let data = bytes.clone();
+        let (digests, temp) = crate::tasks::spawn_blocking(move || {
+            let mut h = Hashers::new(&[Algorithm::Sha384, Algorithm::Sha512]);
+            h.update(&data);
+            let digests = h.finish();
+            std::fs::create_dir_all(&spool_dir)?;
+            let mut f = tempfile::Builder::new()
+                .prefix("gf-registry-upload-")
+                .tempfile_in(&spool_dir)?;
+            f.write_all(&data)?;
+            f.as_file().sync_data()?;
+            Ok::<_, std::io::Error>((digests, f.into_temp_path()))
+        })
+        .await
+        .map_err(|e| MirrorError::Storage(e.to_string()))?
+        .map_err(|e| MirrorError::Storage(format!("spooling the upload: {e}")))?;
+        let sha = digests.sha256_hex.clone();
+        if self.available(&sha).is_some() {
+            return Ok(sha);
+        }
+        let storage = &self.inner().storage;
+        let st = |e: crate::storage::StorageError| MirrorError::Storage(e.to_string());
+        let blob_key = StorageKey::blob("sha256", &sha);
+        let now = Utc::now();
+        let _placing = self.inner().placement.lock().await;
+        if let Some(dest) = storage.local_path_of(&blob_key) {
+            crate::tasks::spawn_blocking(move || -> std::io::Result<()> {
+                if let Some(parent) = dest.parent() {
+                    std::fs::create_dir_all(parent)?;
+                }
+                temp.persist(&dest).map_err(|e| e.error)?;
+                if let Some(parent) = dest.parent() {
+                    std::fs::File::open(parent)?.sync_all()?;
+                }
+                Ok(())
+            })
+            .await
+            .map_err(|e| MirrorError::Storage(e.to_string()))?
+            .map_err(|e| MirrorError::Storage(format!("storing the upload: {e}")))?;
+        } else {
+            let tmp = StorageKey::Temp {
+                id: format!("{sha}-{}", now.timestamp_nanos_opt().unwrap_or_default()),
+            };
+            let sent = storage.put_file(&tmp, &temp).await.map_err(st)?;
+            if sent != bytes.len() as u64 {
+                let _ = storage.delete(&tmp).await;
+                return Err(MirrorError::Storage(format!(
+                    "upload spool held {sent} bytes, expected {}",
+                    bytes.len()
+                )));
+            }
+            if let Err(e) = storage.rename(&tmp, &blob_key).await {
+                let _ = storage.delete(&tmp).await;
+                return Err(st(e));
+            }
+        }
+        match storage.size(&blob_key).await.map_err(st)? {
+            Some(n) if n == bytes.len() as u64 => {}
+            other => {
+                return Err(MirrorError::Storage(format!(
+                    "blob {sha} not visible with its size after the write (backend reports {other:?}, expected {})",
+                    bytes.len()
+                )));
+            }
+        }
+        let record = BlobRecord {
+            sha256: sha.clone(),
+            integrity: digests.integrity.iter().map(ToString::to_string).collect(),
+            size: bytes.len() as u64,
+            url: None,
+            fetched_at: now,
+            upstream: None,
+            rule: Some(format!("upload: {label}")),
+            requested_by: Some(requested_by.to_owned()),
+            chunk_size: CHUNK_SIZE,
+            chunks: digests.chunks,
+            supplement: false,
+        };
+        self.inner()
+            .record(&Record::Blob(record))
+            .await
+            .map_err(st)?;
+        Ok(sha)
+    }
+
+    /// Copies a stored blob, verified chunk by chunk, into `dest`.
+    ///
+    /// # Errors
+    /// [`MirrorError`] when the blob is missing or does not verify.
+    pub async fn copy_blob_to(
+        &self,
+        sha256: &str,
+        dest: &std::path::Path,
+    ) -> Result<u64, MirrorError> {
+        use futures::StreamExt as _;
+        use tokio::io::AsyncWriteExt as _;
+        let resp = self.read_blob(sha256).await?;
+        let mut body = resp.body;
+        let mut f = tokio::fs::File::create(dest)
+            .await
+            .map_err(|e| MirrorError::Storage(format!("{}: {e}", dest.display())))?;
+        let mut n = 0u64;
+        while let Some(chunk) = body.next().await {
+            let chunk =
+                chunk.map_err(|e| MirrorError::Storage(format!("reading blob {sha256}: {e}")))?;
+            n += chunk.len() as u64;
+            f.write_all(&chunk)
+                .await
+                .map_err(|e| MirrorError::Storage(format!("{}: {e}", dest.display())))?;
+        }
+        f.flush()
+            .await
+            .map_err(|e| MirrorError::Storage(format!("{}: {e}", dest.display())))?;
+        Ok(n)
+    }
+
+    async fn check_ingest_allowed(&self) -> Result<(), MirrorError> {
+        let refused = self
+            .inner()
+            .ingest_refused
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        if let Some(reason) = refused {
+            return Err(MirrorError::Storage(format!(
+                "trusted writes are refused: {reason} (set storage.allow_no_go = true to override)"
+            )));
+        }
+        self.inner()
+            .storage
+            .check(std::time::Duration::from_secs(2))
+            .await
+            .map_err(|e| MirrorError::Storage(e.to_string()))
+    }
+
+    /// Checks that the stored blob `sha256` has the integrity `expected`, hashing it again
+    /// when its records do not carry that algorithm.
+    async fn check_blob_integrity(
+        &self,
+        sha256: &str,
+        expected: &Integrity,
+        url: &Url,
+    ) -> Result<(), MirrorError> {
+        let want = expected.to_string();
+        let recorded = self
+            .available(sha256)
+            .map(|b| b.record.integrity.clone())
+            .unwrap_or_default();
+        let same_algo = recorded
+            .iter()
+            .find(|i| i.starts_with(&format!("{}-", expected.algorithm().name())))
+            .cloned();
+        let actual = match same_algo {
+            Some(a) => a,
+            None => {
+                use futures::StreamExt as _;
+                let mut body = self.read_blob(sha256).await?.body;
+                let mut data = Vec::new();
+                while let Some(c) = body.next().await {
+                    data.extend_from_slice(&c.map_err(|e| {
+                        MirrorError::Storage(format!("reading blob {sha256}: {e}"))
+                    })?);
+                }
+                Integrity::of(expected.algorithm(), &data).to_string()
+            }
+        };
+        if actual == want {
+            Ok(())
+        } else {
+            Err(MirrorError::IntegrityMismatch {
+                url: url.to_string(),
+                expected: want,
+                actual,
+            })
+        }
+    }
+}

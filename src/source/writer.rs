@@ -1,0 +1,514 @@
+//! Writing to the registry source: one transaction at a time, each all-or-nothing.
+//!
+//! The domain layer describes a transaction as a function from the current tree to a
+//! [`Plan`]: nothing to write, or a [`Change`]. The writer runs it under a lock on the tip of the
+//! source and applies the change atomically:
+//!
+//! - a **directory** registry takes an exclusive file lock (`.gf-registry.lock` in its root, so
+//!   several processes exclude each other), builds each new folder in a staging folder and
+//!   renames it into place, and replaces each changed file by write-to-temp, fsync and rename;
+//! - a **git** registry builds one commit on top of the served branch without touching any work
+//!   tree, moves the branch with a compare-and-swap, and, when the repository has an `origin`
+//!   remote, pushes it. A push refused as non-fast-forward (another replica published first)
+//!   fetches the new tip and runs the plan again on it, up to [`MAX_ATTEMPTS`] times.
+//!
+//! Every call here blocks: run it through [`crate::tasks::spawn_blocking`].
+
+use std::fs::{self, File, OpenOptions};
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use git2::{FileMode, Oid, Repository, Signature};
+
+use super::dir::DirTree;
+use super::git::GitTree;
+use super::{RegistrySource, SourceError, Tree};
+
+/// How often a git transaction is retried after losing a race to another writer.
+pub const MAX_ATTEMPTS: u32 = 8;
+
+/// The lock file of a directory registry.
+pub const LOCK_FILE: &str = ".gf-registry.lock";
+
+/// Where a directory registry stages new folders before renaming them into place.
+pub const STAGING_DIR: &str = ".gf-registry-staging";
+
+/// The remote a git registry pushes to and fetches from, when the repository has it.
+pub const ORIGIN: &str = "origin";
+
+/// Files of a new folder: paths relative to it, and their bytes.
+pub type DirFiles = Vec<(String, Vec<u8>)>;
+
+/// A transaction function: shown the current tree, it decides what to write.
+pub type PlanFn<'a, T, E> = dyn FnMut(&dyn Tree) -> Result<Plan<T>, E> + 'a;
+
+/// Files to write in one transaction. Paths are `/`-separated, relative to the registry root,
+/// and already validated by the caller.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Change {
+    /// Folders created whole (they must not exist): the folder and its files, relative to it.
+    pub new_dirs: Vec<(String, DirFiles)>,
+    /// Files created or replaced, after the new folders.
+    pub files: Vec<(String, Vec<u8>)>,
+    /// The commit message (git registries).
+    pub message: String,
+}
+
+/// Who a change is written for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Author {
+    /// Name.
+    pub name: String,
+    /// E-mail address.
+    pub email: String,
+}
+
+/// What a transaction function decided on the tree it was shown.
+#[derive(Debug)]
+pub enum Plan<T> {
+    /// Nothing to write; the transaction's answer.
+    Unchanged(T),
+    /// Write this change; the answer once it is written.
+    Write(Change, T),
+}
+
+/// The result of a transaction.
+#[derive(Debug)]
+pub struct Written<T> {
+    /// The plan's answer.
+    pub value: T,
+    /// The commit created (git), `directory` for a directory write, `None` when unchanged.
+    pub revision: Option<String>,
+    /// Attempts made (more than one when another writer won a race).
+    pub attempts: u32,
+}
+
+/// A failure of a transaction: the plan's own error, or the source's.
+#[derive(Debug, thiserror::Error)]
+pub enum TransactError<E> {
+    /// The plan refused.
+    #[error(transparent)]
+    Plan(E),
+    /// Reading or writing the source failed.
+    #[error(transparent)]
+    Source(#[from] SourceError),
+}
+
+static UNIQUE: AtomicU64 = AtomicU64::new(0);
+
+fn unique_name(prefix: &str) -> String {
+    format!(
+        "{prefix}{}-{}-{}",
+        std::process::id(),
+        UNIQUE.fetch_add(1, Ordering::Relaxed),
+        chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default()
+    )
+}
+
+impl RegistrySource {
+    /// Runs `plan` on the current tree and writes what it asks for, atomically.
+    ///
+    /// # Errors
+    /// [`TransactError::Plan`] when the plan refuses (nothing is written);
+    /// [`TransactError::Source`] when the source cannot be read or written.
+    pub fn transact<T, E>(
+        &self,
+        author: &Author,
+        plan: &mut PlanFn<'_, T, E>,
+    ) -> Result<Written<T>, TransactError<E>> {
+        match self {
+            Self::Dir(d) => transact_dir(d, plan),
+            Self::Git(g) => g.transact(author, plan),
+        }
+    }
+
+    /// Brings the served ref up to date with the `origin` remote, when there is one (git
+    /// registries shared by several replicas). A no-op for directories.
+    ///
+    /// # Errors
+    /// [`SourceError::Git`] when fetching fails.
+    pub fn sync(&self) -> Result<bool, SourceError> {
+        match self {
+            Self::Dir(_) => Ok(false),
+            Self::Git(g) => {
+                let repo = g.open_for_write()?;
+                g.sync_origin(&repo)
+            }
+        }
+    }
+}
+
+fn io_err(path: &Path, source: std::io::Error) -> SourceError {
+    SourceError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+fn transact_dir<T, E>(
+    tree: &DirTree,
+    plan: &mut PlanFn<'_, T, E>,
+) -> Result<Written<T>, TransactError<E>> {
+    let root = tree.root().to_path_buf();
+    let lock_path = root.join(LOCK_FILE);
+    let lock = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(|e| io_err(&lock_path, e))?;
+    lock.lock().map_err(|e| io_err(&lock_path, e))?;
+    let staging = root.join(STAGING_DIR);
+    // Leftovers of a crash: never visible (the folder is not part of the tree), removed here.
+    if staging.exists() {
+        fs::remove_dir_all(&staging).map_err(|e| io_err(&staging, e))?;
+    }
+    let (change, value) = match plan(tree).map_err(TransactError::Plan)? {
+        Plan::Unchanged(value) => {
+            return Ok(Written {
+                value,
+                revision: None,
+                attempts: 1,
+            });
+        }
+        Plan::Write(change, value) => (change, value),
+    };
+    let result = write_dir_change(&root, &staging, &change);
+    if staging.exists() {
+        let _ = fs::remove_dir_all(&staging);
+    }
+    result?;
+    drop(lock);
+    Ok(Written {
+        value,
+        revision: Some("directory".to_owned()),
+        attempts: 1,
+    })
+}
+
+fn write_dir_change(root: &Path, staging: &Path, change: &Change) -> Result<(), SourceError> {
+    for (dir, files) in &change.new_dirs {
+        let stage = staging.join(unique_name("dir-"));
+        for (rel, bytes) in files {
+            let path = stage.join(rel);
+            if let Some(parent) = path.parent() {
+                fs::create_dir_all(parent).map_err(|e| io_err(parent, e))?;
+            }
+            write_synced(&path, bytes)?;
+        }
+        fs::create_dir_all(&stage).map_err(|e| io_err(&stage, e))?;
+        sync_tree_dirs(&stage)?;
+        let dest = root.join(dir);
+        let parent = dest.parent().unwrap_or(root);
+        fs::create_dir_all(parent).map_err(|e| io_err(parent, e))?;
+        if fs::symlink_metadata(&dest).is_ok() {
+            return Err(io_err(
+                &dest,
+                std::io::Error::new(std::io::ErrorKind::AlreadyExists, "already exists"),
+            ));
+        }
+        fs::rename(&stage, &dest).map_err(|e| io_err(&dest, e))?;
+        sync_dir(parent)?;
+    }
+    for (rel, bytes) in &change.files {
+        let dest = root.join(rel);
+        let parent = dest.parent().unwrap_or(root).to_path_buf();
+        fs::create_dir_all(&parent).map_err(|e| io_err(&parent, e))?;
+        let tmp = parent.join(unique_name(".gf-registry-tmp-"));
+        if let Err(e) = write_synced(&tmp, bytes) {
+            let _ = fs::remove_file(&tmp);
+            return Err(e);
+        }
+        if let Err(e) = fs::rename(&tmp, &dest) {
+            let _ = fs::remove_file(&tmp);
+            return Err(io_err(&dest, e));
+        }
+        sync_dir(&parent)?;
+    }
+    Ok(())
+}
+
+fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), SourceError> {
+    let mut f = OpenOptions::new()
+        .create_new(true)
+        .write(true)
+        .open(path)
+        .map_err(|e| io_err(path, e))?;
+    f.write_all(bytes).map_err(|e| io_err(path, e))?;
+    f.sync_all().map_err(|e| io_err(path, e))
+}
+
+fn sync_dir(dir: &Path) -> Result<(), SourceError> {
+    File::open(dir)
+        .and_then(|f| f.sync_all())
+        .map_err(|e| io_err(dir, e))
+}
+
+fn sync_tree_dirs(dir: &Path) -> Result<(), SourceError> {
+    for entry in fs::read_dir(dir).map_err(|e| io_err(dir, e))? {
+        let entry = entry.map_err(|e| io_err(dir, e))?;
+        if entry.file_type().map_err(|e| io_err(dir, e))?.is_dir() {
+            sync_tree_dirs(&entry.path())?;
+        }
+    }
+    sync_dir(dir)
+}
+
+fn git_err(repo: &Path, e: impl std::fmt::Display) -> SourceError {
+    SourceError::Git {
+        repo: repo.to_path_buf(),
+        message: e.to_string(),
+    }
+}
+
+/// How a push ended.
+enum Pushed {
+    Done,
+    /// The remote moved on: fetch, plan again.
+    Behind,
+}
+
+impl super::GitSource {
+    /// A fresh repository handle for a write (the shared read handle stays free).
+    pub(super) fn open_for_write(&self) -> Result<Repository, SourceError> {
+        Repository::open(self.path()).map_err(|e| git_err(self.path(), e))
+    }
+
+    /// The served ref as a full branch name; writes need a branch.
+    fn branch_ref(&self, repo: &Repository) -> Result<String, SourceError> {
+        let name = self.ref_name();
+        let full = if name.starts_with("refs/") {
+            name.to_owned()
+        } else {
+            repo.resolve_reference_from_short_name(name)
+                .ok()
+                .and_then(|r| r.name().ok().map(str::to_owned))
+                .unwrap_or_else(|| format!("refs/heads/{name}"))
+        };
+        if !full.starts_with("refs/heads/") {
+            return Err(git_err(
+                self.path(),
+                format!(
+                    "the served ref `{name}` is not a branch; publishing needs registry.ref to name a branch"
+                ),
+            ));
+        }
+        Ok(full)
+    }
+
+    fn has_origin(repo: &Repository) -> bool {
+        repo.find_remote(ORIGIN).is_ok()
+    }
+
+    /// Fetches the served branch from `origin` and moves the local branch to it when the local
+    /// branch has nothing the remote lacks. Returns whether the branch moved.
+    pub(super) fn sync_origin(&self, repo: &Repository) -> Result<bool, SourceError> {
+        if !Self::has_origin(repo) {
+            return Ok(false);
+        }
+        let branch = self.branch_ref(repo)?;
+        let short = branch.trim_start_matches("refs/heads/");
+        let tracking = format!("refs/remotes/{ORIGIN}/{short}");
+        let err = |e: git2::Error| git_err(self.path(), format!("fetching {ORIGIN}: {e}"));
+        let mut remote = repo.find_remote(ORIGIN).map_err(err)?;
+        remote
+            .fetch(&[format!("+{branch}:{tracking}")], None, None)
+            .map_err(err)?;
+        let Ok(remote_tip) = repo.refname_to_id(&tracking) else {
+            return Ok(false);
+        };
+        let local_tip = repo.refname_to_id(&branch).ok();
+        if local_tip == Some(remote_tip) {
+            return Ok(false);
+        }
+        // Local commits are only ever acknowledged once pushed, so a local branch that is not
+        // an ancestor of the remote holds nothing anyone was told about: the remote wins.
+        match local_tip {
+            Some(local) => {
+                repo.reference_matching(
+                    &branch,
+                    remote_tip,
+                    true,
+                    local,
+                    "gf-registry: sync with origin",
+                )
+                .map_err(err)?;
+            }
+            None => {
+                repo.reference(&branch, remote_tip, false, "gf-registry: sync with origin")
+                    .map_err(err)?;
+            }
+        }
+        Ok(true)
+    }
+
+    fn transact<T, E>(
+        &self,
+        author: &Author,
+        plan: &mut PlanFn<'_, T, E>,
+    ) -> Result<Written<T>, TransactError<E>> {
+        let _guard = self
+            .write_lock()
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let repo = self.open_for_write()?;
+        let branch = self.branch_ref(&repo)?;
+        let origin = Self::has_origin(&repo);
+        for attempt in 1..=MAX_ATTEMPTS {
+            if origin {
+                self.sync_origin(&repo)?;
+            }
+            let tip = repo
+                .refname_to_id(&branch)
+                .map_err(|e| git_err(self.path(), format!("{branch}: {e}")))?;
+            let tip_commit = repo.find_commit(tip).map_err(|e| git_err(self.path(), e))?;
+            let tree = GitTree::new(self, tip.to_string(), tip_commit.tree_id());
+            let (change, value) = match plan(&tree).map_err(TransactError::Plan)? {
+                Plan::Unchanged(value) => {
+                    return Ok(Written {
+                        value,
+                        revision: None,
+                        attempts: attempt,
+                    });
+                }
+                Plan::Write(change, value) => (change, value),
+            };
+            let commit = self.commit_change(&repo, &tip_commit, &change, author)?;
+            if repo
+                .reference_matching(&branch, commit, true, tip, &change.message)
+                .is_err()
+            {
+                // Another process moved the branch: plan again on its tip.
+                continue;
+            }
+            if origin {
+                match self.push(&repo, &branch) {
+                    Ok(Pushed::Done) => {}
+                    Ok(Pushed::Behind) => {
+                        let _ = repo.reference_matching(
+                            &branch,
+                            tip,
+                            true,
+                            commit,
+                            "gf-registry: push refused, retrying",
+                        );
+                        continue;
+                    }
+                    Err(e) => {
+                        // Not acknowledged: take the commit back so the branch matches origin.
+                        let _ = repo.reference_matching(
+                            &branch,
+                            tip,
+                            true,
+                            commit,
+                            "gf-registry: push failed",
+                        );
+                        return Err(e.into());
+                    }
+                }
+            }
+            return Ok(Written {
+                value,
+                revision: Some(commit.to_string()),
+                attempts: attempt,
+            });
+        }
+        Err(git_err(
+            self.path(),
+            format!(
+                "gave up after {MAX_ATTEMPTS} attempts: other writers kept moving {branch} first"
+            ),
+        )
+        .into())
+    }
+
+    fn commit_change(
+        &self,
+        repo: &Repository,
+        parent: &git2::Commit<'_>,
+        change: &Change,
+        author: &Author,
+    ) -> Result<Oid, SourceError> {
+        let err = |e: git2::Error| git_err(self.path(), e);
+        let base = parent.tree().map_err(err)?;
+        let mut update = git2::build::TreeUpdateBuilder::new();
+        let mut count = 0usize;
+        for (dir, files) in &change.new_dirs {
+            for (rel, bytes) in files {
+                let oid = repo.blob(bytes).map_err(err)?;
+                update.upsert(format!("{dir}/{rel}"), oid, FileMode::Blob);
+                count += 1;
+            }
+        }
+        for (rel, bytes) in &change.files {
+            let oid = repo.blob(bytes).map_err(err)?;
+            update.upsert(rel.as_str(), oid, FileMode::Blob);
+            count += 1;
+        }
+        let tree_id = update.create_updated(repo, &base).map_err(err)?;
+        let tree = repo.find_tree(tree_id).map_err(err)?;
+        let now = git2::Time::new(chrono::Utc::now().timestamp(), 0);
+        let author_sig = Signature::new(&author.name, &author.email, &now).map_err(err)?;
+        let committer =
+            Signature::new("gf-registry", "gf-registry@localhost", &now).map_err(err)?;
+        let id = repo
+            .commit(
+                None,
+                &author_sig,
+                &committer,
+                &change.message,
+                &tree,
+                &[parent],
+            )
+            .map_err(err)?;
+        tracing::debug!(commit = %id, files = count, "registry commit created");
+        Ok(id)
+    }
+
+    fn push(&self, repo: &Repository, branch: &str) -> Result<Pushed, SourceError> {
+        let mut remote = repo
+            .find_remote(ORIGIN)
+            .map_err(|e| git_err(self.path(), e))?;
+        let rejected = std::cell::RefCell::new(None::<String>);
+        let mut callbacks = git2::RemoteCallbacks::new();
+        callbacks.push_update_reference(|_, status| {
+            if let Some(s) = status {
+                *rejected.borrow_mut() = Some(s.to_owned());
+            }
+            Ok(())
+        });
+        let mut options = git2::PushOptions::new();
+        options.remote_callbacks(callbacks);
+        let result = remote.push(&[format!("{branch}:{branch}")], Some(&mut options));
+        drop(options);
+        match result {
+            Err(e) if is_non_fast_forward(&e.to_string()) => Ok(Pushed::Behind),
+            Err(e) => Err(git_err(self.path(), format!("pushing to {ORIGIN}: {e}"))),
+            Ok(()) => match rejected.into_inner() {
+                Some(s) if is_non_fast_forward(&s) || s.contains("fetch first") => {
+                    Ok(Pushed::Behind)
+                }
+                Some(s) => Err(git_err(
+                    self.path(),
+                    format!("pushing to {ORIGIN}: refused: {s}"),
+                )),
+                None => Ok(Pushed::Done),
+            },
+        }
+    }
+}
+
+fn is_non_fast_forward(message: &str) -> bool {
+    let m = message.to_ascii_lowercase();
+    m.contains("non-fast-forward") || m.contains("not fast-forward") || m.contains("fastforward")
+}
+
+/// The registry root of a directory source (for callers that report paths).
+#[must_use]
+pub fn dir_root(source: &RegistrySource) -> Option<PathBuf> {
+    match source {
+        RegistrySource::Dir(d) => Some(d.root().to_path_buf()),
+        RegistrySource::Git(_) => None,
+    }
+}

@@ -98,6 +98,11 @@ settings! {
     PUBLIC_URL = ("server.public_url", "GF_REGISTRY_PUBLIC_URL", Some("public-url"), None, "how clients reach the server (default: http://LISTEN/)");
     LOG_FORMAT = ("server.log_format", "GF_REGISTRY_LOG_FORMAT", Some("log-format"), Some("text"), "log format: text or json");
     SHUTDOWN = ("server.shutdown_timeout_seconds", "GF_REGISTRY_SHUTDOWN_TIMEOUT_SECONDS", None, Some("30"), "how long in-flight requests may take to finish on SIGTERM");
+    MAX_CONNECTIONS = ("server.max_connections", "GF_REGISTRY_MAX_CONNECTIONS", None, Some("4096"), "open connections above which new ones get an immediate 503");
+    MAX_REQUESTS = ("server.max_concurrent_requests", "GF_REGISTRY_MAX_CONCURRENT_REQUESTS", None, Some("1024"), "requests in progress above which new ones get an immediate 503");
+    HEADER_TIMEOUT = ("server.header_timeout_seconds", "GF_REGISTRY_HEADER_TIMEOUT_SECONDS", None, Some("10"), "time a client has to send a request's headers (slow clients are cut off)");
+    BODY_TIMEOUT = ("server.body_timeout_seconds", "GF_REGISTRY_BODY_TIMEOUT_SECONDS", None, Some("120"), "time a client may pause while sending a request body");
+    MAX_HEADER_BYTES = ("server.max_header_bytes", "GF_REGISTRY_MAX_HEADER_BYTES", None, Some("65536"), "largest request line plus headers");
     REGISTRY = ("registry.path", "GF_REGISTRY_REGISTRY", Some("registry"), Some("./registry"), "registry tree: a directory or a git repository");
     REGISTRY_REF = ("registry.ref", "GF_REGISTRY_REGISTRY_REF", Some("registry-ref"), None, "git ref to serve (default: the current branch)");
     POLL = ("registry.poll_interval_seconds", "GF_REGISTRY_POLL_INTERVAL_SECONDS", None, Some("10"), "how often to look for new commits or folders (0: never)");
@@ -162,6 +167,19 @@ impl FromStr for LogFormat {
     }
 }
 
+/// Connection limits (from `server.*` settings).
+#[derive(Debug, Clone, Copy)]
+pub struct ConnLimits {
+    /// Open connections over all workers.
+    pub max_connections: usize,
+    /// Time a client has to send a request's headers.
+    pub header_timeout: Duration,
+    /// Bytes of request line and headers.
+    pub max_header_bytes: usize,
+    /// Concurrent HTTP/2 streams per connection.
+    pub max_streams_per_connection: u32,
+}
+
 /// The effective configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -175,6 +193,12 @@ pub struct Config {
     pub log_format: LogFormat,
     /// Graceful shutdown limit.
     pub shutdown_timeout: Duration,
+    /// Connection limits and timeouts.
+    pub conn_limits: ConnLimits,
+    /// Requests in progress above which new ones get a `503`.
+    pub max_concurrent_requests: usize,
+    /// Longest pause while a client sends a request body.
+    pub body_timeout: Duration,
     /// Registry tree.
     pub registry: PathBuf,
     /// Git ref.
@@ -334,6 +358,19 @@ impl Config {
                 .parse(Id::LOG_FORMAT, LogFormat::from_str)?
                 .unwrap_or(LogFormat::Text),
             shutdown_timeout: Duration::from_secs(secs(Id::SHUTDOWN)?.unwrap_or(30)),
+            conn_limits: ConnLimits {
+                max_connections: usize::try_from(secs(Id::MAX_CONNECTIONS)?.unwrap_or(4096))
+                    .unwrap_or(usize::MAX)
+                    .max(1),
+                header_timeout: Duration::from_secs(secs(Id::HEADER_TIMEOUT)?.unwrap_or(10).max(1)),
+                max_header_bytes: usize::try_from(secs(Id::MAX_HEADER_BYTES)?.unwrap_or(65536))
+                    .unwrap_or(usize::MAX),
+                max_streams_per_connection: 100,
+            },
+            max_concurrent_requests: usize::try_from(secs(Id::MAX_REQUESTS)?.unwrap_or(1024))
+                .unwrap_or(usize::MAX)
+                .max(1),
+            body_timeout: Duration::from_secs(secs(Id::BODY_TIMEOUT)?.unwrap_or(120).max(1)),
             registry,
             registry_ref: r.parse(Id::REGISTRY_REF, |s| {
                 if s.is_empty() {

@@ -65,6 +65,18 @@ pub fn router(state: AppState) -> Router {
             state.clone(),
             middleware::require_read_token,
         ))
+        .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(
+            state.config.body_timeout,
+        ))
+        .layer(axum::middleware::from_fn(middleware::limit_uri))
+        .layer(
+            tower::ServiceBuilder::new()
+                .layer(axum::error_handling::HandleErrorLayer::new(
+                    middleware::overloaded,
+                ))
+                .load_shed()
+                .concurrency_limit(state.config.max_concurrent_requests),
+        )
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             middleware::record_metrics,

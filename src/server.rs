@@ -11,6 +11,10 @@ use tokio::task::JoinHandle;
 use crate::app::App;
 use crate::config::Config;
 
+mod conn;
+
+pub use conn::ConnLimits;
+
 /// A server that is accepting connections.
 #[derive(Debug)]
 pub struct Running {
@@ -52,10 +56,13 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let _ = app.public_url.set(public_url.clone());
     let (shutdown, rx) = watch::channel(false);
     let router = crate::http::router(app.clone());
+    let limits = app.config.conn_limits;
+    let open = conn::counter();
     let mut threads = Vec::new();
     for (i, listener) in listeners.into_iter().enumerate() {
         let router = router.clone();
-        let mut serve_rx = rx.clone();
+        let serve_rx = rx.clone();
+        let open = open.clone();
         let thread = std::thread::Builder::new()
             .name(format!("gf-http-{i}"))
             .spawn(move || -> std::io::Result<()> {
@@ -64,14 +71,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
                     .build()?;
                 rt.block_on(async move {
                     let listener = TcpListener::from_std(listener)?;
-                    axum::serve(
-                        listener,
-                        router.into_make_service_with_connect_info::<SocketAddr>(),
-                    )
-                    .with_graceful_shutdown(async move {
-                        let _ = serve_rx.wait_for(|stop| *stop).await;
-                    })
-                    .await
+                    conn::serve(listener, router, limits, open, serve_rx).await
                 })
             })?;
         threads.push(thread);

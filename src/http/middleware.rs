@@ -55,3 +55,31 @@ pub(super) async fn require_read_token(
     }
     next.run(req).await
 }
+
+/// Longest request target accepted (path and query).
+pub(super) const MAX_URI_BYTES: usize = 8192;
+
+/// Refuses request targets over [`MAX_URI_BYTES`] with a `414` before any routing work.
+pub(super) async fn limit_uri(req: Request, next: Next) -> Response {
+    let len = req.uri().path_and_query().map_or(0, |p| p.as_str().len());
+    if len > MAX_URI_BYTES {
+        return axum::response::IntoResponse::into_response(super::error::ApiError::new(
+            axum::http::StatusCode::URI_TOO_LONG,
+            format!("request target is {len} bytes; at most {MAX_URI_BYTES} are accepted"),
+        ));
+    }
+    next.run(req).await
+}
+
+/// The answer when `server.max_concurrent_requests` are in progress: a `503` Bazel retries.
+pub(super) async fn overloaded(_: tower::BoxError) -> Response {
+    let mut r = axum::response::IntoResponse::into_response(super::error::ApiError::new(
+        axum::http::StatusCode::SERVICE_UNAVAILABLE,
+        "too many requests in progress; retry shortly",
+    ));
+    r.headers_mut().insert(
+        axum::http::header::RETRY_AFTER,
+        axum::http::HeaderValue::from_static("1"),
+    );
+    r
+}

@@ -6,6 +6,7 @@ mod deploy;
 mod garage;
 mod git_registry;
 mod http_edges;
+mod limits;
 mod mirror;
 mod mirror_cli;
 mod registry_dir;

@@ -1,0 +1,133 @@
+//! Limits under load: slow clients, too many connections, oversized request lines and headers.
+
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::TcpStream;
+
+use crate::util::{TestServer, example_registry, raw_request};
+
+/// Half-open connections that trickle their headers do not stop normal clients from being
+/// served, and the server cuts them off after `server.header_timeout_seconds`.
+#[tokio::test]
+async fn slowloris_does_not_starve_normal_clients() {
+    const SLOW: usize = 300;
+    let server = TestServer::start_with_env(
+        &example_registry(),
+        &[],
+        &[("GF_REGISTRY_HEADER_TIMEOUT_SECONDS", "2")],
+    )
+    .await;
+    let addr = server.addr();
+    let mut slow = Vec::new();
+    for _ in 0..SLOW {
+        let mut s = TcpStream::connect(addr).await.expect("connect");
+        s.write_all(b"GET /bazel_registry.json HTTP/1.1\r\nHost: x\r\n")
+            .await
+            .expect("write");
+        slow.push(s);
+    }
+    // While they hold their connections (and keep trickling), normal requests are served.
+    let started = Instant::now();
+    let mut served = 0;
+    for i in 0..20 {
+        for s in slow.iter_mut().take(50) {
+            let _ = s.write_all(format!("X-Slow-{i}: 1\r\n").as_bytes()).await;
+        }
+        let resp = tokio::time::timeout(
+            Duration::from_secs(5),
+            server.get("/modules/hello_lib/metadata.json"),
+        )
+        .await
+        .expect("a normal request is answered within 5 s");
+        assert_eq!(resp.status(), 200);
+        served += 1;
+    }
+    let normal = started.elapsed();
+    // The slow connections are closed by the server once their header time is up.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let mut closed = 0;
+    for s in &mut slow {
+        let mut buf = [0u8; 512];
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left.max(Duration::from_millis(10)), s.read(&mut buf)).await {
+            // EOF, a reset, or a 408 before the close: all are the server ending it.
+            Ok(Ok(_)) | Ok(Err(_)) => closed += 1,
+            Err(_) => {}
+        }
+    }
+    println!(
+        "slowloris: {SLOW} half-open connections; {served} normal requests served in {normal:?}; {closed} slow connections closed by the server"
+    );
+    assert_eq!(closed, SLOW, "every slow connection is cut off");
+    server.stop().await;
+}
+
+/// Above `server.max_connections`, a new connection gets an immediate 503 with Retry-After.
+#[tokio::test]
+async fn connections_over_the_limit_get_503_at_once() {
+    let server = TestServer::start_with_env(
+        &example_registry(),
+        &[],
+        &[("GF_REGISTRY_MAX_CONNECTIONS", "4")],
+    )
+    .await;
+    let addr = server.addr();
+    let mut held = Vec::new();
+    for _ in 0..4 {
+        let mut s = TcpStream::connect(addr).await.expect("connect");
+        // A complete request on a keep-alive connection: the connection stays open after.
+        s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .expect("write");
+        let mut buf = [0u8; 256];
+        let n = s.read(&mut buf).await.expect("read");
+        assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+        held.push(s);
+    }
+    let resp = tokio::time::timeout(
+        Duration::from_secs(5),
+        raw_request(addr, "GET", "/bazel_registry.json"),
+    )
+    .await
+    .expect("answered at once");
+    assert_eq!(resp.status, 503);
+    assert_eq!(resp.header("retry-after"), Some("1"));
+    drop(held);
+    // Once they close, requests are served again.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = raw_request(addr, "GET", "/bazel_registry.json").await;
+        if r.status == 200 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "still refused: {}", r.status);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    server.stop().await;
+}
+
+/// Oversized request targets get a 414 and oversized headers a 431; the server stays up.
+#[tokio::test]
+async fn oversized_request_lines_and_headers_are_refused() {
+    let server = TestServer::start(&example_registry(), &[]).await;
+    let long = format!("/modules/{}/metadata.json", "a".repeat(9000));
+    let r = raw_request(server.addr(), "GET", &long).await;
+    assert_eq!(r.status, 414, "{}", String::from_utf8_lossy(&r.body));
+    let mut s = TcpStream::connect(server.addr()).await.expect("connect");
+    let big = format!(
+        "GET /bazel_registry.json HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\nConnection: close\r\n\r\n",
+        "b".repeat(100_000)
+    );
+    let _ = s.write_all(big.as_bytes()).await;
+    let mut buf = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut buf)).await;
+    let head = String::from_utf8_lossy(&buf);
+    assert!(
+        head.is_empty() || head.starts_with("HTTP/1.1 431"),
+        "a 431 or a closed connection, got {head:?}"
+    );
+    let ok = server.get("/bazel_registry.json").await;
+    assert_eq!(ok.status(), 200);
+    server.stop().await;
+}

@@ -48,6 +48,19 @@ impl App {
             crate::tasks::spawn_blocking(move || RegistrySource::open(&path, git_ref.as_deref()))
                 .await??
         };
+        {
+            let source = source.clone();
+            match crate::tasks::spawn_blocking(move || source.clean_leftovers()).await? {
+                Ok(true) => {
+                    tracing::info!("removed the staging folder an interrupted registry write left")
+                }
+                Ok(false) => {}
+                // A read-only registry folder serves fine; publishing will report it.
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not clean the registry's staging folder")
+                }
+            }
+        }
         let registry = Arc::new(
             Registry::load(
                 source,

@@ -356,6 +356,7 @@ impl Publisher {
                         };
                         Plan::Write(
                             Change {
+                                remove_dirs: Vec::new(),
                                 new_dirs: Vec::new(),
                                 files: vec![(p.clone(), bytes.clone())],
                                 message,
@@ -783,48 +784,57 @@ fn plan_publish(tree: &dyn Tree, p: &Prepared) -> Result<Plan<Status>, PublishEr
     let version_dir = format!("{module_dir}/{}", p.version);
     let meta_path = format!("{module_dir}/metadata.json");
     let metadata = tree.read(&meta_path).map_err(source_err)?;
+    let listed = metadata
+        .as_deref()
+        .is_some_and(|m| entry::lists_version(m, p.version.as_str()));
+    let mut remove_dirs = Vec::new();
     if tree.list(&version_dir).map_err(source_err)?.is_some() {
         let existing = list_files(tree, &version_dir).map_err(source_err)?;
         let mut wanted: Vec<&str> = p.files.iter().map(|(r, _)| r.as_str()).collect();
         wanted.sort_unstable();
-        if existing
+        let mut differs = existing
             .iter()
             .map(String::as_str)
-            .ne(wanted.iter().copied())
-        {
+            .ne(wanted.iter().copied());
+        for (rel, bytes) in &p.files {
+            if differs {
+                break;
+            }
+            let stored = tree
+                .read(&format!("{version_dir}/{rel}"))
+                .map_err(source_err)?;
+            differs = stored.as_deref() != Some(bytes.as_slice());
+        }
+        if differs && listed {
             return Err(PublishError::Conflict(format!(
-                "{}@{} exists with other files ({}); published versions never change: publish a new version",
+                "{}@{} exists and its files differ from this request ({} stored); published versions never change: publish a new version",
                 p.name,
                 p.version,
                 existing.join(", ")
             )));
         }
-        for (rel, bytes) in &p.files {
-            let stored = tree
-                .read(&format!("{version_dir}/{rel}"))
-                .map_err(source_err)?;
-            if stored.as_deref() != Some(bytes.as_slice()) {
-                return Err(PublishError::Conflict(format!(
-                    "{}@{} exists and its {rel} differs from this request; published versions never change: publish a new version",
-                    p.name, p.version
-                )));
-            }
+        if differs {
+            // A folder metadata.json does not list was never acknowledged (a write cut off
+            // between the folder and metadata.json): this publish replaces it.
+            remove_dirs.push(version_dir.clone());
+        } else {
+            // Identical: an idempotent retry. A retry after a crash between the folder and
+            // metadata.json also lists the version now.
+            return Ok(
+                match entry::add_version(metadata.as_deref(), p.metadata.as_ref(), &p.version)? {
+                    None => Plan::Unchanged(Status::Unchanged),
+                    Some(bytes) => Plan::Write(
+                        Change {
+                            remove_dirs: Vec::new(),
+                            new_dirs: Vec::new(),
+                            files: vec![(meta_path, bytes)],
+                            message: format!("List {}@{} in metadata.json\n", p.name, p.version),
+                        },
+                        Status::Unchanged,
+                    ),
+                },
+            );
         }
-        // Identical: an idempotent retry. A retry after a crash between the folder and
-        // metadata.json also lists the version now.
-        return Ok(
-            match entry::add_version(metadata.as_deref(), p.metadata.as_ref(), &p.version)? {
-                None => Plan::Unchanged(Status::Unchanged),
-                Some(bytes) => Plan::Write(
-                    Change {
-                        new_dirs: Vec::new(),
-                        files: vec![(meta_path, bytes)],
-                        message: format!("List {}@{} in metadata.json\n", p.name, p.version),
-                    },
-                    Status::Unchanged,
-                ),
-            },
-        );
     }
     check_compatibility(tree, &module_dir, p)?;
     let meta = entry::add_version(metadata.as_deref(), p.metadata.as_ref(), &p.version)?;
@@ -835,6 +845,7 @@ fn plan_publish(tree: &dyn Tree, p: &Prepared) -> Result<Plan<Status>, PublishEr
     let digest = p.archive_sha256.as_deref().unwrap_or("git");
     Ok(Plan::Write(
         Change {
+            remove_dirs,
             new_dirs: vec![(version_dir, p.files.clone())],
             files,
             message: format!(

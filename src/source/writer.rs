@@ -47,6 +47,8 @@ pub type PlanFn<'a, T, E> = dyn FnMut(&dyn Tree) -> Result<Plan<T>, E> + 'a;
 /// and already validated by the caller.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Change {
+    /// Folders removed first (a directory registry moves them out in one rename).
+    pub remove_dirs: Vec<String>,
     /// Folders created whole (they must not exist): the folder and its files, relative to it.
     pub new_dirs: Vec<(String, DirFiles)>,
     /// Files created or replaced, after the new folders.
@@ -107,6 +109,32 @@ fn unique_name(prefix: &str) -> String {
 }
 
 impl RegistrySource {
+    /// Removes what an interrupted write left (a directory registry's staging folder), under
+    /// the write lock. A no-op for git (an unfinished commit is unreachable and never served).
+    ///
+    /// # Errors
+    /// [`SourceError::Io`] when the folder cannot be removed.
+    pub fn clean_leftovers(&self) -> Result<bool, SourceError> {
+        let Self::Dir(d) = self else {
+            return Ok(false);
+        };
+        let root = d.root();
+        let staging = root.join(STAGING_DIR);
+        if !staging.exists() {
+            return Ok(false);
+        }
+        let lock_path = root.join(LOCK_FILE);
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| io_err(&lock_path, e))?;
+        lock.lock().map_err(|e| io_err(&lock_path, e))?;
+        fs::remove_dir_all(&staging).map_err(|e| io_err(&staging, e))?;
+        Ok(true)
+    }
+
     /// Runs `plan` on the current tree and writes what it asks for, atomically.
     ///
     /// # Errors
@@ -188,6 +216,16 @@ fn transact_dir<T, E>(
 }
 
 fn write_dir_change(root: &Path, staging: &Path, change: &Change) -> Result<(), SourceError> {
+    for dir in &change.remove_dirs {
+        let path = root.join(dir);
+        if fs::symlink_metadata(&path).is_err() {
+            continue;
+        }
+        fs::create_dir_all(staging).map_err(|e| io_err(staging, e))?;
+        let gone = staging.join(unique_name("removed-"));
+        fs::rename(&path, &gone).map_err(|e| io_err(&path, e))?;
+        sync_dir(path.parent().unwrap_or(root))?;
+    }
     for (dir, files) in &change.new_dirs {
         let stage = staging.join(unique_name("dir-"));
         for (rel, bytes) in files {
@@ -215,15 +253,12 @@ fn write_dir_change(root: &Path, staging: &Path, change: &Change) -> Result<(), 
         let dest = root.join(rel);
         let parent = dest.parent().unwrap_or(root).to_path_buf();
         fs::create_dir_all(&parent).map_err(|e| io_err(&parent, e))?;
-        let tmp = parent.join(unique_name(".gf-registry-tmp-"));
-        if let Err(e) = write_synced(&tmp, bytes) {
-            let _ = fs::remove_file(&tmp);
-            return Err(e);
-        }
-        if let Err(e) = fs::rename(&tmp, &dest) {
-            let _ = fs::remove_file(&tmp);
-            return Err(io_err(&dest, e));
-        }
+        // Written in the staging folder (same file system), so a crash leaves nothing beside
+        // the registry's files: the next transaction or start removes the staging folder.
+        fs::create_dir_all(staging).map_err(|e| io_err(staging, e))?;
+        let tmp = staging.join(unique_name("file-"));
+        write_synced(&tmp, bytes)?;
+        fs::rename(&tmp, &dest).map_err(|e| io_err(&dest, e))?;
         sync_dir(&parent)?;
     }
     Ok(())
@@ -434,6 +469,9 @@ impl super::GitSource {
         let base = parent.tree().map_err(err)?;
         let mut update = git2::build::TreeUpdateBuilder::new();
         let mut count = 0usize;
+        for dir in &change.remove_dirs {
+            update.remove(dir.as_str());
+        }
         for (dir, files) in &change.new_dirs {
             for (rel, bytes) in files {
                 let oid = repo.blob(bytes).map_err(err)?;

@@ -14,6 +14,11 @@ use super::verify::{CHUNK_SIZE, Hashers};
 use crate::registry::{Algorithm, Integrity};
 use crate::storage::StorageKey;
 
+/// How long a publish waits for the backend to answer before refusing with a 503. Longer than
+/// a pull-through's fail-fast check: a publisher can wait, and a distributed store that just
+/// lost a node takes a few seconds to route around it.
+const PUBLISH_CHECK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
+
 impl Mirror {
     /// Stores (or finds) the archive at `url` and returns its hex sha256. A URL pinned before
     /// keeps its first-seen bytes; `expected` must match what is (or gets) stored.
@@ -238,7 +243,7 @@ impl Mirror {
         }
         self.inner()
             .storage
-            .check(std::time::Duration::from_secs(2))
+            .check(PUBLISH_CHECK_TIMEOUT)
             .await
             .map_err(|e| MirrorError::Storage(e.to_string()))
     }

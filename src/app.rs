@@ -42,6 +42,17 @@ impl App {
     /// When the registry cannot be read or a storage location cannot be opened.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         let storage = Storage::open(config.storage.clone())?;
+        {
+            let storage = storage.clone();
+            let removed =
+                crate::tasks::spawn_blocking(move || storage.clean_local_leftovers()).await?;
+            if removed > 0 {
+                tracing::info!(
+                    removed,
+                    "removed spool files and staging files a killed process left"
+                );
+            }
+        }
         let source = {
             let path = config.registry.clone();
             let git_ref = config.registry_ref.clone();

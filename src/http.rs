@@ -68,7 +68,10 @@ pub fn router(state: AppState) -> Router {
         .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(
             state.config.body_timeout,
         ))
-        .layer(axum::middleware::from_fn(middleware::limit_uri))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            middleware::limit_uri,
+        ))
         .layer(
             tower::ServiceBuilder::new()
                 .layer(axum::error_handling::HandleErrorLayer::new(

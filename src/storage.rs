@@ -263,6 +263,46 @@ impl Storage {
         Some(dir)
     }
 
+    /// Removes what a killed process left in the local store: spool files and publish work
+    /// folders (named with their process id, see [`spool_prefix`]) of processes that no longer
+    /// run on this host, and `object_store`'s staging files (`NAME#N`, never listed) in the
+    /// local roles. Returns how many entries were removed.
+    ///
+    /// A staging file of another live process writing to the same folder right now would make
+    /// that write fail (loudly, never silently): replicas sharing one store use S3.
+    #[must_use]
+    pub fn clean_local_leftovers(&self) -> usize {
+        let mut removed = 0;
+        if let Some(spool) = self.local_spool_dir()
+            && let Ok(entries) = std::fs::read_dir(&spool)
+        {
+            for e in entries.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if spool_owner(&name).is_some_and(|pid| !process_alive(pid)) {
+                    let path = e.path();
+                    let gone = if path.is_dir() {
+                        std::fs::remove_dir_all(&path)
+                    } else {
+                        std::fs::remove_file(&path)
+                    };
+                    if gone.is_ok() {
+                        removed += 1;
+                    }
+                }
+            }
+        }
+        for root in [
+            self.layout.cas.local_path(),
+            self.layout.records.local_path(),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            removed += remove_staging_files(&root);
+        }
+        removed
+    }
+
     /// For a key whose role is on the local filesystem: the file that holds it.
     #[must_use]
     pub fn local_path_of(&self, key: &StorageKey) -> Option<std::path::PathBuf> {
@@ -423,6 +463,52 @@ fn file_blocks(
         }
     })
     .boxed()
+}
+
+/// The name prefix of this process's spool files and work folders of `kind` (`fill`,
+/// `upload`, `publish`): `gf-registry-{kind}-{pid}-`.
+#[must_use]
+pub fn spool_prefix(kind: &str) -> String {
+    format!("gf-registry-{kind}-{}-", std::process::id())
+}
+
+/// The process id a spool entry's name carries, if it is one.
+fn spool_owner(name: &str) -> Option<u32> {
+    let rest = ["fill", "upload", "publish"]
+        .iter()
+        .find_map(|k| name.strip_prefix(&format!("gf-registry-{k}-")))?;
+    rest.split('-').next()?.parse().ok()
+}
+
+fn process_alive(pid: u32) -> bool {
+    pid == std::process::id() || Path::new(&format!("/proc/{pid}")).exists()
+}
+
+/// Removes `object_store` `LocalFileSystem` staging files (`NAME#N`) under `root`.
+fn remove_staging_files(root: &Path) -> usize {
+    let mut removed = 0;
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let Ok(ft) = e.file_type() else { continue };
+            if ft.is_dir() {
+                stack.push(e.path());
+                continue;
+            }
+            let name = e.file_name();
+            let name = name.to_string_lossy();
+            let staged = name
+                .rsplit_once('#')
+                .is_some_and(|(_, n)| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
+            if staged && std::fs::remove_file(e.path()).is_ok() {
+                removed += 1;
+            }
+        }
+    }
+    removed
 }
 
 #[cfg(test)]

@@ -37,7 +37,24 @@ pub(super) async fn get_metrics(State(app): State<AppState>) -> impl IntoRespons
 /// directory) now instead of at the next poll.
 pub(super) async fn refresh_registry(
     State(app): State<AppState>,
-) -> Result<impl IntoResponse, ApiError> {
+    headers: axum::http::HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<axum::response::Response, axum::response::Response> {
+    // With tokens configured, this needs the `admin` scope; a server with no tokens at all (a
+    // development setup) keeps it open.
+    if !app.config.auth.tokens.is_empty() {
+        super::auth::authorize(&app.config.auth, &headers, &crate::auth::Action::Admin)
+            .map_err(IntoResponse::into_response)?;
+    }
+    if !body.is_empty() {
+        return Err(
+            ApiError::new(StatusCode::BAD_REQUEST, "body: refresh takes no body").into_response(),
+        );
+    }
+    refresh(&app).await.map_err(IntoResponse::into_response)
+}
+
+async fn refresh(app: &AppState) -> Result<axum::response::Response, ApiError> {
     let outcome = app.registry.refresh().await.map_err(|e| {
         tracing::error!(error = %e, "registry refresh failed");
         ApiError::new(
@@ -50,5 +67,6 @@ pub(super) async fn refresh_registry(
         "current": outcome.current,
         "switched": outcome.switched,
         "modules": outcome.modules,
-    })))
+    }))
+    .into_response())
 }

@@ -59,8 +59,25 @@ pub(super) async fn require_read_token(
 /// Longest request target accepted (path and query).
 pub(super) const MAX_URI_BYTES: usize = 8192;
 
-/// Refuses request targets over [`MAX_URI_BYTES`] with a `414` before any routing work.
-pub(super) async fn limit_uri(req: Request, next: Next) -> Response {
+/// Refuses request targets over [`MAX_URI_BYTES`] with a `414`, and bodies announced larger
+/// than any route accepts with a `413`, before any routing work or body read.
+pub(super) async fn limit_uri(State(app): State<AppState>, req: Request, next: Next) -> Response {
+    let announced = req
+        .headers()
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let max = app.config.max_publish_bytes as u64;
+    if let Some(n) = announced
+        && n > max
+    {
+        return axum::response::IntoResponse::into_response(super::error::ApiError::new(
+            axum::http::StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "request body of {n} bytes; at most {max} are accepted (publish.max_body_bytes)"
+            ),
+        ));
+    }
     let len = req.uri().path_and_query().map_or(0, |p| p.as_str().len());
     if len > MAX_URI_BYTES {
         return axum::response::IntoResponse::into_response(super::error::ApiError::new(

@@ -51,14 +51,30 @@ fn require_json(headers: &HeaderMap) -> Result<(), ApiError> {
     }
 }
 
-fn reason_from(body: &Bytes, headers: &HeaderMap, required: bool) -> Result<String, ApiError> {
-    if body.is_empty() && !required {
-        return Ok(String::new());
+/// The `reason` of a yank or deprecation body; `allow_empty`: an empty reason is meaningful
+/// (it removes a deprecation).
+fn reason_from(body: &Bytes, headers: &HeaderMap, allow_empty: bool) -> Result<String, ApiError> {
+    if body.is_empty() {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "body: expected a JSON object {\"reason\": \"...\"}",
+        ));
     }
     require_json(headers)?;
-    serde_json::from_slice::<ReasonBody>(body)
-        .map(|b| b.reason)
-        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("body: {e}")))
+    // Strict: an object (a JSON array would deserialize into the struct by position), no
+    // duplicate keys.
+    let value = crate::registry::files::parse_object(body)
+        .map(serde_json::Value::Object)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("body: {e}")))?;
+    let parsed: ReasonBody = serde_json::from_value(value)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("body: {e}")))?;
+    if !allow_empty && parsed.reason.trim().is_empty() {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "reason: must not be empty",
+        ));
+    }
+    Ok(parsed.reason)
 }
 
 fn answer(published: &crate::publish::Published) -> Response {
@@ -136,7 +152,7 @@ pub(super) async fn yank_version(
 ) -> Result<Response, Response> {
     authorize(&app.config.auth, &headers, &Action::Yank(&name))
         .map_err(IntoResponse::into_response)?;
-    let reason = reason_from(&body, &headers, true).map_err(IntoResponse::into_response)?;
+    let reason = reason_from(&body, &headers, false).map_err(IntoResponse::into_response)?;
     edit(
         &app,
         peer,
@@ -147,13 +163,29 @@ pub(super) async fn yank_version(
     .await
 }
 
-/// `POST /api/v1/modules/{name}/{version}/unyank`.
+/// `POST /api/v1/modules/{name}/{version}/unyank` (no body, or an empty JSON object).
 pub(super) async fn unyank_version(
     State(app): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Path((name, version)): Path<(String, String)>,
     headers: HeaderMap,
+    body: Bytes,
 ) -> Result<Response, Response> {
+    authorize(&app.config.auth, &headers, &Action::Yank(&name))
+        .map_err(IntoResponse::into_response)?;
+    if !body.is_empty() {
+        require_json(&headers).map_err(IntoResponse::into_response)?;
+        match serde_json::from_slice::<serde_json::Value>(&body) {
+            Ok(serde_json::Value::Object(o)) if o.is_empty() => {}
+            _ => {
+                return Err(ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "body: unyank takes no body (or an empty JSON object)",
+                )
+                .into_response());
+            }
+        }
+    }
     edit(&app, peer, &headers, &name, EditKind::Unyank { version }).await
 }
 

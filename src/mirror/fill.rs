@@ -104,7 +104,7 @@ impl Fill {
             .local_spool_dir()
             .unwrap_or_else(std::env::temp_dir);
         let spool = match tempfile::Builder::new()
-            .prefix("gf-registry-fill-")
+            .prefix(&crate::storage::spool_prefix("fill"))
             .tempfile_in(&dir)
         {
             Ok(f) => {

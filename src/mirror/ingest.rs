@@ -120,7 +120,7 @@ impl Mirror {
             let digests = h.finish();
             std::fs::create_dir_all(&spool_dir)?;
             let mut f = tempfile::Builder::new()
-                .prefix("gf-registry-upload-")
+                .prefix(&crate::storage::spool_prefix("upload"))
                 .tempfile_in(&spool_dir)?;
             f.write_all(&data)?;
             f.as_file().sync_data()?;

@@ -799,7 +799,9 @@ pub(super) fn fill_error(url: &Url, e: FillError) -> MirrorError {
         FillError::Upstream(UpstreamError::NotFound { url, status }) => {
             MirrorError::NotFound(format!("upstream {url} answered {status}"))
         }
-        FillError::Upstream(UpstreamError::NotAllowed(m)) => MirrorError::NotFound(m),
+        FillError::Upstream(e @ UpstreamError::NotAllowed(_)) => {
+            MirrorError::NotFound(format!("refused: {e}"))
+        }
         FillError::Upstream(e @ UpstreamError::PrivateAddress { .. }) => {
             MirrorError::NotFound(format!("refused: {e}"))
         }

@@ -457,9 +457,15 @@ impl Publisher {
         public_url: &str,
         dry_run: bool,
     ) -> Result<Prepared, PublishError> {
+        // In the data folder's spool when the store is local (cleaned at start after a
+        // crash), else the system's temporary folder.
+        let work_parent = self
+            .storage
+            .local_spool_dir()
+            .unwrap_or_else(std::env::temp_dir);
         let work = tempfile::Builder::new()
-            .prefix("gf-registry-publish-")
-            .tempdir()
+            .prefix(&crate::storage::spool_prefix("publish"))
+            .tempdir_in(work_parent)
             .map_err(|e| PublishError::Unavailable(format!("cannot create a work folder: {e}")))?;
         let archive_path = work.path().join("archive");
         let requested_by = format!("publish by {} from {}", actor.name, actor.address);
@@ -484,14 +490,9 @@ impl Publisher {
                 archive_sha256 = Some(sha);
             }
             Some((ArchiveSource::Upload { file_name, bytes }, _)) => {
-                let sha = if dry_run {
-                    sha256_hex(bytes)
-                } else {
-                    self.mirror
-                        .ingest_bytes(Arc::new(bytes.clone()), file_name, &requested_by)
-                        .await
-                        .map_err(|e| mirror_err("source.content_base64", e))?
-                };
+                // Stored only once everything validates (below): a refused upload leaves
+                // nothing in the mirror.
+                let sha = sha256_hex(bytes);
                 tokio::fs::write(&archive_path, bytes)
                     .await
                     .map_err(|e| PublishError::Unavailable(format!("work folder: {e}")))?;
@@ -515,6 +516,18 @@ impl Publisher {
         .await?;
         drop(work);
         self.check_deps(&req).await?;
+        if let Some((ArchiveSource::Upload { file_name, bytes }, _)) = &req.archive
+            && !dry_run
+        {
+            let stored = self
+                .mirror
+                .ingest_bytes(Arc::new(bytes.clone()), file_name, &requested_by)
+                .await
+                .map_err(|e| mirror_err("source.content_base64", e))?;
+            if Some(&stored) != archive_sha256.as_ref() {
+                return Err(task_err("the stored upload has another digest"));
+            }
+        }
         let integrity_of = |b: &[u8]| Integrity::of(Algorithm::Sha256, b);
         let patches: Vec<(String, Integrity)> = req
             .patches

@@ -4,8 +4,8 @@
 //! [`Plan`]: nothing to write, or a [`Change`]. The writer runs it under a lock on the tip of the
 //! source and applies the change atomically:
 //!
-//! - a **directory** registry takes an exclusive file lock (`.gf-registry.lock` in its root, so
-//!   several processes exclude each other), builds each new folder in a staging folder and
+//! - a **directory** registry takes an exclusive `flock` on its root folder (so several
+//!   processes exclude each other), builds each new folder in a staging folder and
 //!   renames it into place, and replaces each changed file by write-to-temp, fsync and rename;
 //! - a **git** registry builds one commit on top of the served branch without touching any work
 //!   tree, moves the branch with a compare-and-swap, and, when the repository has an `origin`
@@ -27,9 +27,6 @@ use super::{RegistrySource, SourceError, Tree};
 
 /// How often a git transaction is retried after losing a race to another writer.
 pub const MAX_ATTEMPTS: u32 = 8;
-
-/// The lock file of a directory registry.
-pub const LOCK_FILE: &str = ".gf-registry.lock";
 
 /// Where a directory registry stages new folders before renaming them into place.
 pub const STAGING_DIR: &str = ".gf-registry-staging";
@@ -123,14 +120,7 @@ impl RegistrySource {
         if !staging.exists() {
             return Ok(false);
         }
-        let lock_path = root.join(LOCK_FILE);
-        let lock = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(|e| io_err(&lock_path, e))?;
-        lock.lock().map_err(|e| io_err(&lock_path, e))?;
+        let _lock = lock_dir(root)?;
         fs::remove_dir_all(&staging).map_err(|e| io_err(&staging, e))?;
         Ok(true)
     }
@@ -179,14 +169,7 @@ fn transact_dir<T, E>(
     plan: &mut PlanFn<'_, T, E>,
 ) -> Result<Written<T>, TransactError<E>> {
     let root = tree.root().to_path_buf();
-    let lock_path = root.join(LOCK_FILE);
-    let lock = OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&lock_path)
-        .map_err(|e| io_err(&lock_path, e))?;
-    lock.lock().map_err(|e| io_err(&lock_path, e))?;
+    let lock = lock_dir(&root)?;
     let staging = root.join(STAGING_DIR);
     // Leftovers of a crash: never visible (the folder is not part of the tree), removed here.
     if staging.exists() {
@@ -213,6 +196,14 @@ fn transact_dir<T, E>(
         revision: Some("directory".to_owned()),
         attempts: 1,
     })
+}
+
+/// An exclusive lock on the registry folder itself (`flock` on its descriptor), so writers in
+/// several processes exclude each other without any lock file in the tree.
+fn lock_dir(root: &Path) -> Result<File, SourceError> {
+    let dir = File::open(root).map_err(|e| io_err(root, e))?;
+    dir.lock().map_err(|e| io_err(root, e))?;
+    Ok(dir)
 }
 
 fn write_dir_change(root: &Path, staging: &Path, change: &Change) -> Result<(), SourceError> {

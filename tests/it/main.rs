@@ -2,15 +2,18 @@
 
 mod bazel_client;
 mod cli;
+mod crash;
 mod deploy;
 mod garage;
 mod git_registry;
+mod hostile;
 mod http_edges;
 mod limits;
 mod mirror;
 mod mirror_cli;
 mod registry_dir;
 mod replicas;
+mod soak;
 mod storage_conformance;
 mod storage_probe;
 mod upstream;

@@ -1,0 +1,1237 @@
+//! Crash consistency: the real binary, dozens of concurrent publishes and mirror fills, killed
+//! with SIGKILL at seeded random points, round after round on the same folders.
+//!
+//! A write is *acknowledged* when its `2xx` answer was read to the end (for a fill: the whole
+//! body, with the expected sha256). After each kill the binary is started again on the same
+//! registry, data, policy and config, and:
+//!
+//! - every acknowledged publish serves `MODULE.bazel` (the submitted bytes) and `source.json`,
+//!   `metadata.json` lists the version, and the archive `source.json` names is served with
+//!   its integrity;
+//! - every acknowledged fill is served by `/cas/sha256/HEX` (and by its mirror URL, with the
+//!   upstream now answering `404`);
+//! - nothing partial is on disk: every version `metadata.json` lists has a folder with
+//!   `MODULE.bazel` and `source.json`; every file under `data/cas/sha256/` hashes to its name;
+//!   every record parses; every pin names a stored blob; every `created` audit record names a
+//!   listed version;
+//! - no `.gf-registry-staging` folder is left after start, and `gf-registry storage verify
+//!   --fix` exits 0.
+//!
+//! Leftover temporary files (`data/cas/tmp/`, object-store staging files `*#N`, publish work
+//! folders in the server's `TMPDIR`) are counted before the restart and after `verify --fix`:
+//! the main test reports them, `sigkill_leftovers_are_cleaned` requires them gone.
+//!
+//! Helpers here (the process, the RNG, publish bodies) are shared with `soak.rs`.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::ffi::OsString;
+use std::io::{BufRead as _, BufReader, Write as _};
+use std::os::unix::fs::MetadataExt as _;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use bytes::Bytes;
+use serde_json::{Value, json};
+
+use crate::upstream::{Answer, Upstream};
+use crate::util::{copy_tree, example_registry, files_under, sha256_hex};
+
+/// The token the harness publishes with (scope `publish:*`).
+pub(crate) const TOKEN: &str = "gfr_crash_harness_token";
+
+/// Rounds of start, load, SIGKILL, restart, check.
+const ROUNDS: u32 = 20;
+/// Publishes fired at once per round.
+const PUBLISHES: usize = 24;
+/// Mirror fills fired at once per round.
+const FILLS: usize = 24;
+/// Modules the publishes spread over.
+const MODULES: [&str; 4] = ["crash_a", "crash_b", "crash_c", "crash_d"];
+/// Pause between the starts of two requests of a round.
+const STAGGER_MS: u64 = 8;
+/// Bounds of the delay between firing the requests and the SIGKILL, in milliseconds.
+const KILL_AFTER_MS: (u64, u64) = (20, 600);
+/// The fixed seed: the same kill points on every run (timing still varies).
+const SEED: u64 = 0x00C0_FFEE_2024_0001;
+/// Bound on the whole crash test.
+const CRASH_TEST_TIMEOUT: Duration = Duration::from_secs(600);
+
+// ---------------------------------------------------------------------------------------------
+// Shared helpers (also used by soak.rs)
+// ---------------------------------------------------------------------------------------------
+
+/// A tiny xorshift64 generator: deterministic, no crate.
+#[derive(Debug, Clone)]
+pub(crate) struct Rng(u64);
+
+impl Rng {
+    pub(crate) fn new(seed: u64) -> Self {
+        Self(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+    }
+
+    pub(crate) fn next_u64(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.0 = x;
+        x
+    }
+
+    /// Uniform in `lo..=hi`.
+    pub(crate) fn between(&mut self, lo: u64, hi: u64) -> u64 {
+        lo + self.next_u64() % (hi - lo + 1)
+    }
+
+    /// `len` pseudo-random bytes.
+    pub(crate) fn bytes(&mut self, len: usize) -> Vec<u8> {
+        let mut out = Vec::with_capacity(len + 8);
+        while out.len() < len {
+            out.extend_from_slice(&self.next_u64().to_le_bytes());
+        }
+        out.truncate(len);
+        out
+    }
+}
+
+/// The folders one server runs on, kept across restarts.
+#[derive(Debug)]
+pub(crate) struct Layout {
+    _root: tempfile::TempDir,
+    pub(crate) registry: PathBuf,
+    pub(crate) data: PathBuf,
+    pub(crate) policy: PathBuf,
+    pub(crate) config: PathBuf,
+    /// The server's `TMPDIR` (publish work folders go there).
+    pub(crate) tmpdir: PathBuf,
+    /// The server's stderr, appended to by every start.
+    pub(crate) log: PathBuf,
+}
+
+impl Layout {
+    /// A copy of the example registry, an empty data folder, `policy_toml` as the mirror
+    /// policy, and a config granting [`TOKEN`] `publish:*` with no upstream registries.
+    pub(crate) fn new(policy_toml: &str) -> Self {
+        let root = tempfile::tempdir().expect("tempdir");
+        let registry = root.path().join("registry");
+        copy_tree(&example_registry(), &registry);
+        let data = root.path().join("data");
+        let policy = root.path().join("policy");
+        let tmpdir = root.path().join("tmp");
+        for d in [&data, &policy, &tmpdir] {
+            std::fs::create_dir_all(d).expect("mkdir");
+        }
+        std::fs::write(policy.join("policy.toml"), policy_toml).expect("policy.toml");
+        let config = root.path().join("config.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "[publish]\nupstream_registries = []\n\n[[auth.tokens]]\nname = \"harness\"\nsha256 = \"{}\"\nscopes = [\"publish:*\", \"yank:*\"]\n",
+                sha256_hex(TOKEN.as_bytes())
+            ),
+        )
+        .expect("config.toml");
+        let log = root.path().join("server.log");
+        Self {
+            _root: root,
+            registry,
+            data,
+            policy,
+            config,
+            tmpdir,
+            log,
+        }
+    }
+
+    /// The flags naming these folders (for `serve` and the offline commands).
+    pub(crate) fn flags(&self) -> Vec<OsString> {
+        let mut out = Vec::new();
+        for (flag, path) in [
+            ("--registry", &self.registry),
+            ("--data", &self.data),
+            ("--mirror-policy", &self.policy),
+            ("--config", &self.config),
+        ] {
+            out.push(OsString::from(flag));
+            out.push(path.as_os_str().to_owned());
+        }
+        out
+    }
+
+    /// The binary with these folders, a clean environment (no inherited `GF_REGISTRY_*`),
+    /// no registry polling, no retention runs, stderr appended to [`Layout::log`].
+    pub(crate) fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_gf-registry"));
+        cmd.args(args).args(self.flags());
+        for (k, _) in std::env::vars_os() {
+            if k.to_string_lossy().starts_with("GF_REGISTRY_") {
+                cmd.env_remove(k);
+            }
+        }
+        cmd.env("GF_REGISTRY_POLL_INTERVAL_SECONDS", "0")
+            .env("GF_REGISTRY_GC_INTERVAL_SECONDS", "0")
+            .env("TMPDIR", &self.tmpdir)
+            .stdin(Stdio::null());
+        cmd
+    }
+
+    /// Starts `serve --listen 127.0.0.1:0` and waits (bounded) for its listening line.
+    pub(crate) fn spawn(&self) -> Served {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("log file");
+        let mut child = self
+            .command(&["serve", "--listen", "127.0.0.1:0"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(log))
+            .spawn()
+            .expect("spawn gf-registry serve");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        // Reads the first line, then drains stdout until the process ends.
+        std::thread::spawn(move || {
+            let mut reader = BufReader::new(stdout);
+            let mut line = String::new();
+            let _ = reader.read_line(&mut line);
+            let _ = tx.send(line);
+            let _ = std::io::copy(&mut reader, &mut std::io::sink());
+        });
+        let line = match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(l) => l,
+            Err(e) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "no listening line within 60 s ({e}); log:\n{}",
+                    self.log_tail()
+                );
+            }
+        };
+        let Some(url) = line.trim().strip_prefix("gf-registry listening on ") else {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("unexpected first line {line:?}; log:\n{}", self.log_tail());
+        };
+        Served {
+            pid: child.id(),
+            base: url.trim_end_matches('/').to_owned(),
+            child: Some(child),
+        }
+    }
+
+    /// The last lines of the server log, for failure messages.
+    pub(crate) fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(40)..].join("\n")
+    }
+}
+
+/// A running `gf-registry serve`; killed (SIGKILL) when dropped.
+#[derive(Debug)]
+pub(crate) struct Served {
+    child: Option<Child>,
+    pub(crate) pid: u32,
+    /// `http://127.0.0.1:PORT`, no trailing `/`.
+    pub(crate) base: String,
+}
+
+impl Served {
+    pub(crate) fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// SIGKILL, then reap.
+    pub(crate) fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Whether the process is still running.
+    pub(crate) fn alive(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A client with no proxy, no redirects and a bound on each request.
+pub(crate) fn client(timeout: Duration) -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(timeout)
+        .build()
+        .expect("client")
+}
+
+/// A mirror policy allowing the double, loopback included.
+pub(crate) fn allow_upstream(up: &Upstream) -> String {
+    format!(
+        "[[upstream]]\nprefix = \"{}/\"\nallow_private = true\n",
+        up.origin()
+    )
+}
+
+/// A deterministic `tar.gz` holding `files` under `prefix/`.
+pub(crate) fn tar_gz(prefix: &str, files: &[(&str, &[u8])]) -> Vec<u8> {
+    let mut builder = tar::Builder::new(Vec::new());
+    for (path, content) in files {
+        let mut header = tar::Header::new_gnu();
+        header.set_size(content.len() as u64);
+        header.set_mode(0o644);
+        header.set_mtime(0);
+        header.set_cksum();
+        builder
+            .append_data(&mut header, format!("{prefix}/{path}"), *content)
+            .expect("append");
+    }
+    let tar = builder.into_inner().expect("tar");
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(&tar).expect("gzip");
+    gz.finish().expect("gzip")
+}
+
+/// The sha256 SRI of `bytes`.
+pub(crate) fn sri(bytes: &[u8]) -> String {
+    use sha2::Digest as _;
+    format!(
+        "sha256-{}",
+        base64::engine::general_purpose::STANDARD.encode(sha2::Sha256::digest(bytes))
+    )
+}
+
+/// Hex sha256 of an SRI `sha256-...` value.
+fn sri_hex(sri: &str) -> Option<String> {
+    let b64 = sri.strip_prefix("sha256-")?;
+    let raw = base64::engine::general_purpose::STANDARD.decode(b64).ok()?;
+    Some(hex::encode(raw))
+}
+
+/// One version to publish: its `MODULE.bazel`, its archive and the request body.
+#[derive(Debug, Clone)]
+pub(crate) struct Release {
+    pub(crate) module: String,
+    pub(crate) version: String,
+    pub(crate) module_bazel: String,
+    pub(crate) archive: Bytes,
+    /// The upstream path serving the archive, for a URL source; `None` for an upload.
+    pub(crate) upstream_path: Option<String>,
+    pub(crate) body: Vec<u8>,
+}
+
+impl Release {
+    /// A release whose archive holds `MODULE.bazel`, a BUILD file and `padding` random
+    /// bytes; uploaded, or (with `upstream`) fetched from the double at a path of its own.
+    pub(crate) fn new(
+        module: &str,
+        version: &str,
+        padding: Vec<u8>,
+        upstream: Option<&Upstream>,
+    ) -> Self {
+        let mb = format!("module(\n    name = \"{module}\",\n    version = \"{version}\",\n)\n");
+        let prefix = format!("{module}-{version}");
+        let archive = tar_gz(
+            &prefix,
+            &[
+                ("MODULE.bazel", mb.as_bytes()),
+                ("BUILD.bazel", b"# empty\n"),
+                ("padding.bin", &padding),
+            ],
+        );
+        let metadata = json!({
+            "homepage": "https://example.com/",
+            "maintainers": [{"name": "Harness", "email": "harness@example.com"}],
+            "repository": ["github:example/crash"],
+        });
+        let (source, upstream_path) = match upstream {
+            None => (
+                json!({
+                    "type": "upload",
+                    "file_name": format!("{prefix}.tar.gz"),
+                    "content_base64": base64::engine::general_purpose::STANDARD.encode(&archive),
+                }),
+                None,
+            ),
+            Some(up) => {
+                let path = format!("/releases/{module}/{prefix}.tar.gz");
+                (
+                    json!({"type": "archive", "url": up.url(&path), "integrity": sri(&archive)}),
+                    Some(path),
+                )
+            }
+        };
+        let body = json!({
+            "module_bazel": mb,
+            "source": source,
+            "strip_prefix": prefix,
+            "metadata": metadata,
+        });
+        Self {
+            module: module.to_owned(),
+            version: version.to_owned(),
+            module_bazel: mb,
+            archive: Bytes::from(archive),
+            upstream_path,
+            body: serde_json::to_vec(&body).expect("json"),
+        }
+    }
+
+    pub(crate) fn api_path(&self) -> String {
+        format!("/api/v1/modules/{}/{}", self.module, self.version)
+    }
+
+    pub(crate) fn archive_sha256(&self) -> String {
+        sha256_hex(&self.archive)
+    }
+}
+
+/// How one request ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    /// `2xx` read to the end, checked.
+    Acknowledged,
+    /// A complete answer that is not the expected one: status and body.
+    Refused(u16, String),
+    /// The transfer broke (the server died).
+    Cut(String),
+    /// A complete `2xx` whose content is wrong (never acceptable).
+    Wrong(String),
+}
+
+/// `POST` a release with [`TOKEN`]; acknowledged on `201`/`200` naming the archive digest.
+pub(crate) async fn publish(client: &reqwest::Client, base: &str, r: &Release) -> Outcome {
+    let sent = client
+        .post(format!("{base}{}", r.api_path()))
+        .bearer_auth(TOKEN)
+        .header(reqwest::header::CONTENT_TYPE, "application/json")
+        .body(r.body.clone())
+        .send()
+        .await;
+    let resp = match sent {
+        Ok(resp) => resp,
+        Err(e) => return Outcome::Cut(e.to_string()),
+    };
+    let status = resp.status().as_u16();
+    let body = match resp.bytes().await {
+        Ok(b) => b,
+        Err(e) => return Outcome::Cut(e.to_string()),
+    };
+    let text = String::from_utf8_lossy(&body).into_owned();
+    if status != 201 && status != 200 {
+        return Outcome::Refused(status, text);
+    }
+    let answer: Value = match serde_json::from_slice(&body) {
+        Ok(v) => v,
+        Err(e) => {
+            return Outcome::Wrong(format!(
+                "{status} with a body that is not JSON ({e}): {text}"
+            ));
+        }
+    };
+    if answer["archive_sha256"] != json!(r.archive_sha256()) {
+        return Outcome::Wrong(format!("answer names another archive: {text}"));
+    }
+    Outcome::Acknowledged
+}
+
+/// `GET` a path; acknowledged on `200` with a body of sha256 `want`.
+pub(crate) async fn get_verified(client: &reqwest::Client, url: &str, want: &str) -> Outcome {
+    let resp = match client.get(url).send().await {
+        Ok(r) => r,
+        Err(e) => return Outcome::Cut(e.to_string()),
+    };
+    let status = resp.status().as_u16();
+    let body = match resp.bytes().await {
+        Ok(b) => b,
+        Err(e) => return Outcome::Cut(e.to_string()),
+    };
+    if status != 200 {
+        return Outcome::Refused(status, String::from_utf8_lossy(&body).into_owned());
+    }
+    let got = sha256_hex(&body);
+    if got == want {
+        Outcome::Acknowledged
+    } else {
+        Outcome::Wrong(format!(
+            "{} bytes of sha256 {got}, expected {want}",
+            body.len()
+        ))
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The harness
+// ---------------------------------------------------------------------------------------------
+
+/// One mirror fill: the upstream path and what it serves.
+#[derive(Debug, Clone)]
+struct FillSpec {
+    path: String,
+    sha256: String,
+    size: usize,
+}
+
+/// An acknowledged write, to find again after every restart.
+#[derive(Debug, Clone)]
+enum Acked {
+    Publish(Release),
+    Fill(FillSpec),
+}
+
+#[derive(Debug, Default)]
+struct Tally {
+    acknowledged_publishes: usize,
+    acknowledged_fills: usize,
+    cut: usize,
+    /// Requests whose turn came after the kill.
+    not_sent: usize,
+    /// Complete non-2xx answers to publishes or fills before the kill.
+    refused: Vec<String>,
+    /// Acknowledged writes not found (or not verified) after a restart.
+    losses: Vec<String>,
+    /// Partial state found on disk or served.
+    partial: Vec<String>,
+    /// Leftovers seen after a kill that start and `verify --fix` removed.
+    leftovers_cleaned: usize,
+    /// Leftovers still there after start and `verify --fix`, by round.
+    leftovers_remaining: Vec<(u32, Vec<String>)>,
+    /// Version folders `metadata.json` does not list (cut between the folder and the list).
+    unlisted_versions: BTreeSet<String>,
+    /// Of those, the ones whose `MODULE.bazel` the restarted server serves.
+    unlisted_served: BTreeSet<String>,
+    verify_failures: Vec<String>,
+    kill_points_ms: Vec<u64>,
+}
+
+/// Files whose hash was checked: path -> (len, mtime ns, inode).
+type Verified = HashMap<PathBuf, (u64, i128, u64)>;
+
+/// Everything that looks like a leftover temporary object or file.
+fn leftovers(layout: &Layout) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    let staging = layout.registry.join(".gf-registry-staging");
+    if staging.exists() {
+        out.insert("registry/.gf-registry-staging/".to_owned());
+        for rel in files_under(&staging) {
+            out.insert(format!("registry/.gf-registry-staging/{rel}"));
+        }
+    }
+    let tmp = layout.data.join("cas/tmp");
+    if tmp.exists() {
+        for rel in files_under(&tmp) {
+            out.insert(format!("data/cas/tmp/{rel}"));
+        }
+    }
+    if layout.data.exists() {
+        for rel in files_under(&layout.data) {
+            // object_store's local staging files (`name#N`), hidden from listings.
+            if rel.contains('#') {
+                out.insert(format!("data/{rel}"));
+            }
+        }
+    }
+    if let Ok(entries) = std::fs::read_dir(&layout.tmpdir) {
+        for e in entries.flatten() {
+            out.insert(format!("TMPDIR/{}", e.file_name().to_string_lossy()));
+        }
+    }
+    out
+}
+
+/// Checks the registry folder, the cas role and the records role on disk.
+fn check_disk(layout: &Layout, verified: &mut Verified, tally: &mut Tally) {
+    // Registry: every listed version complete.
+    let modules = layout.registry.join("modules");
+    for entry in std::fs::read_dir(&modules).expect("modules").flatten() {
+        let module = entry.file_name().to_string_lossy().into_owned();
+        let dir = entry.path();
+        let listed: BTreeSet<String> = match std::fs::read(dir.join("metadata.json")) {
+            Ok(bytes) => match serde_json::from_slice::<Value>(&bytes) {
+                Ok(v) => v["versions"]
+                    .as_array()
+                    .map(|a| {
+                        a.iter()
+                            .filter_map(|x| x.as_str().map(str::to_owned))
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+                Err(e) => {
+                    tally.partial.push(format!(
+                        "modules/{module}/metadata.json does not parse: {e}"
+                    ));
+                    BTreeSet::new()
+                }
+            },
+            Err(_) => BTreeSet::new(),
+        };
+        for v in &listed {
+            let vdir = dir.join(v);
+            for f in ["MODULE.bazel", "source.json"] {
+                if !vdir.join(f).is_file() {
+                    tally.partial.push(format!(
+                        "modules/{module}/metadata.json lists {v}, but {v}/{f} is missing"
+                    ));
+                }
+            }
+            if let Ok(bytes) = std::fs::read(vdir.join("source.json"))
+                && serde_json::from_slice::<Value>(&bytes).is_err()
+            {
+                tally
+                    .partial
+                    .push(format!("modules/{module}/{v}/source.json does not parse"));
+            }
+        }
+        for e in std::fs::read_dir(&dir).expect("module dir").flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if e.path().is_dir() && !listed.contains(&name) {
+                tally.unlisted_versions.insert(format!("{module}@{name}"));
+            }
+        }
+    }
+    // The cas role: every blob holds the bytes its name says.
+    let cas = layout.data.join("cas/sha256");
+    let mut present = BTreeSet::new();
+    if cas.exists() {
+        for rel in files_under(&cas) {
+            let path = cas.join(&rel);
+            let Ok(meta) = std::fs::metadata(&path) else {
+                continue;
+            };
+            let stamp = (
+                meta.len(),
+                i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec()),
+                meta.ino(),
+            );
+            let name = rel.rsplit('/').next().unwrap_or_default().to_owned();
+            present.insert(name.clone());
+            if verified.get(&path) == Some(&stamp) {
+                continue;
+            }
+            let bytes = std::fs::read(&path).expect("read blob");
+            let got = sha256_hex(&bytes);
+            if got == name {
+                verified.insert(path, stamp);
+            } else {
+                tally.partial.push(format!(
+                    "data/cas/sha256/{rel}: {} bytes hashing to {got}",
+                    bytes.len()
+                ));
+            }
+        }
+    }
+    // The records role: every record parses; pins name stored blobs; `created` audit records
+    // name listed versions.
+    let records = layout.data.join("records");
+    if records.exists() {
+        for rel in files_under(&records) {
+            if rel.contains('#') || rel.starts_with("probe/") {
+                continue;
+            }
+            let bytes = std::fs::read(records.join(&rel)).expect("read record");
+            let Ok(v) = serde_json::from_slice::<Value>(&bytes) else {
+                tally.partial.push(format!(
+                    "data/records/{rel}: not JSON ({} bytes)",
+                    bytes.len()
+                ));
+                continue;
+            };
+            if v["kind"] == "pin"
+                && let Some(sha) = v["sha256"].as_str()
+                && !present.contains(sha)
+            {
+                tally.partial.push(format!(
+                    "data/records/{rel}: pins {} to sha256 {sha}, which is not stored",
+                    v["url"]
+                ));
+            }
+            if rel.starts_with("audit/")
+                && v["action"] == "publish"
+                && v["outcome"] == "created"
+                && let (Some(m), Some(ver)) = (v["module"].as_str(), v["version"].as_str())
+            {
+                let listed = std::fs::read(modules.join(m).join("metadata.json"))
+                    .ok()
+                    .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+                    .is_some_and(|meta| {
+                        meta["versions"]
+                            .as_array()
+                            .is_some_and(|a| a.iter().any(|x| x == ver))
+                    });
+                if !listed {
+                    tally.partial.push(format!(
+                        "data/records/{rel}: audits {m}@{ver} as created, but metadata.json does not list it"
+                    ));
+                }
+            }
+        }
+    }
+}
+
+/// Path and query of a URL (to ask the restarted server for what its predecessor named).
+fn path_of(url: &str) -> Option<String> {
+    let u = url::Url::parse(url).ok()?;
+    Some(match u.query() {
+        Some(q) => format!("{}?{q}", u.path()),
+        None => u.path().to_owned(),
+    })
+}
+
+/// Checks one acknowledged write against the running server; `Err` describes a loss.
+async fn check_acked(
+    client: &reqwest::Client,
+    s: &Served,
+    up: &Upstream,
+    acked: &Acked,
+    full: bool,
+) -> Result<(), String> {
+    match acked {
+        Acked::Publish(r) => {
+            let at = format!("{}@{}", r.module, r.version);
+            let vpath = format!("/modules/{}/{}", r.module, r.version);
+            let get = |p: String| async move {
+                let resp = client
+                    .get(s.url(&p))
+                    .send()
+                    .await
+                    .map_err(|e| format!("{p}: {e}"))?;
+                let status = resp.status().as_u16();
+                let body = resp.bytes().await.map_err(|e| format!("{p}: {e}"))?;
+                if status == 200 {
+                    Ok(body)
+                } else {
+                    Err(format!("{p}: {status} {}", String::from_utf8_lossy(&body)))
+                }
+            };
+            let mb = get(format!("{vpath}/MODULE.bazel")).await?;
+            if mb != r.module_bazel.as_bytes() {
+                return Err(format!("{at}: MODULE.bazel differs from the submitted one"));
+            }
+            let meta: Value =
+                serde_json::from_slice(&get(format!("/modules/{}/metadata.json", r.module)).await?)
+                    .map_err(|e| format!("{at}: metadata.json: {e}"))?;
+            if !meta["versions"]
+                .as_array()
+                .is_some_and(|a| a.iter().any(|v| v == r.version.as_str()))
+            {
+                return Err(format!("{at}: metadata.json does not list it"));
+            }
+            let source: Value = serde_json::from_slice(&get(format!("{vpath}/source.json")).await?)
+                .map_err(|e| format!("{at}: source.json: {e}"))?;
+            let integrity = source["integrity"].as_str().unwrap_or_default();
+            let want = r.archive_sha256();
+            if sri_hex(integrity).as_deref() != Some(want.as_str()) {
+                return Err(format!(
+                    "{at}: source.json integrity {integrity}, archive {want}"
+                ));
+            }
+            // The archive as source.json names it: the upload's /cas/ URL, or the mirror URL of
+            // an upstream source (the upstream answers 404 by now).
+            let url = match &r.upstream_path {
+                None => source["url"].as_str().unwrap_or_default().to_owned(),
+                Some(p) => {
+                    if source["url"] != json!(up.url(p)) {
+                        return Err(format!("{at}: source.json url {}", source["url"]));
+                    }
+                    source["mirror_urls"][0]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_owned()
+                }
+            };
+            let path = path_of(&url).ok_or_else(|| format!("{at}: archive url {url:?}"))?;
+            match get_verified(client, &s.url(&path), &want).await {
+                Outcome::Acknowledged => Ok(()),
+                other => Err(format!("{at}: archive {path}: {other:?}")),
+            }
+        }
+        Acked::Fill(f) => {
+            let cas = format!("/cas/sha256/{}", f.sha256);
+            if full {
+                for p in [cas, format!("/mirror/{}{}", up.host(), f.path)] {
+                    match get_verified(client, &s.url(&p), &f.sha256).await {
+                        Outcome::Acknowledged => {}
+                        other => return Err(format!("fill {}: {p}: {other:?}", f.path)),
+                    }
+                }
+                Ok(())
+            } else {
+                // Present by HEAD; its bytes are checked on disk by `check_disk`.
+                let resp = client
+                    .head(s.url(&cas))
+                    .send()
+                    .await
+                    .map_err(|e| format!("fill {}: HEAD {cas}: {e}", f.path))?;
+                let len = resp
+                    .headers()
+                    .get(reqwest::header::CONTENT_LENGTH)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.parse::<usize>().ok());
+                if resp.status() == 200 && len == Some(f.size) {
+                    Ok(())
+                } else {
+                    Err(format!(
+                        "fill {}: HEAD {cas}: {} (length {len:?}, expected {})",
+                        f.path,
+                        resp.status(),
+                        f.size
+                    ))
+                }
+            }
+        }
+    }
+}
+
+/// `gf-registry storage verify --fix` on the layout; `Err` with its output unless it exits 0.
+async fn verify_fix(layout: &Layout) -> Result<String, String> {
+    let mut cmd = layout.command(&["storage", "verify", "--fix"]);
+    let out = tokio::task::spawn_blocking(move || cmd.output())
+        .await
+        .expect("join")
+        .expect("run storage verify");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    if out.status.success() {
+        Ok(text)
+    } else {
+        Err(format!("exit {:?}: {text}", out.status.code()))
+    }
+}
+
+/// Runs `rounds` rounds; returns the tally.
+async fn run_rounds(rounds: u32, seed: u64) -> Tally {
+    let up = Upstream::start().await;
+    let layout = Layout::new(&allow_upstream(&up));
+    let client = client(Duration::from_secs(60));
+    let mut rng = Rng::new(seed);
+    // One random base: every fill is a distinct header on a slice of it.
+    let base = Bytes::from(rng.bytes(5 << 20));
+    let mut tally = Tally::default();
+    let mut acked: Vec<Acked> = Vec::new();
+    let mut verified = Verified::new();
+    let mut server = layout.spawn();
+    for round in 0..rounds {
+        // The round's upstream content.
+        let mut fills = Vec::new();
+        for i in 0..FILLS {
+            // 32 KiB to 4 MiB, log-uniform: small ones complete early, big ones get cut.
+            let size = (32usize << 10 << rng.between(0, 7))
+                + usize::try_from(rng.between(0, 64 << 10)).expect("size");
+            let mut bytes = format!("round {round} fill {i} seed {seed}\n").into_bytes();
+            bytes.extend_from_slice(&base[..size - bytes.len()]);
+            let path = format!("/fills/r{round}/f{i}.bin");
+            let spec = FillSpec {
+                path: path.clone(),
+                sha256: sha256_hex(&bytes),
+                size,
+            };
+            let bytes = Bytes::from(bytes);
+            if i % 3 == 0 {
+                up.set(
+                    &path,
+                    Answer::Slow {
+                        bytes,
+                        chunk: 64 << 10,
+                        delay: Duration::from_millis(6),
+                    },
+                );
+            } else {
+                up.set(&path, Answer::Bytes(bytes));
+            }
+            fills.push(spec);
+        }
+        let mut releases = Vec::new();
+        for j in 0..PUBLISHES {
+            let module = MODULES[j % MODULES.len()];
+            let version = format!("{}.{}.0", round + 1, j / MODULES.len());
+            let len = usize::try_from(rng.between(4 << 10, 64 << 10)).expect("len");
+            let padding = rng.bytes(len);
+            let via_url = j % 3 == 1;
+            let r = Release::new(module, &version, padding, via_url.then_some(&up));
+            if let Some(p) = &r.upstream_path {
+                if j % 2 == 0 {
+                    up.set(
+                        p,
+                        Answer::Slow {
+                            bytes: r.archive.clone(),
+                            chunk: 16 << 10,
+                            delay: Duration::from_millis(5),
+                        },
+                    );
+                } else {
+                    up.set(p, Answer::Bytes(r.archive.clone()));
+                }
+            }
+            releases.push(r);
+        }
+
+        // Fire everything at once, interleaved.
+        // Fired interleaved, one every STAGGER_MS, so dozens overlap and the early ones can
+        // complete before the kill; a request whose turn comes after the kill is not sent.
+        let killed = Arc::new(AtomicBool::new(false));
+        let mut work: Vec<Acked> = Vec::new();
+        for k in 0..PUBLISHES.max(FILLS) {
+            if let Some(f) = fills.get(k) {
+                work.push(Acked::Fill(f.clone()));
+            }
+            if let Some(r) = releases.get(k) {
+                work.push(Acked::Publish(r.clone()));
+            }
+        }
+        let mut tasks = Vec::new();
+        for (n, what) in work.into_iter().enumerate() {
+            let (c, base_url, host) = (client.clone(), server.base.clone(), up.host());
+            let killed = killed.clone();
+            let wait = Duration::from_millis(STAGGER_MS * n as u64);
+            tasks.push(tokio::spawn(async move {
+                tokio::time::sleep(wait).await;
+                if killed.load(Ordering::SeqCst) {
+                    return (what, None);
+                }
+                let o = match &what {
+                    Acked::Publish(r) => publish(&c, &base_url, r).await,
+                    Acked::Fill(f) => {
+                        let url = format!("{base_url}/mirror/{host}{}", f.path);
+                        get_verified(&c, &url, &f.sha256).await
+                    }
+                };
+                (what, Some(o))
+            }));
+        }
+        let delay = rng.between(KILL_AFTER_MS.0, KILL_AFTER_MS.1);
+        tally.kill_points_ms.push(delay);
+        tokio::time::sleep(Duration::from_millis(delay)).await;
+        assert!(
+            server.alive(),
+            "round {round}: the server died before the kill"
+        );
+        killed.store(true, Ordering::SeqCst);
+        server.kill();
+        let (mut round_pubs, mut round_fills) = (0, 0);
+        let mut new_acks = Vec::new();
+        for t in tasks {
+            let (what, outcome) = tokio::time::timeout(Duration::from_secs(30), t)
+                .await
+                .expect("requests end once the server is gone")
+                .expect("request task");
+            let Some(outcome) = outcome else {
+                tally.not_sent += 1;
+                continue;
+            };
+            match outcome {
+                Outcome::Acknowledged => {
+                    match &what {
+                        Acked::Publish(_) => round_pubs += 1,
+                        Acked::Fill(_) => round_fills += 1,
+                    }
+                    new_acks.push(what);
+                }
+                Outcome::Cut(_) => tally.cut += 1,
+                Outcome::Refused(status, text) => tally.refused.push(format!(
+                    "round {round}: {}: {status} {text}",
+                    describe(&what)
+                )),
+                Outcome::Wrong(why) => tally.losses.push(format!(
+                    "round {round}: {} answered wrong: {why}",
+                    describe(&what)
+                )),
+            }
+        }
+        tally.acknowledged_publishes += round_pubs;
+        tally.acknowledged_fills += round_fills;
+        // From now on the upstream has nothing: what is served comes from the store.
+        for f in &fills {
+            up.set(&f.path, Answer::Status(404));
+        }
+        for r in &releases {
+            if let Some(p) = &r.upstream_path {
+                up.set(p, Answer::Status(404));
+            }
+        }
+        let before = leftovers(&layout);
+
+        // Restart on the same folders and check.
+        server = layout.spawn();
+        if layout.registry.join(".gf-registry-staging").exists() {
+            tally.partial.push(format!(
+                "round {round}: .gf-registry-staging is still there after start"
+            ));
+        }
+        acked.extend(new_acks);
+        let last = round + 1 == rounds;
+        let newest = acked.len() - (round_pubs + round_fills);
+        for (n, a) in acked.iter().enumerate() {
+            if let Err(e) = check_acked(&client, &server, &up, a, last || n >= newest).await {
+                tally.losses.push(format!("round {round}: {e}"));
+            }
+        }
+        check_disk(&layout, &mut verified, &mut tally);
+        for at in &tally.unlisted_versions {
+            let Some((m, v)) = at.split_once('@') else {
+                continue;
+            };
+            if let Ok(resp) = client
+                .get(server.url(&format!("/modules/{m}/{v}/MODULE.bazel")))
+                .send()
+                .await
+                && resp.status() == 200
+            {
+                tally.unlisted_served.insert(at.clone());
+            }
+        }
+        if let Err(e) = verify_fix(&layout).await {
+            tally
+                .verify_failures
+                .push(format!("round {round}: storage verify --fix: {e}"));
+        }
+        let after = leftovers(&layout);
+        tally.leftovers_cleaned += before.difference(&after).count();
+        if !after.is_empty() {
+            tally
+                .leftovers_remaining
+                .push((round, after.into_iter().collect()));
+        }
+        eprintln!(
+            "crash: round {round}: killed after {delay} ms; acknowledged {round_pubs} publishes, {round_fills} fills; leftovers before restart {}",
+            before.len()
+        );
+    }
+    server.kill();
+    tally
+}
+
+fn describe(a: &Acked) -> String {
+    match a {
+        Acked::Publish(r) => format!("publish {}@{}", r.module, r.version),
+        Acked::Fill(f) => format!("fill {}", f.path),
+    }
+}
+
+/// What kind of leftover a [`leftovers`] entry is.
+fn category(leftover: &str) -> &'static str {
+    if leftover.starts_with("registry/") {
+        "registry_staging"
+    } else if leftover.starts_with("data/cas/tmp/") {
+        "cas_tmp"
+    } else if leftover.starts_with("data/") {
+        "store_staging"
+    } else {
+        "tmpdir"
+    }
+}
+
+/// Leftovers remaining after the last round, by [`category`].
+fn remaining_by_category(t: &Tally) -> BTreeMap<&'static str, usize> {
+    let mut out = BTreeMap::new();
+    for c in ["registry_staging", "cas_tmp", "store_staging", "tmpdir"] {
+        out.insert(c, 0);
+    }
+    if let Some((_, l)) = t.leftovers_remaining.last() {
+        for x in l {
+            *out.entry(category(x)).or_default() += 1;
+        }
+    }
+    out
+}
+
+/// Leftovers remaining after the last round, by file name up to its random suffix
+/// (`data/cas/tmp/gf-registry-fill-`, `TMPDIR/gf-registry-publish-`, ...).
+fn remaining_by_prefix(t: &Tally) -> BTreeMap<String, usize> {
+    let mut out = BTreeMap::new();
+    if let Some((_, l)) = t.leftovers_remaining.last() {
+        for x in l {
+            let prefix = match x.rfind('-') {
+                Some(i) if !x.starts_with("registry/") => &x[..=i],
+                _ => x.as_str(),
+            };
+            *out.entry(prefix.to_owned()).or_default() += 1;
+        }
+    }
+    out
+}
+
+fn report(name: &str, rounds: u32, t: &Tally, started: Instant) {
+    let remaining = remaining_by_category(t);
+    let remaining = remaining
+        .iter()
+        .map(|(k, v)| format!("{k}:{v}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    println!(
+        "{name}: rounds={rounds} acknowledged_publishes={} acknowledged_fills={} losses={} partial={} leftovers_cleaned={} leftovers_remaining={remaining} unlisted_version_folders={} unlisted_served={} cut_requests={} not_sent={} refused={} verify_failures={} kill_points_ms={:?} seconds={:.1}",
+        t.acknowledged_publishes,
+        t.acknowledged_fills,
+        t.losses.len(),
+        t.partial.len(),
+        t.leftovers_cleaned,
+        t.unlisted_versions.len(),
+        t.unlisted_served.len(),
+        t.cut,
+        t.not_sent,
+        t.refused.len(),
+        t.verify_failures.len(),
+        t.kill_points_ms,
+        started.elapsed().as_secs_f64(),
+    );
+    for (what, list) in [
+        ("loss", &t.losses),
+        ("partial", &t.partial),
+        ("refused", &t.refused),
+        ("verify", &t.verify_failures),
+    ] {
+        for l in list.iter().take(20) {
+            println!("{name}: {what}: {l}");
+        }
+    }
+    if let Some((round, l)) = t.leftovers_remaining.last() {
+        let mut shown: BTreeMap<&str, Vec<&String>> = BTreeMap::new();
+        for x in l {
+            let v = shown.entry(category(x)).or_default();
+            if v.len() < 3 {
+                v.push(x);
+            }
+        }
+        println!(
+            "{name}: leftovers after start and verify --fix in round {round} ({} in all): {:?}, e.g. {shown:?}",
+            l.len(),
+            remaining_by_prefix(t)
+        );
+    }
+    if !t.unlisted_versions.is_empty() {
+        println!(
+            "{name}: version folders metadata.json does not list (never acknowledged): {:?}",
+            t.unlisted_versions
+        );
+    }
+}
+
+/// The crash-consistency harness: 20 rounds of concurrent publishes and fills, SIGKILL at a
+/// seeded random point, restart, and the checks above. No acknowledged write may be lost and
+/// nothing partial may be visible.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigkill_during_publishes_and_fills_loses_nothing() {
+    let started = Instant::now();
+    let t = tokio::time::timeout(CRASH_TEST_TIMEOUT, run_rounds(ROUNDS, SEED))
+        .await
+        .expect("the crash test finishes in time");
+    report("crash", ROUNDS, &t, started);
+    assert!(
+        t.losses.is_empty(),
+        "acknowledged writes lost: {:#?}",
+        t.losses
+    );
+    assert!(t.partial.is_empty(), "partial state: {:#?}", t.partial);
+    assert!(
+        t.refused.is_empty(),
+        "requests refused before the kill: {:#?}",
+        t.refused
+    );
+    assert!(
+        t.verify_failures.is_empty(),
+        "storage verify --fix: {:#?}",
+        t.verify_failures
+    );
+    if t.acknowledged_publishes == 0 || t.acknowledged_fills == 0 {
+        println!("crash: warning: a kind of write was never acknowledged (a slow machine?)");
+    }
+    assert!(
+        t.acknowledged_publishes + t.acknowledged_fills > 0,
+        "the kills landed too early to test anything"
+    );
+}
+
+/// Leftover temporary objects and files of killed writes are removed by the next start or by
+/// `storage verify --fix`: nothing under `data/cas/tmp/`, no object-store staging file
+/// (`name#N`), no registry staging folder, no publish work folder in the server's `TMPDIR`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigkill_leftovers_are_cleaned() {
+    let started = Instant::now();
+    let rounds = 3;
+    let t = tokio::time::timeout(CRASH_TEST_TIMEOUT, run_rounds(rounds, SEED ^ 0x5A5A))
+        .await
+        .expect("the test finishes in time");
+    report("crash-leftovers", rounds, &t, started);
+    assert!(
+        t.losses.is_empty(),
+        "acknowledged writes lost: {:#?}",
+        t.losses
+    );
+    assert!(t.partial.is_empty(), "partial state: {:#?}", t.partial);
+    assert!(
+        t.leftovers_remaining.is_empty(),
+        "leftovers after start and verify --fix: {:#?}",
+        t.leftovers_remaining
+    );
+}
+
+/// The disk checks themselves: each kind of partial state is found.
+#[test]
+fn disk_checks_find_partial_state() {
+    let layout = Layout::new("");
+    let module = layout.registry.join("modules/half_mod");
+    std::fs::create_dir_all(module.join("1.0.0")).expect("mkdir");
+    std::fs::write(
+        module.join("metadata.json"),
+        r#"{"versions": ["1.0.0", "2.0.0"]}"#,
+    )
+    .expect("metadata");
+    std::fs::write(module.join("1.0.0/MODULE.bazel"), "module()\n").expect("MODULE.bazel");
+    std::fs::create_dir_all(module.join("3.0.0")).expect("mkdir");
+    let cas = layout.data.join("cas/sha256");
+    std::fs::create_dir_all(&cas).expect("mkdir");
+    std::fs::write(cas.join(sha256_hex(b"right")), b"right").expect("blob");
+    std::fs::write(cas.join(sha256_hex(b"right bytes")), b"wrong bytes").expect("blob");
+    let pins = layout.data.join("records/pins");
+    std::fs::create_dir_all(&pins).expect("mkdir");
+    let missing = sha256_hex(b"never stored");
+    std::fs::write(
+        pins.join("0001"),
+        json!({"kind": "pin", "url": "http://x/y", "sha256": missing, "at": "2024-01-01T00:00:00Z"})
+            .to_string(),
+    )
+    .expect("pin");
+    std::fs::write(pins.join("0002"), "{\"kind\": \"pi").expect("torn record");
+    let mut tally = Tally::default();
+    check_disk(&layout, &mut Verified::new(), &mut tally);
+    let text = tally.partial.join("\n");
+    for want in [
+        "lists 1.0.0, but 1.0.0/source.json is missing",
+        "lists 2.0.0, but 2.0.0/MODULE.bazel is missing",
+        "hashing to",
+        "which is not stored",
+        "not JSON",
+    ] {
+        assert!(text.contains(want), "{want:?} in {text}");
+    }
+    assert_eq!(tally.partial.len(), 6, "{text}");
+    assert!(tally.unlisted_versions.contains("half_mod@3.0.0"));
+    let staging = layout.registry.join(".gf-registry-staging/dir-1");
+    std::fs::create_dir_all(&staging).expect("mkdir");
+    std::fs::write(staging.join("x"), "x").expect("x");
+    std::fs::create_dir_all(layout.data.join("cas/tmp")).expect("mkdir");
+    std::fs::write(layout.data.join("cas/tmp/gf-registry-fill-1"), "x").expect("spool");
+    std::fs::write(layout.data.join("records/pins/0003#1"), "x").expect("staged");
+    std::fs::create_dir_all(layout.tmpdir.join("gf-registry-publish-1")).expect("mkdir");
+    let found: BTreeSet<&str> = leftovers(&layout).iter().map(|l| category(l)).collect();
+    assert_eq!(
+        found,
+        BTreeSet::from(["registry_staging", "cas_tmp", "store_staging", "tmpdir"])
+    );
+}

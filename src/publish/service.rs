@@ -187,6 +187,9 @@ struct Prepared {
     compatibility_level: i64,
     metadata: Option<super::request::MetadataSpec>,
     archive_sha256: Option<String>,
+    /// An uploaded archive, stored only once the entry is known to be accepted: file name,
+    /// bytes, who asked.
+    upload: Option<(String, Arc<Vec<u8>>, String)>,
 }
 
 impl Publisher {
@@ -223,7 +226,7 @@ impl Publisher {
         dry_run: bool,
     ) -> Result<Published, PublishError> {
         let req = PublishRequest::from_json(body)?.validate(name, version)?;
-        let prepared = self.prepare(req, actor, public_url, dry_run).await?;
+        let prepared = self.prepare(req, actor, public_url).await?;
         let source = self.registry.source().clone();
         let files: BTreeMap<String, String> = prepared
             .files
@@ -236,14 +239,39 @@ impl Publisher {
             })
             .collect();
         let author = author_of(actor);
+        // The plan on the tree served now: its refusals (409, a new module without metadata,
+        // a dropping compatibility_level) come before an upload is stored.
+        {
+            let p = prepared.clone();
+            let source = source.clone();
+            tasks_blocking(move || {
+                let tree = source.current().map_err(source_err)?;
+                plan_publish(tree.as_ref(), &p).map(|_| ())
+            })
+            .await?;
+        }
+        if dry_run {
+            return Ok(Published {
+                module: prepared.name.to_string(),
+                version: Some(prepared.version.to_string()),
+                status: Status::DryRun,
+                archive_sha256: prepared.archive_sha256.clone(),
+                files,
+                revision: None,
+            });
+        }
+        if let Some((file_name, bytes, requested_by)) = &prepared.upload {
+            let stored = self
+                .mirror
+                .ingest_bytes(bytes.clone(), file_name, requested_by)
+                .await
+                .map_err(|e| mirror_err("source.content_base64", e))?;
+            if Some(&stored) != prepared.archive_sha256.as_ref() {
+                return Err(task_err("the stored upload has another digest"));
+            }
+        }
         let p = prepared.clone();
         let (status, revision) = tasks_blocking(move || {
-            if dry_run {
-                let tree = source.current().map_err(source_err)?;
-                return match plan_publish(tree.as_ref(), &p)? {
-                    Plan::Unchanged(_) | Plan::Write(..) => Ok((Status::DryRun, None)),
-                };
-            }
             match source.transact(&author, &mut |tree| plan_publish(tree, &p)) {
                 Ok(w) => Ok((w.value, w.revision)),
                 Err(TransactError::Plan(e)) => Err(e),
@@ -455,7 +483,6 @@ impl Publisher {
         req: ValidRequest,
         actor: &Actor,
         public_url: &str,
-        dry_run: bool,
     ) -> Result<Prepared, PublishError> {
         // In the data folder's spool when the store is local (cleaned at start after a
         // crash), else the system's temporary folder.
@@ -516,18 +543,14 @@ impl Publisher {
         .await?;
         drop(work);
         self.check_deps(&req).await?;
-        if let Some((ArchiveSource::Upload { file_name, bytes }, _)) = &req.archive
-            && !dry_run
-        {
-            let stored = self
-                .mirror
-                .ingest_bytes(Arc::new(bytes.clone()), file_name, &requested_by)
-                .await
-                .map_err(|e| mirror_err("source.content_base64", e))?;
-            if Some(&stored) != archive_sha256.as_ref() {
-                return Err(task_err("the stored upload has another digest"));
-            }
-        }
+        let upload = match &req.archive {
+            Some((ArchiveSource::Upload { file_name, bytes }, _)) => Some((
+                file_name.clone(),
+                Arc::new(bytes.clone()),
+                requested_by.clone(),
+            )),
+            _ => None,
+        };
         let integrity_of = |b: &[u8]| Integrity::of(Algorithm::Sha256, b);
         let patches: Vec<(String, Integrity)> = req
             .patches
@@ -579,6 +602,7 @@ impl Publisher {
             compatibility_level: req.module_file.compatibility_level.unwrap_or(0),
             metadata: req.metadata.clone(),
             archive_sha256,
+            upload,
         })
     }
 
@@ -597,16 +621,24 @@ impl Publisher {
         let source = self.registry.source().clone();
         let d = deps.clone();
         let missing_here: Vec<(String, String)> = tasks_blocking(move || {
-            let tree = source.current().map_err(source_err)?;
-            let mut missing = Vec::new();
-            for (n, v) in d {
-                if tree
-                    .read(&format!("modules/{n}/{v}/MODULE.bazel"))
-                    .map_err(source_err)?
-                    .is_none()
-                {
-                    missing.push((n, v));
+            let missing_in = |tree: &dyn Tree, deps: Vec<(String, String)>| {
+                let mut missing = Vec::new();
+                for (n, v) in deps {
+                    if tree
+                        .read(&format!("modules/{n}/{v}/MODULE.bazel"))
+                        .map_err(source_err)?
+                        .is_none()
+                    {
+                        missing.push((n, v));
+                    }
                 }
+                Ok::<_, PublishError>(missing)
+            };
+            let missing = missing_in(source.current().map_err(source_err)?.as_ref(), d)?;
+            // A git registry shared through origin: another replica may have published the
+            // dependency since this one last synced.
+            if !missing.is_empty() && source.sync().unwrap_or(false) {
+                return missing_in(source.current().map_err(source_err)?.as_ref(), missing);
             }
             Ok(missing)
         })

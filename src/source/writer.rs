@@ -150,6 +150,12 @@ impl RegistrySource {
         match self {
             Self::Dir(_) => Ok(false),
             Self::Git(g) => {
+                // Under the write lock: a sync between a transaction's local commit and its
+                // push would move the branch back and lose the commit.
+                let _guard = g
+                    .write_lock()
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
                 let repo = g.open_for_write()?;
                 g.sync_origin(&repo)
             }
@@ -409,7 +415,7 @@ impl super::GitSource {
                 continue;
             }
             if origin {
-                match self.push(&repo, &branch) {
+                match self.push(&repo, &branch, tip, commit) {
                     Ok(Pushed::Done) => {}
                     Ok(Pushed::Behind) => {
                         let _ = repo.reference_matching(
@@ -495,37 +501,102 @@ impl super::GitSource {
         Ok(id)
     }
 
-    fn push(&self, repo: &Repository, branch: &str) -> Result<Pushed, SourceError> {
+    /// Pushes `new` to origin's `branch` only if it still points at `old` (the tip the commit
+    /// was made on). libgit2's local transport overwrites the remote ref without checking its
+    /// old value, so the objects go over to a unique temporary ref and the branch is then moved
+    /// with a compare-and-swap in the origin repository itself.
+    fn push(
+        &self,
+        repo: &Repository,
+        branch: &str,
+        old: Oid,
+        new: Oid,
+    ) -> Result<Pushed, SourceError> {
         let mut remote = repo
             .find_remote(ORIGIN)
             .map_err(|e| git_err(self.path(), e))?;
-        let rejected = std::cell::RefCell::new(None::<String>);
+        let Some(origin_path) = remote.url().ok().and_then(local_remote_path) else {
+            return Err(git_err(
+                self.path(),
+                format!(
+                    "{ORIGIN} is not a local repository; this build pushes only to local paths and file:// URLs (libgit2 without network transports)"
+                ),
+            ));
+        };
+        let incoming = format!("refs/gf-registry/incoming/{}", unique_name(""));
+        let failed = std::cell::RefCell::new(None::<String>);
         let mut callbacks = git2::RemoteCallbacks::new();
         callbacks.push_update_reference(|_, status| {
             if let Some(s) = status {
-                *rejected.borrow_mut() = Some(s.to_owned());
+                *failed.borrow_mut() = Some(s.to_owned());
             }
             Ok(())
         });
         let mut options = git2::PushOptions::new();
         options.remote_callbacks(callbacks);
-        let result = remote.push(&[format!("{branch}:{branch}")], Some(&mut options));
+        let sent = remote.push(&[format!("{new}:{incoming}")], Some(&mut options));
         drop(options);
-        match result {
-            Err(e) if is_non_fast_forward(&e.to_string()) => Ok(Pushed::Behind),
-            Err(e) => Err(git_err(self.path(), format!("pushing to {ORIGIN}: {e}"))),
-            Ok(()) => match rejected.into_inner() {
-                Some(s) if is_non_fast_forward(&s) || s.contains("fetch first") => {
-                    Ok(Pushed::Behind)
-                }
-                Some(s) => Err(git_err(
-                    self.path(),
-                    format!("pushing to {ORIGIN}: refused: {s}"),
-                )),
-                None => Ok(Pushed::Done),
-            },
+        let status = failed.into_inner();
+        let origin = Repository::open(&origin_path)
+            .map_err(|e| git_err(&origin_path, format!("opening {ORIGIN}: {e}")))?;
+        let cleanup = |origin: &Repository| {
+            if let Ok(mut r) = origin.find_reference(&incoming) {
+                let _ = r.delete();
+            }
+        };
+        if let Err(e) = sent {
+            cleanup(&origin);
+            return if is_retryable(&e.to_string()) {
+                Ok(Pushed::Behind)
+            } else {
+                Err(git_err(self.path(), format!("pushing to {ORIGIN}: {e}")))
+            };
+        }
+        if let Some(s) = status {
+            cleanup(&origin);
+            return Err(git_err(
+                self.path(),
+                format!("pushing to {ORIGIN}: refused: {s}"),
+            ));
+        }
+        let moved = match origin.refname_to_id(branch) {
+            Ok(_) => origin
+                .reference_matching(branch, new, true, old, "gf-registry: publish")
+                .map(|_| ()),
+            Err(_) => origin
+                .reference(branch, new, false, "gf-registry: publish")
+                .map(|_| ()),
+        };
+        cleanup(&origin);
+        match moved {
+            Ok(()) => Ok(Pushed::Done),
+            // Another writer moved the branch first (or holds its lock): plan again.
+            Err(e)
+                if matches!(
+                    e.code(),
+                    git2::ErrorCode::Modified | git2::ErrorCode::Locked | git2::ErrorCode::Exists
+                ) || is_retryable(e.message()) =>
+            {
+                Ok(Pushed::Behind)
+            }
+            Err(e) => Err(git_err(&origin_path, format!("moving {branch}: {e}"))),
         }
     }
+}
+
+/// The folder of a local remote URL (`/path`, `file:///path`), if it is one.
+fn local_remote_path(url: &str) -> Option<PathBuf> {
+    let path = match url.strip_prefix("file://") {
+        Some(rest) => PathBuf::from(rest),
+        None if url.starts_with('/') || url.starts_with('.') => PathBuf::from(url),
+        None => return None,
+    };
+    path.is_dir().then_some(path)
+}
+
+fn is_retryable(message: &str) -> bool {
+    let m = message.to_ascii_lowercase();
+    is_non_fast_forward(&m) || m.contains("failed to lock") || m.contains("does not match")
 }
 
 fn is_non_fast_forward(message: &str) -> bool {

@@ -11,6 +11,8 @@ mod http_edges;
 mod limits;
 mod mirror;
 mod mirror_cli;
+mod publish;
+mod publish_git;
 mod registry_dir;
 mod replicas;
 mod soak;

@@ -241,3 +241,90 @@ async fn a_cluster_node_down_during_a_fill_loses_nothing() {
     );
     server.stop().await;
 }
+
+/// Publishing while one node of the 3-node cluster is down: the upload is stored in Garage, the
+/// entry and its audit record are written, and after the node returns the archive is readable
+/// through it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publishing_with_a_cluster_node_down_loses_nothing() {
+    use base64::Engine as _;
+    let Some(mut garage) = Garage::cluster() else {
+        return;
+    };
+    let registry = tempfile::tempdir().expect("tempdir");
+    crate::util::copy_tree(&example_registry(), registry.path());
+    let config_dir = tempfile::tempdir().expect("tempdir");
+    let token = "gfr_replicas_publisher";
+    let config = config_dir.path().join("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[publish]\nupstream_registries = []\n[[auth.tokens]]\nname = \"ci\"\nsha256 = \"{}\"\nscopes = [\"publish:*\"]\n",
+            sha256_hex(token.as_bytes())
+        ),
+    )
+    .expect("config");
+    let data = garage.data_url("gf");
+    let mut env: Vec<(&str, String)> = garage.env().into_iter().collect();
+    env.push(("GF_REGISTRY_CONFIG", config.display().to_string()));
+    env.push(("GF_REGISTRY_GC_INTERVAL_SECONDS", "0".to_owned()));
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let server =
+        TestServer::start_with_env(registry.path(), &[("data", data.as_str())], &env).await;
+
+    garage.stop_node(1);
+    let module = "module(name = \"quorum_mod\", version = \"1.0.0\")\n";
+    let archive = crate::publish::tar_gz(
+        "quorum_mod-1.0.0",
+        &[("MODULE.bazel", module), ("BUILD.bazel", "")],
+    );
+    let body = serde_json::json!({
+        "module_bazel": module,
+        "source": {"type": "upload", "file_name": "quorum_mod-1.0.0.tar.gz",
+                   "content_base64": base64::engine::general_purpose::STANDARD.encode(&archive)},
+        "strip_prefix": "quorum_mod-1.0.0",
+        "metadata": {"homepage": "https://example.com/", "maintainers": [{"name": "T"}], "repository": []},
+    });
+    let resp = server
+        .client
+        .post(server.url("/api/v1/modules/quorum_mod/1.0.0"))
+        .bearer_auth(token)
+        .json(&body)
+        .send()
+        .await
+        .expect("publish");
+    let status = resp.status();
+    let text = resp.text().await.expect("body");
+    assert_eq!(status, 201, "{text}");
+    assert_eq!(
+        get_ok(&server, "/modules/quorum_mod/1.0.0/MODULE.bazel").await,
+        module.as_bytes()
+    );
+
+    garage.restart_node(1);
+    let storage = garage.storage_via(1, "gf");
+    let key = gf_registry::storage::StorageKey::blob("sha256", &sha256_hex(&archive));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        match storage.get(&key).await {
+            Ok(Some(got)) if got.as_ref() == archive.as_slice() => break,
+            other => assert!(
+                std::time::Instant::now() < deadline,
+                "archive not readable through node 1: {:?}",
+                other.map(|o| o.map(|b| b.len()))
+            ),
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    let (audit, bad) = gf_registry::publish::audit::read_all(&storage)
+        .await
+        .expect("audit records");
+    assert_eq!(bad, 0);
+    assert!(
+        audit
+            .iter()
+            .any(|r| r.module == "quorum_mod" && r.outcome == "created" && r.actor == "ci"),
+        "{audit:?}"
+    );
+    server.stop().await;
+}

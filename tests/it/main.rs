@@ -12,6 +12,7 @@ mod limits;
 mod mirror;
 mod mirror_cli;
 mod publish;
+mod publish_cli;
 mod publish_git;
 mod registry_dir;
 mod replicas;

@@ -535,10 +535,46 @@ impl Publisher {
         // Extract, overlay, patch, compare MODULE.bazel: blocking file work.
         tasks_blocking(move || {
             if let Some(kind) = archive_type {
-                check_sources(&r, &archive_path, kind, &work_dir.join("src"), &limits)
-            } else {
-                Ok(())
+                return check_sources(
+                    &r,
+                    &archive_path,
+                    kind,
+                    &r.strip_prefix,
+                    &work_dir.join("src"),
+                    &limits,
+                );
             }
+            let Some((remote, commit)) = &r.git else {
+                return Ok(());
+            };
+            // A git_repository source: its commit's tree, archived the same deterministic way
+            // as `publish --tag`, goes through the same extraction and checks.
+            let tar =
+                crate::source::git_archive::fetch_commit_tar_gz(remote, commit, &work_dir, "tree")
+                    .map_err(|e| {
+                        use crate::source::git_archive::FetchError;
+                        match e {
+                            FetchError::NoSuchCommit { .. } => {
+                                rejected("source.commit", e.to_string())
+                            }
+                            other => rejected("source.remote", other.to_string()),
+                        }
+                    })?;
+            std::fs::write(&archive_path, tar)
+                .map_err(|e| PublishError::Unavailable(format!("work folder: {e}")))?;
+            let prefix = if r.strip_prefix.is_empty() {
+                "tree".to_owned()
+            } else {
+                format!("tree/{}", r.strip_prefix)
+            };
+            check_sources(
+                &r,
+                &archive_path,
+                archive::ArchiveType::TarGz,
+                &prefix,
+                &work_dir.join("src"),
+                &limits,
+            )
         })
         .await?;
         drop(work);
@@ -715,15 +751,16 @@ fn check_sources(
     req: &ValidRequest,
     archive_path: &Path,
     kind: archive::ArchiveType,
+    strip_prefix: &str,
     dest: &Path,
     limits: &Limits,
 ) -> Result<(), PublishError> {
-    let field = if matches!(req.archive, Some((ArchiveSource::Upload { .. }, _))) {
-        "source.content_base64"
-    } else {
-        "source.url"
+    let field = match &req.archive {
+        Some((ArchiveSource::Upload { .. }, _)) => "source.content_base64",
+        Some(_) => "source.url",
+        None => "source.commit",
     };
-    archive::extract(archive_path, kind, &req.strip_prefix, dest, limits).map_err(|e| match e {
+    archive::extract(archive_path, kind, strip_prefix, dest, limits).map_err(|e| match e {
         ArchiveError::StripPrefixNotFound { .. } | ArchiveError::InvalidStripPrefix { .. } => {
             rejected("strip_prefix", e.to_string())
         }

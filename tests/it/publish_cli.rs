@@ -279,3 +279,65 @@ async fn a_created_token_works_with_its_snippet() {
     );
     server.stop().await;
 }
+
+/// A `git_repository` source is fetched (from a local remote) and checked like an archive: the
+/// patch must apply and MODULE.bazel must match; a missing commit or a remote this build
+/// cannot fetch is refused naming the field.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_git_repository_source_is_fetched_and_checked() {
+    bounded(async {
+        let s = PublishServer::start().await;
+        let module = tempfile::tempdir().expect("tempdir");
+        let repo = module_repo(module.path(), "git_src_mod", "1.0.0");
+        let commit = repo
+            .head()
+            .expect("head")
+            .peel_to_commit()
+            .expect("commit")
+            .id()
+            .to_string();
+        let mb = std::fs::read_to_string(module.path().join("MODULE.bazel")).expect("MODULE");
+        let patch = std::fs::read_to_string(module.path().join(".bcr/patches/fix.patch"))
+            .expect("patch");
+        let body = |remote: &str, commit: &str| {
+            serde_json::json!({
+                "module_bazel": mb,
+                "source": {"type": "git_repository", "remote": remote, "commit": commit},
+                "patches": [{"name": "fix.patch", "content": patch}],
+                "patch_strip": 1,
+                "metadata": {"homepage": "https://example.com/", "maintainers": [{"name": "T"}], "repository": []},
+            })
+        };
+        let remote = format!("file://{}", module.path().display());
+        let (status, text) = s
+            .publish("git_src_mod", "1.0.0", &body(&remote, &"0".repeat(40)))
+            .await;
+        assert_eq!(status, 422, "{text}");
+        assert!(text.starts_with("source.commit"), "{text}");
+        let (status, text) = s
+            .publish(
+                "git_src_mod",
+                "1.0.0",
+                &body("https://github.com/example/x.git", &commit),
+            )
+            .await;
+        assert_eq!(status, 422, "{text}");
+        assert!(text.starts_with("source.remote"), "{text}");
+        let mut bad = body(&remote, &commit);
+        bad["patches"][0]["content"] = serde_json::json!(patch.replace("41", "40"));
+        let (status, text) = s.publish("git_src_mod", "1.0.0", &bad).await;
+        assert_eq!(status, 422, "{text}");
+        assert!(text.starts_with("patches[0]"), "{text}");
+        let (status, text) = s.publish("git_src_mod", "1.0.0", &body(&remote, &commit)).await;
+        assert_eq!(status, 201, "{text}");
+        let source = s
+            .server
+            .get_json("/modules/git_src_mod/1.0.0/source.json")
+            .await;
+        assert_eq!(source["type"], "git_repository");
+        assert_eq!(source["commit"], commit.as_str());
+        assert!(source["patches"]["fix.patch"].is_string(), "{source}");
+        s.server.stop().await;
+    })
+    .await;
+}

@@ -181,12 +181,13 @@ struct Shared {
 }
 
 /// One client: random requests until `deadline`.
-async fn client_task(shared: Arc<Shared>, index: usize, deadline: Instant) {
+async fn client_task(shared: Arc<Shared>, index: usize, deadline: Instant, reads_only: bool) {
     let c = client(Duration::from_secs(60));
-    let mut rng = Rng::new(SEED + index as u64);
+    let mut rng = Rng::new(SEED + index as u64 + if reads_only { 1000 } else { 0 });
     let mut published = 0u32;
     while Instant::now() < deadline {
-        let roll = rng.between(0, 99);
+        // Reads only: registry files, unknown modules and mirror hits, which store nothing new.
+        let roll = rng.between(0, if reads_only { 78 } else { 99 });
         let sent = Instant::now();
         let (kind, (outcome, error)) = match roll {
             0..=28 => {
@@ -305,7 +306,7 @@ async fn soak_mixed_load_has_no_errors_and_flat_memory() {
     let started = Instant::now();
     let deadline = started + duration;
     let tasks: Vec<_> = (0..CLIENTS)
-        .map(|i| tokio::spawn(client_task(shared.clone(), i, deadline)))
+        .map(|i| tokio::spawn(client_task(shared.clone(), i, deadline, false)))
         .collect();
     tokio::time::sleep(warm_up).await;
     let rss_start = rss_kb(server.pid);
@@ -324,6 +325,29 @@ async fn soak_mixed_load_has_no_errors_and_flat_memory() {
             .expect("client task");
     }
     let elapsed = started.elapsed();
+    // A reads-only phase: nothing new is stored, so RSS should not grow. This separates a leak
+    // from the state the mixed phase legitimately added.
+    let mixed_requests: u64 = shared.counts.lock().expect("counts").by.values().sum();
+    let read_phase = (duration / 4).max(Duration::from_secs(10));
+    let read_deadline = Instant::now() + read_phase;
+    let readers: Vec<_> = (0..CLIENTS)
+        .map(|i| tokio::spawn(client_task(shared.clone(), i, read_deadline, true)))
+        .collect();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let rss_read_start = rss_kb(server.pid);
+    for t in readers {
+        tokio::time::timeout(Duration::from_secs(120), t)
+            .await
+            .expect("readers stop after the deadline")
+            .expect("reader task");
+    }
+    let rss_read_end = rss_kb(server.pid);
+    let read_growth_pct =
+        (rss_read_end as f64 - rss_read_start as f64) * 100.0 / rss_read_start as f64;
+    println!(
+        "soak: reads_only_seconds={:.1} rss_read_start_kb={rss_read_start} rss_read_end_kb={rss_read_end} read_growth_pct={read_growth_pct:.1}",
+        read_phase.as_secs_f64()
+    );
     assert!(
         server.alive(),
         "the server died; log:\n{}",
@@ -355,10 +379,11 @@ async fn soak_mixed_load_has_no_errors_and_flat_memory() {
         println!("soak: error: {e}");
     }
     println!(
-        "soak: seconds={:.1} requests={requests} errors={} rss_start_kb={rss_start} rss_end_kb={rss_end} rss_peak_kb={rss_peak} growth_pct={growth_pct:.1} clients={CLIENTS} rate_per_s={:.0}",
+        "soak: seconds={:.1} requests={mixed_requests} (then {} reads only) errors={} rss_start_kb={rss_start} rss_end_kb={rss_end} rss_peak_kb={rss_peak} growth_pct={growth_pct:.1} clients={CLIENTS} rate_per_s={:.0}",
         elapsed.as_secs_f64(),
+        requests - mixed_requests,
         counts.error_count,
-        requests as f64 / elapsed.as_secs_f64(),
+        mixed_requests as f64 / elapsed.as_secs_f64(),
     );
     assert_eq!(healthz, 200, "healthz after the soak");
     assert_eq!(
@@ -384,4 +409,11 @@ async fn soak_mixed_load_has_no_errors_and_flat_memory() {
         growth_pct < MAX_GROWTH_PCT,
         "RSS grew {growth_pct:.1}% ({rss_start} kB -> {rss_end} kB)"
     );
+    assert!(
+        read_growth_pct < MAX_READ_GROWTH_PCT,
+        "RSS grew {read_growth_pct:.1}% under reads only ({rss_read_start} kB -> {rss_read_end} kB)"
+    );
 }
+
+/// RSS growth allowed while only reads run (nothing new is stored then).
+const MAX_READ_GROWTH_PCT: f64 = 10.0;

@@ -36,9 +36,24 @@ pub struct BazelDep {
     pub dev_dependency: bool,
 }
 
+/// Largest `MODULE.bazel` parsed (real ones are a few kilobytes).
+pub const MAX_BYTES: usize = 1024 * 1024;
+
+/// Deepest bracket nesting, and longest run of unary operators, accepted. The parser
+/// (`starlark_syntax`) recurses once per level: 6,000 nested `(` overflow a 2 MiB thread stack
+/// and abort the process (found by `fuzz/`, target `module_file`).
+pub const MAX_NESTING: usize = 200;
+
+/// Stack of the thread a parse runs on: long flat operator chains (`1+1+...`, one level per
+/// operator, about 100 bytes each) within [`MAX_BYTES`] fit in it.
+const PARSE_STACK: usize = 256 * 1024 * 1024;
+
 /// Why a `MODULE.bazel` could not be read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ModuleFileError {
+    /// Too large or too deeply nested to parse safely.
+    #[error("MODULE.bazel is refused: {0}")]
+    TooComplex(String),
     /// Not valid Starlark.
     #[error("MODULE.bazel is not valid Starlark: {0}")]
     Syntax(String),
@@ -62,6 +77,103 @@ pub enum ModuleFileError {
 /// # Errors
 /// [`ModuleFileError`] for syntax errors and non-literal arguments the registry needs.
 pub fn parse(source: &str) -> Result<ModuleFile, ModuleFileError> {
+    if source.len() > MAX_BYTES {
+        return Err(ModuleFileError::TooComplex(format!(
+            "{} bytes, over the {MAX_BYTES}-byte limit",
+            source.len()
+        )));
+    }
+    check_nesting(source)?;
+    // On a thread with a large stack (reserved, touched only as deep as the parse goes): the
+    // parser's recursion is bounded by the checks above, not by the caller's stack.
+    let owned = source.to_owned();
+    std::thread::Builder::new()
+        .name("module-file-parse".to_owned())
+        .stack_size(PARSE_STACK)
+        .spawn(move || parse_here(&owned))
+        .map_err(|e| ModuleFileError::TooComplex(format!("cannot start the parser: {e}")))?
+        .join()
+        .unwrap_or_else(|_| {
+            Err(ModuleFileError::Syntax(
+                "the parser failed on this input".to_owned(),
+            ))
+        })
+}
+
+/// Refuses bracket nesting or unary-operator runs deeper than [`MAX_NESTING`], outside
+/// strings and comments.
+fn check_nesting(source: &str) -> Result<(), ModuleFileError> {
+    let bytes = source.as_bytes();
+    let (mut depth, mut unary, mut i) = (0usize, 0usize, 0usize);
+    let too_deep = |what: &str| {
+        Err(ModuleFileError::TooComplex(format!(
+            "{what} nested deeper than {MAX_NESTING} levels"
+        )))
+    };
+    while i < bytes.len() {
+        let b = bytes[i];
+        match b {
+            b'#' => {
+                while i < bytes.len() && bytes[i] != b'\n' {
+                    i += 1;
+                }
+                continue;
+            }
+            b'"' | b'\'' => {
+                let triple = bytes.get(i..i + 3) == Some(&[b, b, b][..]);
+                i += if triple { 3 } else { 1 };
+                while i < bytes.len() {
+                    if bytes[i] == b'\\' {
+                        i += 2;
+                        continue;
+                    }
+                    if triple {
+                        if bytes.get(i..i + 3) == Some(&[b, b, b][..]) {
+                            i += 3;
+                            break;
+                        }
+                    } else if bytes[i] == b || bytes[i] == b'\n' {
+                        i += 1;
+                        break;
+                    }
+                    i += 1;
+                }
+                unary = 0;
+                continue;
+            }
+            b'(' | b'[' | b'{' => {
+                depth += 1;
+                if depth > MAX_NESTING {
+                    return too_deep("brackets");
+                }
+                unary = 0;
+            }
+            b')' | b']' | b'}' => {
+                depth = depth.saturating_sub(1);
+                unary = 0;
+            }
+            b'-' | b'+' | b'~' => {
+                unary += 1;
+                if unary > MAX_NESTING {
+                    return too_deep("unary operators");
+                }
+            }
+            b if b.is_ascii_whitespace() => {}
+            b'n' if bytes.get(i..i + 4) == Some(b"not ") => {
+                unary += 1;
+                if unary > MAX_NESTING {
+                    return too_deep("`not` operators");
+                }
+                i += 3;
+            }
+            _ => unary = 0,
+        }
+        i += 1;
+    }
+    Ok(())
+}
+
+fn parse_here(source: &str) -> Result<ModuleFile, ModuleFileError> {
     let ast =
         AstModule::parse("MODULE.bazel", source.to_owned(), &Dialect::Standard).map_err(|e| {
             ModuleFileError::Syntax(e.to_string().lines().next().unwrap_or_default().to_owned())
@@ -210,5 +322,37 @@ bazel_dep(name = "rules_testing", version = "0.6.0", dev_dependency = True)
         );
         let empty = parse("").unwrap();
         assert!(!empty.has_module_call);
+    }
+
+    /// Regression for the stack overflow `fuzz/` found: deep nesting is refused, never a crash.
+    #[test]
+    fn deep_nesting_is_refused_not_a_crash() {
+        for src in [
+            format!("x = {}", "(".repeat(6000)),
+            format!("x = {}1", "-".repeat(7000)),
+            format!("x = {}1", "not ".repeat(7000)),
+            format!("x = {}", "[".repeat(1500)),
+            include_str!("../../fuzz/regressions/module_file-deep-nesting").to_owned(),
+        ] {
+            assert!(
+                matches!(parse(&src), Err(ModuleFileError::TooComplex(_))),
+                "{}",
+                &src[..20]
+            );
+        }
+        // Long flat chains stay within the parser thread's stack.
+        let chain = format!("x = {}1\nmodule(name = \"a\")\n", "1+".repeat(200_000));
+        assert!(parse(&chain).is_ok());
+        // Brackets in strings and comments do not count.
+        let quoted = format!(
+            "# {}\nmodule(name = \"{}\")\n",
+            "(".repeat(500),
+            "[".repeat(500)
+        );
+        assert_eq!(
+            parse(&quoted).unwrap().name.as_deref(),
+            Some(&*"[".repeat(500))
+        );
+        assert!(parse(&"x".repeat(MAX_BYTES + 1)).is_err());
     }
 }

@@ -1988,3 +1988,27 @@ async fn a_dry_run_validates_and_writes_nothing() {
     })
     .await;
 }
+
+/// Regression (found by `fuzz/`, target `module_file`): a deeply nested MODULE.bazel overflowed
+/// the parser's stack and aborted the whole server. It is now a 400 naming `module_bazel`.
+#[tokio::test]
+async fn a_deeply_nested_module_bazel_is_refused_and_the_server_lives() {
+    bounded(async {
+        let s = PublishServer::start().await;
+        let nested = std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/regressions/module_file-deep-nesting"),
+        )
+        .expect("regression input");
+        let mut body = upload_body("deep_mod", "1.0.0", "");
+        body["module_bazel"] = Value::String(format!(
+            "module(name = \"deep_mod\", version = \"1.0.0\")\n{nested}"
+        ));
+        let (status, text) = s.publish("deep_mod", "1.0.0", &body).await;
+        assert_eq!(status, 400, "{text}");
+        assert!(text.starts_with("module_bazel"), "{text}");
+        let (status, _) = s.server.get_bytes("/healthz").await;
+        assert_eq!(status, 200, "the server survived");
+        s.server.stop().await;
+    })
+    .await;
+}

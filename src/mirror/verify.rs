@@ -19,6 +19,30 @@ use crate::storage::{Storage, StorageKey};
 /// Size of a verification chunk.
 pub const CHUNK_SIZE: u64 = 1 << 20;
 
+/// Batches at least this large hash SHA-256 and BLAKE3 on two threads.
+const PARALLEL_MIN_BYTES: usize = 256 * 1024;
+
+/// Feeds `data` to the per-chunk BLAKE3 hashes.
+fn update_chunks(
+    chunk: &mut blake3::Hasher,
+    filled: &mut u64,
+    chunks: &mut Vec<String>,
+    mut data: &[u8],
+) {
+    while !data.is_empty() {
+        let room = usize::try_from(CHUNK_SIZE - *filled).unwrap_or(usize::MAX);
+        let take = room.min(data.len());
+        chunk.update(&data[..take]);
+        *filled += take as u64;
+        data = &data[take..];
+        if *filled == CHUNK_SIZE {
+            chunks.push(chunk.finalize().to_hex().to_string());
+            chunk.reset();
+            *filled = 0;
+        }
+    }
+}
+
 /// Incremental hashes of a blob being ingested.
 pub(super) struct Hashers {
     sha256: sha2::Sha256,
@@ -68,26 +92,29 @@ impl Hashers {
         }
     }
 
-    pub(super) fn update(&mut self, mut data: &[u8]) {
-        self.sha256.update(data);
-        if let Some(h) = &mut self.sha384 {
-            h.update(data);
-        }
-        if let Some(h) = &mut self.sha512 {
-            h.update(data);
-        }
+    pub(super) fn update(&mut self, data: &[u8]) {
         self.size += data.len() as u64;
-        while !data.is_empty() {
-            let room = usize::try_from(CHUNK_SIZE - self.chunk_filled).unwrap_or(usize::MAX);
-            let take = room.min(data.len());
-            self.chunk.update(&data[..take]);
-            self.chunk_filled += take as u64;
-            data = &data[take..];
-            if self.chunk_filled == CHUNK_SIZE {
-                self.chunks.push(self.chunk.finalize().to_hex().to_string());
-                self.chunk.reset();
-                self.chunk_filled = 0;
+        let (sha256, sha384, sha512) = (&mut self.sha256, &mut self.sha384, &mut self.sha512);
+        let mut sha = move || {
+            sha256.update(data);
+            if let Some(h) = sha384 {
+                h.update(data);
             }
+            if let Some(h) = sha512 {
+                h.update(data);
+            }
+        };
+        let (chunk, filled, chunks) = (&mut self.chunk, &mut self.chunk_filled, &mut self.chunks);
+        if data.len() >= PARALLEL_MIN_BYTES {
+            // SHA-256 (about 1.7 GB/s per core with SHA-NI) and BLAKE3 run side by side: an
+            // ingest batch costs the slower of the two, not their sum.
+            std::thread::scope(|s| {
+                s.spawn(sha);
+                update_chunks(chunk, filled, chunks, data);
+            });
+        } else {
+            sha();
+            update_chunks(chunk, filled, chunks, data);
         }
     }
 

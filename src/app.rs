@@ -30,6 +30,8 @@ pub struct App {
     pub metrics: Metrics,
     /// The public base URL (ending in `/`), known once the listener is bound.
     pub public_url: std::sync::OnceLock<String>,
+    /// Requests in progress (the edge middleware's load-shedding count).
+    pub in_flight: std::sync::atomic::AtomicUsize,
 }
 
 /// The state handlers extract.
@@ -127,6 +129,7 @@ impl App {
             publisher,
             metrics,
             public_url: std::sync::OnceLock::new(),
+            in_flight: std::sync::atomic::AtomicUsize::new(0),
         })
     }
 

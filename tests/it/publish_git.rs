@@ -83,20 +83,27 @@ impl Fixture {
 
     /// A replica serving its clone's `refs/heads/main`, with the shared data folder.
     async fn replica(&self, clone: &str) -> Server {
+        self.replica_on(clone, path_str(&self.data()), &[]).await
+    }
+
+    /// A replica over the data location `data` (a folder or an `s3://` URL) with `env`.
+    async fn replica_on(&self, clone: &str, data: &str, env: &[(&str, &str)]) -> Server {
         let registry = self.dir.path().join(clone);
-        let (data, policy) = (self.data(), self.dir.path().join("policy"));
+        let policy = self.dir.path().join("policy");
+        let mut all = vec![("GF_REGISTRY_POLL_INTERVAL_SECONDS", "0")];
+        all.extend_from_slice(env);
         Server::start(
             &[
                 ("registry", path_str(&registry)),
                 ("registry-ref", "refs/heads/main"),
-                ("data", path_str(&data)),
+                ("data", data),
                 ("mirror-policy", path_str(&policy)),
                 // Replicas behind one load balancer: one public URL, so an entry written
                 // through either replica is the same bytes.
                 ("public-url", PUBLIC_URL),
             ],
             Some(&self.dir.path().join("config.toml")),
-            &[("GF_REGISTRY_POLL_INTERVAL_SECONDS", "0")],
+            &all,
         )
         .await
     }
@@ -459,6 +466,91 @@ async fn concurrent_publishes_through_one_replica_with_an_origin_lose_nothing() 
         }
         check_served(&fx, &a, &published).await;
         a.stop().await;
+    })
+    .await;
+}
+
+/// Issue 5's two replicas for real: one Garage bucket and one git origin. Publishes alternate
+/// between the replicas (archives stored in Garage), mirror fills go through both, and each
+/// replica then serves every version and every blob, with one upstream fetch per URL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_on_one_garage_bucket_and_one_origin() {
+    let Some(garage) = crate::garage::Garage::single() else {
+        return;
+    };
+    bounded(async {
+        let fx = Fixture::new();
+        let upstream = crate::upstream::Upstream::start().await;
+        std::fs::write(
+            fx.dir.path().join("policy/policy.toml"),
+            format!(
+                "[[upstream]]\nprefix = \"{}/\"\nallow_private = true\n",
+                upstream.origin()
+            ),
+        )
+        .expect("policy");
+        let data = garage.data_url("gf");
+        let env: Vec<(&str, String)> = garage.env().into_iter().collect();
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let a = fx.replica_on("a.git", &data, &env).await;
+        let b = fx.replica_on("b.git", &data, &env).await;
+        let replicas = [&a, &b];
+        let mut published = Published::new();
+        for i in 0..4 {
+            let version = format!("2.{i}.0");
+            let body = upload_body(MODULE, &version, "");
+            let (status, text) = replicas[i % 2].publish(MODULE, &version, &body).await;
+            assert_eq!(status, 201, "{version} through replica {}: {text}", i % 2);
+            published.insert(version, (body, parse(&text)));
+        }
+        let blobs: Vec<(String, Vec<u8>)> = (0..4u8)
+            .map(|i| {
+                (
+                    format!("/fill-{i}.tar.gz"),
+                    vec![i; 100_000 + usize::from(i)],
+                )
+            })
+            .collect();
+        for (path, bytes) in &blobs {
+            upstream.serve_bytes(path, bytes.clone());
+        }
+        // Each URL filled through one replica, then read through the other.
+        for (i, (path, bytes)) in blobs.iter().enumerate() {
+            let url = format!("/mirror/{}{path}", upstream.host());
+            for r in [replicas[i % 2], replicas[(i + 1) % 2]] {
+                let (status, got) = r.get_bytes(&url).await;
+                assert_eq!(status, 200, "{url} at {}", r.base);
+                assert_eq!(&got, bytes);
+            }
+            assert_eq!(
+                upstream.gets(path),
+                1,
+                "{path}: one upstream fetch for both replicas"
+            );
+        }
+        check_origin(&fx, &published);
+        for r in replicas {
+            check_served(&fx, r, &published).await;
+            for (_, answer) in published.values() {
+                let sha = answer["archive_sha256"].as_str().expect("sha");
+                let (status, _) = r.get_bytes(&format!("/cas/sha256/{sha}")).await;
+                assert_eq!(status, 200, "archive {sha} at {}", r.base);
+            }
+            for (path, bytes) in &blobs {
+                let sha = crate::util::sha256_hex(bytes);
+                let info = r.get_json(&format!("/api/v1/blobs/{sha}")).await;
+                let url = format!("{}{path}", upstream.origin());
+                assert!(
+                    info["urls"]
+                        .as_array()
+                        .is_some_and(|u| u.iter().any(|x| x == url.as_str())),
+                    "provenance of {path} at {}: {info}",
+                    r.base
+                );
+            }
+        }
+        a.stop().await;
+        b.stop().await;
     })
     .await;
 }

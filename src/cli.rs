@@ -80,37 +80,8 @@ enum RegistryCommand {
 pub(crate) struct AddArgs {
     #[command(flatten)]
     serve: ServeArgs,
-    /// The module's folder: where MODULE.bazel is (a git repository or a folder inside one
-    /// for --tag).
-    #[arg(long, value_name = "DIR", default_value = ".")]
-    module_root: PathBuf,
-    /// Add the tree at this git tag, archived deterministically (the tag must be VERSION or
-    /// vVERSION of the MODULE.bazel at that tag).
-    #[arg(
-        long,
-        value_name = "TAG",
-        required_unless_present = "archive_url",
-        conflicts_with = "archive_url"
-    )]
-    tag: Option<String>,
-    /// Add this source archive URL (fetched through the mirror policy).
-    #[arg(long, value_name = "URL")]
-    archive_url: Option<String>,
-    /// Expected SRI hash of the --archive-url archive.
-    #[arg(long, value_name = "SRI", conflicts_with = "tag")]
-    integrity: Option<String>,
-    /// Folder inside the --archive-url archive that is the module root.
-    #[arg(long, value_name = "DIR", conflicts_with = "tag")]
-    strip_prefix: Option<String>,
-    /// Archive type of --archive-url.
-    #[arg(long, value_name = "TYPE", conflicts_with = "tag")]
-    archive_type: Option<String>,
-    /// Leading path components stripped from patch file names.
-    #[arg(long, value_name = "N")]
-    patch_strip: Option<u32>,
-    /// Run every validation and print the entry; write nothing.
-    #[arg(long)]
-    dry_run: bool,
+    #[command(flatten)]
+    release: publish_cmd::ReleaseArgs,
 }
 
 /// Flags shared by `serve` and `config`; each is also `GF_REGISTRY_*` and a config-file key.
@@ -308,25 +279,10 @@ async fn shutdown_signal() {
 }
 
 fn registry_add(args: AddArgs) -> ExitCode {
-    let source = match (args.tag, args.archive_url) {
-        (Some(tag), None) => publish_cmd::SourceSpec::Tag(tag),
-        (None, Some(url)) => publish_cmd::SourceSpec::ArchiveUrl {
-            url,
-            integrity: args.integrity,
-            strip_prefix: args.strip_prefix,
-            archive_type: args.archive_type,
-        },
-        _ => {
-            eprintln!("error: give exactly one of --tag and --archive-url");
-            return ExitCode::from(2);
-        }
-    };
-    let request = match publish_cmd::build_request(&args.module_root, &source, args.patch_strip) {
+    let dry_run = args.release.dry_run;
+    let request = match args.release.request() {
         Ok(r) => r,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            return ExitCode::from(2);
-        }
+        Err(code) => return code,
     };
     let config = match Config::resolve(&args.serve.inputs()) {
         Ok(c) => c,
@@ -339,7 +295,6 @@ fn registry_add(args: AddArgs) -> ExitCode {
         Ok(r) => r,
         Err(code) => return code,
     };
-    let dry_run = args.dry_run;
     let result = runtime.block_on(async move {
         let public_url = config.public_url_for(config.listen);
         let app = crate::app::App::build(config).await?;

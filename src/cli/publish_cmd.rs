@@ -34,19 +34,27 @@ const TOTAL_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// Arguments of `publish`.
 #[derive(Debug, clap::Args)]
-#[command(group(ArgGroup::new("source").required(true).args(["tag", "archive_url"])))]
 pub(crate) struct PublishArgs {
     /// Base URL of the registry server (env GF_REGISTRY_SERVER).
     #[arg(long, value_name = "URL")]
     server: Option<String>,
+    #[command(flatten)]
+    pub(crate) release: ReleaseArgs,
+}
+
+/// The release being published: shared by `publish` and `registry add`.
+#[derive(Debug, clap::Args)]
+#[command(group(ArgGroup::new("source").required(true).args(["tag", "archive_url"])))]
+pub(crate) struct ReleaseArgs {
     /// The module's folder: where MODULE.bazel is (the repository root or a folder inside it).
     #[arg(long, value_name = "DIR", default_value = ".")]
-    module_root: PathBuf,
+    pub(crate) module_root: PathBuf,
     /// Publish the tree at this git tag (`X` or `refs/tags/X`), uploaded as a .tar.gz; the tag
     /// must be VERSION or vVERSION of the MODULE.bazel at that tag.
     #[arg(long, value_name = "TAG")]
     tag: Option<String>,
-    /// Publish this source archive URL (the server fetches it); MODULE.bazel is read from disk.
+    /// Publish this source archive URL (fetched through the mirror policy); MODULE.bazel is
+    /// read from disk.
     #[arg(long, value_name = "URL")]
     archive_url: Option<String>,
     /// Expected SRI hash of the --archive-url archive (sha256-..., sha384-..., sha512-...).
@@ -56,16 +64,40 @@ pub(crate) struct PublishArgs {
     /// always NAME-VERSION).
     #[arg(long, value_name = "DIR", conflicts_with = "tag")]
     strip_prefix: Option<String>,
-    /// Archive type of --archive-url (tar.gz, zip, ...) [default: guessed by the server].
+    /// Archive type of --archive-url (tar.gz, zip, ...) [default: guessed from the URL].
     #[arg(long, value_name = "TYPE", conflicts_with = "tag")]
     archive_type: Option<String>,
     /// Leading path components stripped from patch file names [default: 1 for patches found
     /// in .bcr/patches].
     #[arg(long, value_name = "N")]
     patch_strip: Option<u32>,
-    /// Run every validation on the server and print the entry it would create; write nothing.
+    /// Run every validation and print the entry it would create; write nothing.
     #[arg(long)]
-    dry_run: bool,
+    pub(crate) dry_run: bool,
+}
+
+impl ReleaseArgs {
+    /// The request for this release (no network); a local problem is printed and is exit 2.
+    pub(crate) fn request(self) -> Result<PublishRequest, ExitCode> {
+        let source = match (self.tag, self.archive_url) {
+            (Some(tag), None) => SourceSpec::Tag(tag),
+            (None, Some(url)) => SourceSpec::ArchiveUrl {
+                url,
+                integrity: self.integrity,
+                strip_prefix: self.strip_prefix,
+                archive_type: self.archive_type,
+            },
+            // clap's group makes exactly one of them present.
+            _ => {
+                eprintln!("error: give exactly one of --tag and --archive-url");
+                return Err(ExitCode::from(2));
+            }
+        };
+        build_request(&self.module_root, &source, self.patch_strip).map_err(|e| {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        })
+    }
 }
 
 /// Where the sources of a published version come from.
@@ -108,29 +140,13 @@ impl PublishArgs {
                 return ExitCode::from(2);
             }
         };
-        let source = match (self.tag, self.archive_url) {
-            (Some(tag), None) => SourceSpec::Tag(tag),
-            (None, Some(url)) => SourceSpec::ArchiveUrl {
-                url,
-                integrity: self.integrity,
-                strip_prefix: self.strip_prefix,
-                archive_type: self.archive_type,
-            },
-            // clap's group makes exactly one of them present.
-            _ => {
-                eprintln!("error: give exactly one of --tag and --archive-url");
-                return ExitCode::from(2);
-            }
-        };
-        let request = match build_request(&self.module_root, &source, self.patch_strip) {
+        let dry_run = self.release.dry_run;
+        let request = match self.release.request() {
             Ok(r) => r,
-            Err(e) => {
-                eprintln!("error: {e:#}");
-                return ExitCode::from(2);
-            }
+            Err(code) => return code,
         };
         eprintln!("{}", request.summary);
-        send(&server, &request, self.dry_run)
+        send(&server, &request, dry_run)
     }
 
     fn server_url(&self) -> anyhow::Result<Url> {
@@ -1023,8 +1039,8 @@ default login anon password fallback
         assert!(Cli::try_parse_from(["x", "--tag", "v1", "--strip-prefix", "x"]).is_err());
         let ok =
             Cli::try_parse_from(["x", "--tag", "v1", "--dry-run", "--patch-strip", "0"]).unwrap();
-        assert!(ok.args.dry_run);
-        assert_eq!(ok.args.module_root, Path::new("."));
+        assert!(ok.args.release.dry_run);
+        assert_eq!(ok.args.release.module_root, Path::new("."));
         assert!(
             Cli::try_parse_from([
                 "x",

@@ -11,7 +11,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
-use super::auth::authorize;
+use super::auth::{AuthRejection, authorize};
 use super::error::ApiError;
 use crate::app::AppState;
 use crate::auth::Action;
@@ -77,6 +77,21 @@ fn reason_from(body: &Bytes, headers: &HeaderMap, allow_empty: bool) -> Result<S
     Ok(parsed.reason)
 }
 
+/// A body that must be absent (or an empty JSON object, for clients that always send one).
+fn no_body(body: &Bytes, headers: &HeaderMap, what: &str) -> Result<(), ApiError> {
+    if body.is_empty() {
+        return Ok(());
+    }
+    require_json(headers)?;
+    match serde_json::from_slice::<serde_json::Value>(body) {
+        Ok(serde_json::Value::Object(o)) if o.is_empty() => Ok(()),
+        _ => Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!("body: {what} takes no body (or an empty JSON object)"),
+        )),
+    }
+}
+
 fn answer(published: &crate::publish::Published) -> Response {
     let status = match published.status {
         Status::Created => StatusCode::CREATED,
@@ -90,6 +105,25 @@ fn answer(published: &crate::publish::Published) -> Response {
         .into_response()
 }
 
+/// Checks the token for `action` (before the body is looked at: a `401` comes before a `400`)
+/// and names the caller for commits and audit records.
+fn caller(
+    app: &AppState,
+    peer: SocketAddr,
+    headers: &HeaderMap,
+    action: &Action<'_>,
+) -> Result<Actor, AuthRejection> {
+    let principal = authorize(&app.config.auth, headers, action)?;
+    Ok(Actor {
+        name: principal.name,
+        address: peer.ip().to_string(),
+    })
+}
+
+fn rejected(e: ApiError) -> Response {
+    e.into_response()
+}
+
 /// `POST /api/v1/modules/{name}/{version}`.
 pub(super) async fn publish_version(
     State(app): State<AppState>,
@@ -99,13 +133,9 @@ pub(super) async fn publish_version(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, Response> {
-    let principal = authorize(&app.config.auth, &headers, &Action::Publish(&name))
+    let actor = caller(&app, peer, &headers, &Action::Publish(&name))
         .map_err(IntoResponse::into_response)?;
-    require_json(&headers).map_err(IntoResponse::into_response)?;
-    let actor = Actor {
-        name: principal.name,
-        address: peer.ip().to_string(),
-    };
+    require_json(&headers).map_err(rejected)?;
     let published = app
         .publisher
         .publish(
@@ -117,28 +147,21 @@ pub(super) async fn publish_version(
             query.dry_run,
         )
         .await
-        .map_err(|e| ApiError::from(e).into_response())?;
+        .map_err(|e| rejected(e.into()))?;
     Ok(answer(&published))
 }
 
 async fn edit(
     app: &AppState,
-    peer: SocketAddr,
-    headers: &HeaderMap,
+    actor: &Actor,
     name: &str,
     kind: EditKind,
 ) -> Result<Response, Response> {
-    let principal = authorize(&app.config.auth, headers, &Action::Yank(name))
-        .map_err(IntoResponse::into_response)?;
-    let actor = Actor {
-        name: principal.name,
-        address: peer.ip().to_string(),
-    };
     let done = app
         .publisher
-        .edit(name, kind, &actor)
+        .edit(name, kind, actor)
         .await
-        .map_err(|e| ApiError::from(e).into_response())?;
+        .map_err(|e| rejected(e.into()))?;
     Ok(answer(&done))
 }
 
@@ -150,17 +173,10 @@ pub(super) async fn yank_version(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, Response> {
-    authorize(&app.config.auth, &headers, &Action::Yank(&name))
-        .map_err(IntoResponse::into_response)?;
-    let reason = reason_from(&body, &headers, false).map_err(IntoResponse::into_response)?;
-    edit(
-        &app,
-        peer,
-        &headers,
-        &name,
-        EditKind::Yank { version, reason },
-    )
-    .await
+    let actor =
+        caller(&app, peer, &headers, &Action::Yank(&name)).map_err(IntoResponse::into_response)?;
+    let reason = reason_from(&body, &headers, false).map_err(rejected)?;
+    edit(&app, &actor, &name, EditKind::Yank { version, reason }).await
 }
 
 /// `POST /api/v1/modules/{name}/{version}/unyank` (no body, or an empty JSON object).
@@ -171,22 +187,10 @@ pub(super) async fn unyank_version(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, Response> {
-    authorize(&app.config.auth, &headers, &Action::Yank(&name))
-        .map_err(IntoResponse::into_response)?;
-    if !body.is_empty() {
-        require_json(&headers).map_err(IntoResponse::into_response)?;
-        match serde_json::from_slice::<serde_json::Value>(&body) {
-            Ok(serde_json::Value::Object(o)) if o.is_empty() => {}
-            _ => {
-                return Err(ApiError::new(
-                    StatusCode::BAD_REQUEST,
-                    "body: unyank takes no body (or an empty JSON object)",
-                )
-                .into_response());
-            }
-        }
-    }
-    edit(&app, peer, &headers, &name, EditKind::Unyank { version }).await
+    let actor =
+        caller(&app, peer, &headers, &Action::Yank(&name)).map_err(IntoResponse::into_response)?;
+    no_body(&body, &headers, "unyank").map_err(rejected)?;
+    edit(&app, &actor, &name, EditKind::Unyank { version }).await
 }
 
 /// `POST /api/v1/modules/{name}/deprecate` with `{"reason": ...}` (empty: undeprecate).
@@ -197,8 +201,8 @@ pub(super) async fn deprecate_module(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, Response> {
-    authorize(&app.config.auth, &headers, &Action::Yank(&name))
-        .map_err(IntoResponse::into_response)?;
-    let reason = reason_from(&body, &headers, true).map_err(IntoResponse::into_response)?;
-    edit(&app, peer, &headers, &name, EditKind::Deprecate { reason }).await
+    let actor =
+        caller(&app, peer, &headers, &Action::Yank(&name)).map_err(IntoResponse::into_response)?;
+    let reason = reason_from(&body, &headers, true).map_err(rejected)?;
+    edit(&app, &actor, &name, EditKind::Deprecate { reason }).await
 }

@@ -497,15 +497,9 @@ impl FillTask {
                 .as_ref()
                 .ok_or_else(|| FillError::Other("no spool file".to_owned()))?;
             self.place(spool, d, &blob_key, now).await?;
-            match storage.size(&blob_key).await.map_err(st)? {
-                Some(n) if n == d.size => {}
-                other => {
-                    return Err(FillError::Storage(format!(
-                        "blob {} not visible with its size after the write (backend reports {other:?}, expected {})",
-                        d.sha256_hex, d.size
-                    )));
-                }
-            }
+            check_visible(storage, &blob_key, &d.sha256_hex, d.size)
+                .await
+                .map_err(FillError::Storage)?;
             new_records.push(Record::Blob(record.clone()));
         }
         let pinned = self
@@ -603,63 +597,33 @@ impl FillTask {
         now: chrono::DateTime<Utc>,
     ) -> Result<(), FillError> {
         let storage = &self.inner.storage;
-        let st = |e: crate::storage::StorageError| FillError::Storage(e.to_string());
         let file = spool.file.clone();
         crate::tasks::spawn_blocking(move || file.sync_data())
             .await
             .map_err(|e| FillError::Other(e.to_string()))?
             .map_err(|e| FillError::Other(format!("spool file: {e}")))?;
-        if let Some(dest) = storage.local_path_of(blob_key) {
+        let placed = if let Some(dest) = storage.local_path_of(blob_key) {
             let temp = spool
                 .path
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
                 .take()
                 .ok_or_else(|| FillError::Other("spool already placed".to_owned()))?;
-            let moved = crate::tasks::spawn_blocking(move || -> std::io::Result<()> {
-                if let Some(parent) = dest.parent() {
-                    std::fs::create_dir_all(parent)?;
-                }
-                temp.persist(&dest).map_err(|e| e.error)?;
-                // Make the rename itself durable.
-                if let Some(parent) = dest.parent() {
-                    std::fs::File::open(parent)?.sync_all()?;
-                }
-                Ok(())
-            })
-            .await
-            .map_err(|e| FillError::Other(e.to_string()))?;
-            return moved.map_err(|e| {
-                FillError::Storage(format!("moving the spool into the cas role: {e}"))
-            });
-        }
-        let path = spool
-            .path
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .as_ref()
-            .map(|p| p.to_path_buf())
-            .ok_or_else(|| FillError::Other("no spool path".to_owned()))?;
-        let tmp = StorageKey::Temp {
-            id: format!(
-                "{}-{}",
-                d.sha256_hex,
-                now.timestamp_nanos_opt().unwrap_or_default()
-            ),
+            persist_local(temp, dest).await
+        } else {
+            let path = spool
+                .path
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .as_ref()
+                .map(|p| p.to_path_buf())
+                .ok_or_else(|| FillError::Other("no spool path".to_owned()))?;
+            upload_and_move(storage, &path, blob_key, &d.sha256_hex, d.size, now).await
         };
-        let sent = storage.put_file(&tmp, &path).await.map_err(st)?;
-        if sent != d.size {
-            let _ = storage.delete(&tmp).await;
-            return Err(FillError::Other(format!(
-                "spool held {sent} bytes, expected {}",
-                d.size
-            )));
-        }
-        if let Err(e) = storage.rename(&tmp, blob_key).await {
-            let _ = storage.delete(&tmp).await;
-            return Err(st(e));
-        }
-        Ok(())
+        placed.map_err(|e| match e {
+            PlaceError::Storage(m) => FillError::Storage(m),
+            PlaceError::Other(m) => FillError::Other(m),
+        })
     }
 
     async fn record_drift_if_pinned(&self, actual: &str) {
@@ -683,5 +647,81 @@ impl FillTask {
                 tracing::error!(error = %e, "could not record drift");
             }
         }
+    }
+}
+
+/// Why a verified spool could not be placed.
+#[derive(Debug)]
+pub(super) enum PlaceError {
+    /// The backend failed.
+    Storage(String),
+    /// Anything else (the spool file).
+    Other(String),
+}
+
+/// Moves a verified spool file to its blob file in a local store: a rename, made durable.
+pub(super) async fn persist_local(
+    temp: tempfile::TempPath,
+    dest: std::path::PathBuf,
+) -> Result<(), PlaceError> {
+    crate::tasks::spawn_blocking(move || -> std::io::Result<()> {
+        if let Some(parent) = dest.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        temp.persist(&dest).map_err(|e| e.error)?;
+        // Make the rename itself durable.
+        if let Some(parent) = dest.parent() {
+            std::fs::File::open(parent)?.sync_all()?;
+        }
+        Ok(())
+    })
+    .await
+    .map_err(|e| PlaceError::Other(e.to_string()))?
+    .map_err(|e| PlaceError::Storage(format!("moving the spool into the cas role: {e}")))
+}
+
+/// Uploads a verified spool file to a temporary key and moves it to `blob_key`; the temporary
+/// object is removed on any failure.
+pub(super) async fn upload_and_move(
+    storage: &crate::storage::Storage,
+    path: &std::path::Path,
+    blob_key: &StorageKey,
+    sha256_hex: &str,
+    size: u64,
+    now: chrono::DateTime<Utc>,
+) -> Result<(), PlaceError> {
+    let st = |e: crate::storage::StorageError| PlaceError::Storage(e.to_string());
+    let tmp = StorageKey::Temp {
+        id: format!(
+            "{sha256_hex}-{}",
+            now.timestamp_nanos_opt().unwrap_or_default()
+        ),
+    };
+    let sent = storage.put_file(&tmp, path).await.map_err(st)?;
+    if sent != size {
+        let _ = storage.delete(&tmp).await;
+        return Err(PlaceError::Other(format!(
+            "spool held {sent} bytes, expected {size}"
+        )));
+    }
+    if let Err(e) = storage.rename(&tmp, blob_key).await {
+        let _ = storage.delete(&tmp).await;
+        return Err(st(e));
+    }
+    Ok(())
+}
+
+/// Checks that the backend shows `key` with `size` bytes after a write.
+pub(super) async fn check_visible(
+    storage: &crate::storage::Storage,
+    key: &StorageKey,
+    sha256_hex: &str,
+    size: u64,
+) -> Result<(), String> {
+    match storage.size(key).await.map_err(|e| e.to_string())? {
+        Some(n) if n == size => Ok(()),
+        other => Err(format!(
+            "blob {sha256_hex} not visible with its size after the write (backend reports {other:?}, expected {size})"
+        )),
     }
 }

@@ -7,7 +7,7 @@ use chrono::Utc;
 use url::Url;
 
 use super::MirrorError;
-use super::fill::Fill;
+use super::fill::{self, Fill};
 use super::records::{BlobRecord, Record};
 use super::service::Mirror;
 use super::verify::{CHUNK_SIZE, Hashers};
@@ -134,50 +134,22 @@ impl Mirror {
             return Ok(sha);
         }
         let storage = &self.inner().storage;
-        let st = |e: crate::storage::StorageError| MirrorError::Storage(e.to_string());
         let blob_key = StorageKey::blob("sha256", &sha);
         let now = Utc::now();
         let _placing = self.inner().placement.lock().await;
-        if let Some(dest) = storage.local_path_of(&blob_key) {
-            crate::tasks::spawn_blocking(move || -> std::io::Result<()> {
-                if let Some(parent) = dest.parent() {
-                    std::fs::create_dir_all(parent)?;
-                }
-                temp.persist(&dest).map_err(|e| e.error)?;
-                if let Some(parent) = dest.parent() {
-                    std::fs::File::open(parent)?.sync_all()?;
-                }
-                Ok(())
-            })
+        let placed = match storage.local_path_of(&blob_key) {
+            Some(dest) => fill::persist_local(temp, dest).await,
+            None => {
+                fill::upload_and_move(storage, &temp, &blob_key, &sha, bytes.len() as u64, now)
+                    .await
+            }
+        };
+        placed.map_err(|e| match e {
+            fill::PlaceError::Storage(m) | fill::PlaceError::Other(m) => MirrorError::Storage(m),
+        })?;
+        fill::check_visible(storage, &blob_key, &sha, bytes.len() as u64)
             .await
-            .map_err(|e| MirrorError::Storage(e.to_string()))?
-            .map_err(|e| MirrorError::Storage(format!("storing the upload: {e}")))?;
-        } else {
-            let tmp = StorageKey::Temp {
-                id: format!("{sha}-{}", now.timestamp_nanos_opt().unwrap_or_default()),
-            };
-            let sent = storage.put_file(&tmp, &temp).await.map_err(st)?;
-            if sent != bytes.len() as u64 {
-                let _ = storage.delete(&tmp).await;
-                return Err(MirrorError::Storage(format!(
-                    "upload spool held {sent} bytes, expected {}",
-                    bytes.len()
-                )));
-            }
-            if let Err(e) = storage.rename(&tmp, &blob_key).await {
-                let _ = storage.delete(&tmp).await;
-                return Err(st(e));
-            }
-        }
-        match storage.size(&blob_key).await.map_err(st)? {
-            Some(n) if n == bytes.len() as u64 => {}
-            other => {
-                return Err(MirrorError::Storage(format!(
-                    "blob {sha} not visible with its size after the write (backend reports {other:?}, expected {})",
-                    bytes.len()
-                )));
-            }
-        }
+            .map_err(MirrorError::Storage)?;
         let record = BlobRecord {
             sha256: sha.clone(),
             integrity: digests.integrity.iter().map(ToString::to_string).collect(),
@@ -194,7 +166,7 @@ impl Mirror {
         self.inner()
             .record(&Record::Blob(record))
             .await
-            .map_err(st)?;
+            .map_err(|e| MirrorError::Storage(e.to_string()))?;
         Ok(sha)
     }
 
@@ -268,15 +240,22 @@ impl Mirror {
         let actual = match same_algo {
             Some(a) => a,
             None => {
+                // Hashed as it streams, never held whole in memory.
                 use futures::StreamExt as _;
                 let mut body = self.read_blob(sha256).await?.body;
-                let mut data = Vec::new();
+                let mut hashers = Hashers::new(&[expected.algorithm()]);
                 while let Some(c) = body.next().await {
-                    data.extend_from_slice(&c.map_err(|e| {
+                    hashers.update(&c.map_err(|e| {
                         MirrorError::Storage(format!("reading blob {sha256}: {e}"))
                     })?);
                 }
-                Integrity::of(expected.algorithm(), &data).to_string()
+                hashers
+                    .finish()
+                    .integrity
+                    .into_iter()
+                    .find(|i| i.algorithm() == expected.algorithm())
+                    .map(|i| i.to_string())
+                    .unwrap_or_default()
             }
         };
         if actual == want {

@@ -189,11 +189,9 @@ impl PublishRequest {
     /// Parses a JSON body.
     ///
     /// # Errors
-    /// [`PublishError::Invalid`] naming the field (serde's path) that is wrong.
+    /// [`PublishError::Invalid`] naming the field that is wrong.
     pub fn from_json(body: &[u8]) -> Result<Self, PublishError> {
-        let mut de = serde_json::Deserializer::from_slice(body);
-        let parsed: Result<Self, _> = serde_path_to_error(&mut de);
-        parsed
+        deserialize_naming_fields(&mut serde_json::Deserializer::from_slice(body))
     }
 
     /// Checks everything that needs only the request itself.
@@ -513,7 +511,7 @@ fn declares_overlay_support(constraints: &[String]) -> bool {
 }
 
 /// Deserializes, turning serde's error into one that names the field.
-fn serde_path_to_error(
+fn deserialize_naming_fields(
     de: &mut serde_json::Deserializer<serde_json::de::SliceRead<'_>>,
 ) -> Result<PublishRequest, PublishError> {
     let value: Value = Value::deserialize(&mut *de)

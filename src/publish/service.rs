@@ -226,9 +226,9 @@ impl Publisher {
         dry_run: bool,
     ) -> Result<Published, PublishError> {
         let req = PublishRequest::from_json(body)?.validate(name, version)?;
-        let prepared = self.prepare(req, actor, public_url).await?;
+        let prepared = Arc::new(self.prepare(req, actor, public_url).await?);
         let source = self.registry.source().clone();
-        let files: BTreeMap<String, String> = prepared
+        let mut files: BTreeMap<String, String> = prepared
             .files
             .iter()
             .map(|(rel, b)| {
@@ -238,12 +238,10 @@ impl Publisher {
                 )
             })
             .collect();
-        let author = author_of(actor);
-        // The plan on the tree served now: its refusals (409, a new module without metadata,
-        // a dropping compatibility_level) come before an upload is stored.
-        {
-            let p = prepared.clone();
-            let source = source.clone();
+        if dry_run || prepared.upload.is_some() {
+            // The plan on the tree served now: its refusals (409, a new module without
+            // metadata, a dropping compatibility_level) come before an upload is stored.
+            let (p, source) = (prepared.clone(), source.clone());
             tasks_blocking(move || {
                 let tree = source.current().map_err(source_err)?;
                 plan_publish(tree.as_ref(), &p).map(|_| ())
@@ -270,8 +268,9 @@ impl Publisher {
                 return Err(task_err("the stored upload has another digest"));
             }
         }
+        let author = author_of(actor);
         let p = prepared.clone();
-        let (status, revision) = tasks_blocking(move || {
+        let ((status, metadata), revision) = tasks_blocking(move || {
             match source.transact(&author, &mut |tree| plan_publish(tree, &p)) {
                 Ok(w) => Ok((w.value, w.revision)),
                 Err(TransactError::Plan(e)) => Err(e),
@@ -279,29 +278,13 @@ impl Publisher {
             }
         })
         .await?;
-        let mut files = files;
-        if revision.is_some() || status == Status::Unchanged {
-            // metadata.json as served now, for the answer.
-            files.insert(
-                format!("modules/{}/metadata.json", prepared.name),
-                String::new(),
-            );
-        }
         if revision.is_some() {
             self.after_write().await;
         }
-        if let Some(h) = files.get_mut(&format!("modules/{}/metadata.json", prepared.name)) {
-            let path = format!("modules/{}/metadata.json", prepared.name);
-            let source = self.registry.source().clone();
-            let bytes = tasks_blocking(move || {
-                source
-                    .current()
-                    .and_then(|t| t.read(&path))
-                    .map_err(source_err)
-            })
-            .await?;
-            *h = bytes.map(|b| sha256_hex(&b)).unwrap_or_default();
-        }
+        files.insert(
+            format!("modules/{}/metadata.json", prepared.name),
+            sha256_hex(&metadata),
+        );
         let published = Published {
             module: prepared.name.to_string(),
             version: Some(prepared.version.to_string()),
@@ -310,26 +293,24 @@ impl Publisher {
             files,
             revision,
         };
-        if status != Status::DryRun {
-            self.audit(AuditRecord {
-                action: "publish".to_owned(),
-                module: published.module.clone(),
-                version: published.version.clone(),
-                outcome: match status {
-                    Status::Created => "created",
-                    _ => "unchanged",
-                }
-                .to_owned(),
-                actor: actor.name.clone(),
-                address: actor.address.clone(),
-                at: Utc::now(),
-                archive_sha256: published.archive_sha256.clone(),
-                files: published.files.clone(),
-                revision: published.revision.clone(),
-                reason: None,
-            })
-            .await?;
-        }
+        self.audit(AuditRecord {
+            action: "publish".to_owned(),
+            module: published.module.clone(),
+            version: published.version.clone(),
+            outcome: match status {
+                Status::Created => "created",
+                _ => "unchanged",
+            }
+            .to_owned(),
+            actor: actor.name.clone(),
+            address: actor.address.clone(),
+            at: Utc::now(),
+            archive_sha256: published.archive_sha256.clone(),
+            files: published.files.clone(),
+            revision: published.revision.clone(),
+            reason: None,
+        })
+        .await?;
         Ok(published)
     }
 
@@ -860,8 +841,28 @@ fn list_files(tree: &dyn Tree, dir: &str) -> Result<Vec<String>, SourceError> {
     Ok(out)
 }
 
-/// Decides, on the tip of the source, what a publish writes.
-fn plan_publish(tree: &dyn Tree, p: &Prepared) -> Result<Plan<Status>, PublishError> {
+/// Whether every file of `files` is stored under `dir` with these bytes.
+fn stored_as(
+    tree: &dyn Tree,
+    dir: &str,
+    files: &[(String, Vec<u8>)],
+) -> Result<bool, PublishError> {
+    for (rel, bytes) in files {
+        if tree
+            .read(&format!("{dir}/{rel}"))
+            .map_err(source_err)?
+            .as_deref()
+            != Some(bytes.as_slice())
+        {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+/// Decides, on the tip of the source, what a publish writes. Its answer: the status and
+/// `metadata.json` as it is once the plan is carried out.
+fn plan_publish(tree: &dyn Tree, p: &Prepared) -> Result<Plan<(Status, Vec<u8>)>, PublishError> {
     let module_dir = format!("modules/{}", p.name);
     let version_dir = format!("{module_dir}/{}", p.version);
     let meta_path = format!("{module_dir}/metadata.json");
@@ -874,19 +875,11 @@ fn plan_publish(tree: &dyn Tree, p: &Prepared) -> Result<Plan<Status>, PublishEr
         let existing = list_files(tree, &version_dir).map_err(source_err)?;
         let mut wanted: Vec<&str> = p.files.iter().map(|(r, _)| r.as_str()).collect();
         wanted.sort_unstable();
-        let mut differs = existing
+        let differs = existing
             .iter()
             .map(String::as_str)
-            .ne(wanted.iter().copied());
-        for (rel, bytes) in &p.files {
-            if differs {
-                break;
-            }
-            let stored = tree
-                .read(&format!("{version_dir}/{rel}"))
-                .map_err(source_err)?;
-            differs = stored.as_deref() != Some(bytes.as_slice());
-        }
+            .ne(wanted.iter().copied())
+            || !stored_as(tree, &version_dir, &p.files)?;
         if differs && listed {
             return Err(PublishError::Conflict(format!(
                 "{}@{} exists and its files differ from this request ({} stored); published versions never change: publish a new version",
@@ -904,26 +897,26 @@ fn plan_publish(tree: &dyn Tree, p: &Prepared) -> Result<Plan<Status>, PublishEr
             // metadata.json also lists the version now.
             return Ok(
                 match entry::add_version(metadata.as_deref(), p.metadata.as_ref(), &p.version)? {
-                    None => Plan::Unchanged(Status::Unchanged),
+                    None => Plan::Unchanged((Status::Unchanged, metadata.unwrap_or_default())),
                     Some(bytes) => Plan::Write(
                         Change {
                             remove_dirs: Vec::new(),
                             new_dirs: Vec::new(),
-                            files: vec![(meta_path, bytes)],
+                            files: vec![(meta_path, bytes.clone())],
                             message: format!("List {}@{} in metadata.json\n", p.name, p.version),
                         },
-                        Status::Unchanged,
+                        (Status::Unchanged, bytes),
                     ),
                 },
             );
         }
     }
     check_compatibility(tree, &module_dir, p)?;
-    let meta = entry::add_version(metadata.as_deref(), p.metadata.as_ref(), &p.version)?;
-    let mut files = Vec::new();
-    if let Some(bytes) = meta {
-        files.push((meta_path, bytes));
-    }
+    let (files, meta_after) =
+        match entry::add_version(metadata.as_deref(), p.metadata.as_ref(), &p.version)? {
+            Some(bytes) => (vec![(meta_path, bytes.clone())], bytes),
+            None => (Vec::new(), metadata.unwrap_or_default()),
+        };
     let digest = p.archive_sha256.as_deref().unwrap_or("git");
     Ok(Plan::Write(
         Change {
@@ -935,7 +928,7 @@ fn plan_publish(tree: &dyn Tree, p: &Prepared) -> Result<Plan<Status>, PublishEr
                 p.name, p.version
             ),
         },
-        Status::Created,
+        (Status::Created, meta_after),
     ))
 }
 

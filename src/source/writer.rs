@@ -415,29 +415,22 @@ impl super::GitSource {
                 continue;
             }
             if origin {
-                match self.push(&repo, &branch, tip, commit) {
+                let pushed = self.push(&repo, &branch, tip, commit);
+                if !matches!(pushed, Ok(Pushed::Done)) {
+                    // Not acknowledged: take the commit back so the branch matches origin,
+                    // then plan again on origin's tip (or report the failure).
+                    let _ = repo.reference_matching(
+                        &branch,
+                        tip,
+                        true,
+                        commit,
+                        "gf-registry: push not accepted",
+                    );
+                }
+                match pushed {
                     Ok(Pushed::Done) => {}
-                    Ok(Pushed::Behind) => {
-                        let _ = repo.reference_matching(
-                            &branch,
-                            tip,
-                            true,
-                            commit,
-                            "gf-registry: push refused, retrying",
-                        );
-                        continue;
-                    }
-                    Err(e) => {
-                        // Not acknowledged: take the commit back so the branch matches origin.
-                        let _ = repo.reference_matching(
-                            &branch,
-                            tip,
-                            true,
-                            commit,
-                            "gf-registry: push failed",
-                        );
-                        return Err(e.into());
-                    }
+                    Ok(Pushed::Behind) => continue,
+                    Err(e) => return Err(e.into()),
                 }
             }
             return Ok(Written {
@@ -602,13 +595,4 @@ fn is_retryable(message: &str) -> bool {
 fn is_non_fast_forward(message: &str) -> bool {
     let m = message.to_ascii_lowercase();
     m.contains("non-fast-forward") || m.contains("not fast-forward") || m.contains("fastforward")
-}
-
-/// The registry root of a directory source (for callers that report paths).
-#[must_use]
-pub fn dir_root(source: &RegistrySource) -> Option<PathBuf> {
-    match source {
-        RegistrySource::Dir(d) => Some(d.root().to_path_buf()),
-        RegistrySource::Git(_) => None,
-    }
 }

@@ -8,7 +8,7 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use chrono::Utc;
 use futures::StreamExt as _;
 use futures::stream::BoxStream;
@@ -17,7 +17,7 @@ use url::Url;
 
 use super::records::{BlobRecord, EventKind, EventRecord, PinRecord, Record, UpstreamMeta};
 use super::service::{Inner, write_state};
-use super::verify::{CHUNK_SIZE, Digests, Hashers};
+use super::verify::{CHUNK_SIZE, ChunkHashers, Digests, Hashers, ShaHashers};
 use crate::registry::{Algorithm, Integrity};
 use crate::storage::StorageKey;
 use crate::upstream::{Allowed, UpstreamError, UpstreamResponse};
@@ -58,10 +58,45 @@ impl std::fmt::Display for FillError {
 struct Progress {
     /// Set once the upstream answered 200: its `Content-Length`, if any.
     head: Option<Option<u64>>,
+    /// Bytes received: in the spool, or in one of the `recent` batches.
+    received: u64,
     /// Bytes in the spool.
     written: u64,
+    /// The newest batches as they arrived, oldest first: clients that keep up are served from
+    /// here, without reading the spool back.
+    recent: std::collections::VecDeque<Arc<SpoolBatch>>,
     /// Set once, at the end.
     done: Option<Result<Arc<BlobRecord>, FillError>>,
+}
+
+/// Batches kept in memory for clients that keep up with the transfer. With the pipeline's
+/// queues this bounds a fill's memory to about five batches (5 MiB); batches not yet written
+/// to the spool (at most the queued, the processed and the one waiting) are always among them.
+const RECENT_BATCHES: usize = 3;
+
+/// One batch of the upstream body, in the pieces it arrived in.
+#[derive(Debug)]
+struct SpoolBatch {
+    /// Offset of its first byte in the blob.
+    pos: u64,
+    parts: Vec<Bytes>,
+}
+
+impl SpoolBatch {
+    /// The bytes from `pos` on (up to `limit`, and within one piece), if `pos` is in this batch.
+    fn slice(&self, pos: u64, limit: u64) -> Option<Bytes> {
+        let mut start = self.pos;
+        for part in &self.parts {
+            let end = start + part.len() as u64;
+            if (start..end).contains(&pos) {
+                let from = usize::try_from(pos - start).ok()?;
+                let to = usize::try_from(end.min(limit) - start).ok()?;
+                return (from < to).then(|| part.slice(from..to));
+            }
+            start = end;
+        }
+        None
+    }
 }
 
 /// The spool: a temporary file that every reader reads by position through one shared handle,
@@ -186,16 +221,22 @@ impl Fill {
                 return None;
             }
             loop {
-                let (limit, done) = {
+                let (limit, in_memory, done) = {
                     let p = st.rx.borrow_and_update();
                     let complete = matches!(p.done, Some(Ok(_)));
-                    let limit = if complete {
+                    // Until the blob is verified and stored, the last byte is held back.
+                    let available = if complete {
                         p.written
                     } else {
-                        p.written.saturating_sub(1)
+                        p.received.saturating_sub(1)
                     };
-                    (limit, p.done.clone())
+                    let in_memory = p.recent.iter().find_map(|b| b.slice(st.pos, available));
+                    (p.written.min(available), in_memory, p.done.clone())
                 };
+                if let Some(bytes) = in_memory {
+                    st.pos += bytes.len() as u64;
+                    return Some((Ok(bytes), st));
+                }
                 if st.pos < limit {
                     let item = st.read_up_to(limit).await;
                     st.over = item.is_err();
@@ -276,18 +317,98 @@ impl Drop for LeaveInflight {
     }
 }
 
-/// A spool batch being hashed and written on the blocking pool.
-type BatchTask =
-    tokio::task::JoinHandle<Result<(Hashers, std::io::Result<usize>), crate::tasks::TaskError>>;
+/// The hashing and spooling of one fill, on two threads of its own: one computes the SHA-2
+/// digests, the other the per-chunk BLAKE3 digests and the spool writes. Each takes the
+/// batches in order from a short queue, so both run flat out while the next batches arrive,
+/// and the transfer waits only when one of them falls behind.
+struct Pipeline {
+    sha: tokio::sync::mpsc::Sender<Arc<SpoolBatch>>,
+    disk: tokio::sync::mpsc::Sender<Arc<SpoolBatch>>,
+    sha_done: tokio::sync::oneshot::Receiver<ShaHashers>,
+    disk_done: tokio::sync::oneshot::Receiver<std::io::Result<ChunkHashers>>,
+}
 
-/// Waits for one spool batch, takes the hashers back, and returns the bytes it wrote.
-async fn finish_batch(task: BatchTask, hashers: &mut Option<Hashers>) -> Result<u64, FillError> {
-    let (h, result) = task
-        .await
-        .map_err(|e| FillError::Other(e.to_string()))?
-        .map_err(|e| FillError::Other(e.to_string()))?;
-    *hashers = Some(h);
-    Ok(result.map_err(|e| FillError::Other(format!("spool file: {e}")))? as u64)
+/// Batches queued per pipeline thread before the transfer waits.
+const PIPELINE_DEPTH: usize = 1;
+
+impl Pipeline {
+    fn start(
+        extra: &[Algorithm],
+        file: Arc<std::fs::File>,
+        tx: watch::Sender<Progress>,
+    ) -> std::io::Result<Self> {
+        let (sha, mut sha_rx) = tokio::sync::mpsc::channel::<Arc<SpoolBatch>>(PIPELINE_DEPTH);
+        let (disk, mut disk_rx) = tokio::sync::mpsc::channel::<Arc<SpoolBatch>>(PIPELINE_DEPTH);
+        let (sha_out, sha_done) = tokio::sync::oneshot::channel();
+        let (disk_out, disk_done) = tokio::sync::oneshot::channel();
+        let mut hashers = ShaHashers::new(extra);
+        std::thread::Builder::new()
+            .name("gf-fill-sha".to_owned())
+            .spawn(move || {
+                while let Some(batch) = sha_rx.blocking_recv() {
+                    for part in &batch.parts {
+                        hashers.update(part);
+                    }
+                }
+                let _ = sha_out.send(hashers);
+            })?;
+        std::thread::Builder::new()
+            .name("gf-fill-spool".to_owned())
+            .spawn(move || {
+                use std::os::unix::fs::FileExt as _;
+                let mut chunks = ChunkHashers::new();
+                let result = loop {
+                    let Some(batch) = disk_rx.blocking_recv() else {
+                        break Ok(chunks);
+                    };
+                    let mut pos = batch.pos;
+                    let mut failed = None;
+                    for part in &batch.parts {
+                        chunks.update(part);
+                        if let Err(e) = file.write_all_at(part, pos) {
+                            failed = Some(e);
+                            break;
+                        }
+                        pos += part.len() as u64;
+                    }
+                    if let Some(e) = failed {
+                        break Err(e);
+                    }
+                    tx.send_modify(|p| p.written = pos);
+                };
+                let _ = disk_out.send(result);
+            })?;
+        Ok(Self {
+            sha,
+            disk,
+            sha_done,
+            disk_done,
+        })
+    }
+
+    /// Queues a batch; `false` when a pipeline thread has stopped (its error comes from
+    /// [`Pipeline::finish`]).
+    async fn push(&self, batch: Arc<SpoolBatch>) -> bool {
+        self.sha.send(batch.clone()).await.is_ok() && self.disk.send(batch).await.is_ok()
+    }
+
+    /// Waits for both threads to drain their queues.
+    async fn finish(self) -> Result<Hashers, FillError> {
+        let Self {
+            sha,
+            disk,
+            sha_done,
+            disk_done,
+        } = self;
+        drop((sha, disk));
+        let lost = || FillError::Other("a spool thread ended unexpectedly".to_owned());
+        let chunks = disk_done
+            .await
+            .map_err(|_| lost())?
+            .map_err(|e| FillError::Other(format!("spool file: {e}")))?;
+        let sha = sha_done.await.map_err(|_| lost())?;
+        Ok(Hashers::from_parts(sha, chunks))
+    }
 }
 
 /// The background work of one fill; not tied to any client, so a client that goes away does
@@ -335,7 +456,11 @@ impl FillTask {
             }
         }
         drop(_leave);
-        tx.send_modify(|p| p.done = Some(result.map(Arc::new)));
+        tx.send_modify(|p| {
+            p.done = Some(result.map(Arc::new));
+            // Clients still behind read the rest from the spool.
+            p.recent.clear();
+        });
     }
 
     async fn fetch_and_store(&self, tx: &watch::Sender<Progress>) -> Result<BlobRecord, FillError> {
@@ -394,11 +519,12 @@ impl FillTask {
             .collect();
         // One batch is hashed and written on the blocking pool while the next is received:
         // the upstream transfer and the hashing overlap, and their order is kept.
-        let mut hashers = Some(Hashers::new(&extra));
-        let mut in_flight: Option<BatchTask> = None;
-        let mut pending = BytesMut::with_capacity(SPOOL_BATCH);
+        let pipeline = Pipeline::start(&extra, file, tx.clone())
+            .map_err(|e| FillError::Other(format!("cannot start the spool threads: {e}")))?;
+        // The pieces as the upstream body delivered them: never copied into one buffer.
+        let mut pending: Vec<Bytes> = Vec::new();
+        let mut pending_len = 0usize;
         let mut received = 0u64;
-        let mut written = 0u64;
         loop {
             let next = resp.body.next().await;
             let end = next.is_none();
@@ -410,35 +536,36 @@ impl FillTask {
                         "upstream sent more than the policy's max_blob_bytes ({max})"
                     )));
                 }
-                pending.extend_from_slice(&chunk);
-            }
-            if pending.len() >= SPOOL_BATCH || (end && !pending.is_empty()) {
-                if let Some(task) = in_flight.take() {
-                    written += finish_batch(task, &mut hashers).await?;
-                    tx.send_modify(|p| p.written = written);
+                if !chunk.is_empty() {
+                    pending_len += chunk.len();
+                    pending.push(chunk);
                 }
-                let batch = pending.split().freeze();
-                let mut h = hashers
-                    .take()
-                    .ok_or_else(|| FillError::Other("hasher lost".to_owned()))?;
-                let f = file.clone();
-                let pos = received - batch.len() as u64 - pending.len() as u64;
-                // Spawned now (not at the next await), so it runs while the next batch arrives.
-                in_flight = Some(tokio::spawn(crate::tasks::spawn_blocking(move || {
-                    use std::os::unix::fs::FileExt as _;
-                    h.update(&batch);
-                    let r = f.write_all_at(&batch, pos).map(|()| batch.len());
-                    (h, r)
-                })));
+            }
+            if pending_len >= SPOOL_BATCH || (end && pending_len > 0) {
+                let batch = Arc::new(SpoolBatch {
+                    pos: received - pending_len as u64,
+                    parts: std::mem::take(&mut pending),
+                });
+                pending_len = 0;
+                // Clients may take these bytes now; the last byte still waits for the
+                // verdict on the whole blob.
+                tx.send_modify(|p| {
+                    p.received = received;
+                    if p.recent.len() == RECENT_BATCHES {
+                        p.recent.pop_front();
+                    }
+                    p.recent.push_back(batch.clone());
+                });
+                if !pipeline.push(batch).await {
+                    break;
+                }
             }
             if end {
                 break;
             }
         }
-        if let Some(task) = in_flight.take() {
-            written += finish_batch(task, &mut hashers).await?;
-            tx.send_modify(|p| p.written = written);
-        }
+        let hashers = pipeline.finish().await?;
+        let written = tx.borrow().written;
         if let Some(n) = resp.content_length
             && n != written
         {
@@ -453,7 +580,6 @@ impl FillTask {
             last_modified: resp.last_modified,
             content_type: resp.content_type,
         };
-        let hashers = hashers.ok_or_else(|| FillError::Other("hasher lost".to_owned()))?;
         Ok((hashers.finish(), meta))
     }
 

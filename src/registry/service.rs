@@ -9,7 +9,6 @@ use std::time::{Duration, Instant, SystemTime};
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
-use moka::Expiry;
 use moka::future::Cache;
 use sha2::Digest as _;
 
@@ -74,12 +73,29 @@ type Index = (
 
 type CacheKey = (u64, String);
 
-/// A cached read: the file, or its absence, and whether it may change without a new snapshot.
+/// A cached read: the file, or its absence, and until when it may be served from the cache.
 #[derive(Debug, Clone)]
 struct CacheValue {
     file: Option<Arc<RegistryFile>>,
-    short_lived: bool,
+    /// Absent files and mutable files of a live directory are re-read after a second;
+    /// everything else lives until the snapshot changes or the cache TTL passes.
+    expires: Instant,
 }
+
+/// Weighs a cache entry by its bytes.
+#[derive(Debug, Clone)]
+struct FileWeighter;
+
+impl quick_cache::Weighter<CacheKey, CacheValue> for FileWeighter {
+    fn weight(&self, key: &CacheKey, value: &CacheValue) -> u64 {
+        (key.1.len() + value.file.as_ref().map_or(64, |f| f.bytes.len() + 128)) as u64
+    }
+}
+
+/// The file cache: quick_cache rather than moka on this path, because a hit is the whole
+/// work of most registry requests and quick_cache's look-up is a plain sharded hash probe
+/// (measured in bench/RESULTS.md).
+type FileCache = quick_cache::sync::Cache<CacheKey, CacheValue, FileWeighter>;
 
 /// Counters of the file cache, read at scrape time.
 #[derive(Debug, Default)]
@@ -136,33 +152,14 @@ pub struct RefreshOutcome {
 pub struct Registry {
     source: RegistrySource,
     snapshot: ArcSwap<Snapshot>,
-    cache: Option<Cache<CacheKey, CacheValue>>,
+    cache: Option<FileCache>,
+    /// How long an entry of the file cache lives at most.
+    cache_ttl: Duration,
     counters: CacheCounters,
     refresh_lock: tokio::sync::Mutex<()>,
     live_dirs: Cache<String, DirState>,
     /// `modules/`'s modification time and when it was read (see `live_dir_exists`).
     root_mtime: std::sync::Mutex<Option<(Instant, DirState)>>,
-}
-
-struct FileExpiry {
-    ttl: Duration,
-}
-
-impl Expiry<CacheKey, CacheValue> for FileExpiry {
-    fn expire_after_create(
-        &self,
-        _key: &CacheKey,
-        value: &CacheValue,
-        _now: Instant,
-    ) -> Option<Duration> {
-        // Absent files and mutable files in a live directory are re-read soon; everything else
-        // lives until the snapshot changes or the TTL passes.
-        if value.short_lived {
-            Some(self.ttl.min(LIVE_MUTABLE_TTL))
-        } else {
-            Some(self.ttl)
-        }
-    }
 }
 
 impl Registry {
@@ -172,16 +169,13 @@ impl Registry {
     /// [`RegistryError`] when the source cannot be read.
     pub async fn load(source: RegistrySource, cache: CacheSettings) -> Result<Self, RegistryError> {
         let (tree, (modules, mtimes)) = Self::read_snapshot(&source).await?;
+        let cache_ttl = cache.ttl;
         let cache = (cache.capacity_bytes > 0).then(|| {
-            Cache::builder()
-                .name("registry_files")
-                .max_capacity(cache.capacity_bytes)
-                .weigher(|k: &CacheKey, v: &CacheValue| {
-                    let size = k.1.len() + v.file.as_ref().map_or(64, |f| f.bytes.len() + 128);
-                    u32::try_from(size).unwrap_or(u32::MAX)
-                })
-                .expire_after(FileExpiry { ttl: cache.ttl })
-                .build()
+            // Sized for registry files of about 2 KiB each.
+            let items = usize::try_from(cache.capacity_bytes / 2048)
+                .unwrap_or(usize::MAX)
+                .clamp(64, 1 << 20);
+            FileCache::with_weighter(items, cache.capacity_bytes, FileWeighter)
         });
         Ok(Self {
             source,
@@ -192,6 +186,7 @@ impl Registry {
                 mtimes,
             }),
             cache,
+            cache_ttl,
             counters: CacheCounters::default(),
             refresh_lock: tokio::sync::Mutex::new(()),
             root_mtime: std::sync::Mutex::new(None),
@@ -285,7 +280,7 @@ impl Registry {
         let (entries, weighted_bytes) = self
             .cache
             .as_ref()
-            .map_or((0, 0), |c| (c.entry_count(), c.weighted_size()));
+            .map_or((0, 0), |c| (c.len() as u64, c.weight()));
         CacheStats {
             hits: self.counters.hits.load(Ordering::Relaxed),
             misses: self.counters.misses.load(Ordering::Relaxed),
@@ -327,7 +322,7 @@ impl Registry {
                 mtimes,
             }));
             if let Some(c) = &self.cache {
-                c.invalidate_all();
+                c.clear();
             }
             tracing::info!(registry.previous = %previous, registry.current = %current, modules = count, "registry snapshot switched");
         }
@@ -477,28 +472,34 @@ impl Registry {
         let Some(cache) = &self.cache else {
             self.counters.misses.fetch_add(1, Ordering::Relaxed);
             self.counters.loads.fetch_add(1, Ordering::Relaxed);
-            return load_file(snap.tree.clone(), tree_path, kind).await;
+            return load_file(snap.tree.clone(), tree_path, kind, self.cache_ttl).await;
         };
         let key = (snap.generation, tree_path);
-        if let Some(hit) = cache.get(&key).await {
+        let now = Instant::now();
+        if let Some(hit) = cache.get(&key)
+            && hit.expires > now
+        {
             self.counters.hits.fetch_add(1, Ordering::Relaxed);
             return Ok(hit);
         }
         self.counters.misses.fetch_add(1, Ordering::Relaxed);
-        let tree = snap.tree.clone();
-        let rel = key.1.clone();
-        let loads = self.counters.loads.clone();
-        cache
-            .try_get_with(key, async move {
-                // Runs once for all concurrent misses of this key.
-                loads.fetch_add(1, Ordering::Relaxed);
-                load_file(tree, rel, kind).await
-            })
-            .await
-            .map_err(|e: Arc<RegistryError>| match e.as_ref() {
-                RegistryError::NotFound => RegistryError::NotFound,
-                other => RegistryError::Task(other.to_string()),
-            })
+        // One load for all concurrent misses of this key: the others wait for its value.
+        let guard = match cache.get_value_or_guard_async(&key).await {
+            Ok(v) if v.expires > now => return Ok(v),
+            Ok(_) => {
+                // Expired: drop it, then load (or wait for the one loading).
+                cache.remove(&key);
+                match cache.get_value_or_guard_async(&key).await {
+                    Ok(v) => return Ok(v),
+                    Err(g) => g,
+                }
+            }
+            Err(g) => g,
+        };
+        self.counters.loads.fetch_add(1, Ordering::Relaxed);
+        let value = load_file(snap.tree.clone(), key.1.clone(), kind, self.cache_ttl).await?;
+        let _ = guard.insert(value.clone());
+        Ok(value)
     }
 }
 
@@ -506,6 +507,7 @@ async fn load_file(
     tree: Arc<dyn Tree>,
     rel: String,
     kind: FileKind,
+    ttl: Duration,
 ) -> Result<CacheValue, RegistryError> {
     let live = tree.is_live();
     let bytes = tasks::spawn_blocking(move || tree.read(&rel))
@@ -520,7 +522,15 @@ async fn load_file(
         })
     });
     let short_lived = live && file.as_ref().is_none_or(|f| !f.kind.is_immutable());
-    Ok(CacheValue { file, short_lived })
+    let ttl = if short_lived {
+        ttl.min(LIVE_MUTABLE_TTL)
+    } else {
+        ttl
+    };
+    Ok(CacheValue {
+        file,
+        expires: Instant::now() + ttl,
+    })
 }
 
 fn task_err(e: tasks::TaskError) -> RegistryError {

@@ -15,6 +15,7 @@ use axum::routing::{get, post};
 use crate::app::AppState;
 
 pub use error::ApiError;
+pub(crate) use registry::cached_file;
 
 /// Builds the router with every route of the public URL layout served so far.
 pub fn router(state: AppState) -> Router {

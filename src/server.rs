@@ -61,6 +61,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let mut threads = Vec::new();
     for (i, listener) in listeners.into_iter().enumerate() {
         let router = router.clone();
+        let app = app.clone();
         let serve_rx = rx.clone();
         let open = open.clone();
         let thread = std::thread::Builder::new()
@@ -71,7 +72,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
                     .build()?;
                 rt.block_on(async move {
                     let listener = TcpListener::from_std(listener)?;
-                    conn::serve(listener, router, limits, open, serve_rx).await
+                    conn::serve(listener, app, router, limits, open, serve_rx).await
                 })
             })?;
         threads.push(thread);

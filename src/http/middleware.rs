@@ -49,13 +49,13 @@ pub(super) async fn edge(State(app): State<AppState>, req: Request, next: Next) 
 }
 
 /// Counts a request in progress while it lives.
-struct InFlight<'a> {
+pub(super) struct InFlight<'a> {
     counter: &'a std::sync::atomic::AtomicUsize,
-    count: usize,
+    pub(super) count: usize,
 }
 
 impl<'a> InFlight<'a> {
-    fn enter(counter: &'a std::sync::atomic::AtomicUsize) -> Self {
+    pub(super) fn enter(counter: &'a std::sync::atomic::AtomicUsize) -> Self {
         let count = counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
         Self { counter, count }
     }
@@ -110,7 +110,7 @@ fn refuse(app: &AppState, req: &Request) -> Option<Response> {
 }
 
 /// The answer when `server.max_concurrent_requests` are in progress: a `503` Bazel retries.
-fn overloaded() -> Response {
+pub(super) fn overloaded() -> Response {
     let mut r = error(
         StatusCode::SERVICE_UNAVAILABLE,
         "too many requests in progress; retry shortly".to_owned(),

@@ -1,13 +1,15 @@
 //! Registry files: bytes exactly as stored, with their sha256 as a strong ETag.
 
+use std::time::Instant;
+
 use axum::body::Body;
 use axum::extract::State;
-use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
+use axum::http::{HeaderMap, HeaderValue, Method, Request, StatusCode, Uri, header};
 use axum::response::Response;
 
 use super::error::ApiError;
 use crate::app::AppState;
-use crate::registry::{FileKind, RegistryFile, RegistryPath};
+use crate::registry::{FileKind, RegistryError, RegistryFile, RegistryPath};
 
 /// `GET|HEAD` of any registry path (`bazel_registry.json`, `modules/...`).
 pub(super) async fn get_registry_file(
@@ -18,6 +20,70 @@ pub(super) async fn get_registry_file(
     let path = RegistryPath::parse(uri.path())?;
     let file = app.registry.get(&path).await?;
     Ok(file_response(&file, headers.get(header::IF_NONE_MATCH)))
+}
+
+/// The answer to a plain `GET`/`HEAD` of a registry file the cache holds, or of a module the
+/// registry surely does not have, before routing: the response the router would give, for a
+/// fraction of the work (no routing; for a hit no path parsing and no allocation in the
+/// look-up). `None` hands the request to the router: anything else, anything with a query, a
+/// body or percent-escapes, and everything when reads need a token.
+///
+/// The edge's other duties still apply: the in-flight count and the request metrics, under
+/// the same route labels the router would give.
+pub(crate) fn cached_file<B>(app: &AppState, req: &Request<B>) -> Option<Response> {
+    let method = req.method();
+    if (method != Method::GET && method != Method::HEAD)
+        || app.config.auth.require_token_for_reads
+        || req.uri().query().is_some()
+        || req.headers().contains_key(header::CONTENT_LENGTH)
+        || req.headers().contains_key(header::TRANSFER_ENCODING)
+    {
+        return None;
+    }
+    let path = req.uri().path();
+    if path.len() > super::middleware::MAX_URI_BYTES {
+        return None;
+    }
+    let route = if path == "/bazel_registry.json" {
+        "/bazel_registry.json"
+    } else if let Some(rest) = path.strip_prefix("/modules/") {
+        match rest.split_once('/') {
+            Some((_, "metadata.json")) => "/modules/{name}/metadata.json",
+            Some((_, tail)) if tail.contains('/') => "/modules/{name}/{version}/{*file}",
+            _ => return None,
+        }
+    } else {
+        return None;
+    };
+    let start = Instant::now();
+    let answer = match app.registry.cached_by_url(path) {
+        Some(file) => Ok(file),
+        // A module the registry surely does not have (Bazel asks the first registry for
+        // every module of the graph): the router's 404, without the router.
+        None if route != "/bazel_registry.json" => match RegistryPath::parse(path) {
+            Ok(p) if app.registry.surely_absent(&p) => Err(ApiError::from(RegistryError::NotFound)),
+            _ => return None,
+        },
+        None => return None,
+    };
+    let in_flight = super::middleware::InFlight::enter(&app.in_flight);
+    let response = if in_flight.count > app.config.max_concurrent_requests {
+        super::middleware::overloaded()
+    } else {
+        match answer {
+            Ok(file) => file_response(&file, req.headers().get(header::IF_NONE_MATCH)),
+            Err(e) => axum::response::IntoResponse::into_response(e),
+        }
+    };
+    app.metrics.observe(
+        crate::metrics::RequestLabels {
+            route: route.to_owned(),
+            method: method.as_str().to_owned(),
+            status: response.status().as_u16(),
+        },
+        start.elapsed().as_secs_f64(),
+    );
+    Some(response)
 }
 
 fn content_type(kind: FileKind) -> &'static str {

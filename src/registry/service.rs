@@ -71,7 +71,26 @@ type Index = (
     HashMap<String, SystemTime>,
 );
 
-type CacheKey = (u64, String);
+/// A file cache key: the snapshot generation and the file's path in the tree.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct CacheKey {
+    generation: u64,
+    path: String,
+}
+
+/// A borrowed [`CacheKey`], for look-ups without allocating (hashes like it: same fields,
+/// same order, `&str` hashes as `String`).
+#[derive(Hash)]
+struct CacheKeyRef<'a> {
+    generation: u64,
+    path: &'a str,
+}
+
+impl quick_cache::Equivalent<CacheKey> for CacheKeyRef<'_> {
+    fn equivalent(&self, key: &CacheKey) -> bool {
+        self.generation == key.generation && self.path == key.path
+    }
+}
 
 /// A cached read: the file, or its absence, and until when it may be served from the cache.
 #[derive(Debug, Clone)]
@@ -88,7 +107,7 @@ struct FileWeighter;
 
 impl quick_cache::Weighter<CacheKey, CacheValue> for FileWeighter {
     fn weight(&self, key: &CacheKey, value: &CacheValue) -> u64 {
-        (key.1.len() + value.file.as_ref().map_or(64, |f| f.bytes.len() + 128)) as u64
+        (key.path.len() + value.file.as_ref().map_or(64, |f| f.bytes.len() + 128)) as u64
     }
 }
 
@@ -272,6 +291,61 @@ impl Registry {
     #[must_use]
     pub fn module_count(&self) -> usize {
         self.snapshot.load().modules.len()
+    }
+
+    /// The file at `url_path` (`/modules/...`, `/bazel_registry.json`) when the file cache of
+    /// the current snapshot holds it and it has not expired: no parsing and no allocation.
+    ///
+    /// Only a path that is its file's tree path verbatim can hit: an entry is cached under
+    /// the tree path of a request that passed every check of [`Registry::get`] for the same
+    /// snapshot, and every registry URL whose text is that tree path names the same file.
+    /// Anything else (percent-escapes, legacy overlay URLs, misses, absent files) is `None`
+    /// and goes through [`Registry::get`].
+    #[must_use]
+    pub fn cached_by_url(&self, url_path: &str) -> Option<Arc<RegistryFile>> {
+        let cache = self.cache.as_ref()?;
+        let path = url_path.strip_prefix('/')?;
+        if path.contains('%') {
+            return None;
+        }
+        let generation = self.snapshot.load().generation;
+        let hit = cache.get(&CacheKeyRef { generation, path })?;
+        if hit.expires <= Instant::now() {
+            return None;
+        }
+        let file = hit.file?;
+        self.counters.hits.fetch_add(1, Ordering::Relaxed);
+        Some(file)
+    }
+
+    /// Whether `path` is surely absent without looking at the source: its module is not in the
+    /// current snapshot's index, and (for a live directory) `modules/` has not changed since
+    /// the index was built, as last seen under a second ago. `false` means "ask
+    /// [`Registry::get`]", not "present".
+    #[must_use]
+    pub fn surely_absent(&self, path: &RegistryPath) -> bool {
+        let Some(module) = path.module() else {
+            return false;
+        };
+        let snap = self.snapshot.load();
+        if snap.modules.contains_key(module.as_str()) {
+            return false;
+        }
+        if !snap.tree.is_live() {
+            return true;
+        }
+        let Some(indexed) = snap.mtimes.get("modules") else {
+            return false;
+        };
+        let indexed_nanos = indexed
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        self.root_mtime
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .is_some_and(|(at, state)| {
+                at.elapsed() < LIVE_MUTABLE_TTL && state == DirState::Modified(indexed_nanos)
+            })
     }
 
     /// Cache counters and size.
@@ -474,7 +548,10 @@ impl Registry {
             self.counters.loads.fetch_add(1, Ordering::Relaxed);
             return load_file(snap.tree.clone(), tree_path, kind, self.cache_ttl).await;
         };
-        let key = (snap.generation, tree_path);
+        let key = CacheKey {
+            generation: snap.generation,
+            path: tree_path,
+        };
         let now = Instant::now();
         if let Some(hit) = cache.get(&key)
             && hit.expires > now
@@ -497,7 +574,7 @@ impl Registry {
             Err(g) => g,
         };
         self.counters.loads.fetch_add(1, Ordering::Relaxed);
-        let value = load_file(snap.tree.clone(), key.1.clone(), kind, self.cache_ttl).await?;
+        let value = load_file(snap.tree.clone(), key.path.clone(), kind, self.cache_ttl).await?;
         let _ = guard.insert(value.clone());
         Ok(value)
     }

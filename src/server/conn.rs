@@ -41,6 +41,7 @@ const BUSY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/pla
 /// Serves `listener` until `stop` turns true, then waits for open connections to finish.
 pub(super) async fn serve(
     listener: TcpListener,
+    app: crate::app::AppState,
     router: Router,
     limits: ConnLimits,
     open: Arc<AtomicUsize>,
@@ -79,12 +80,22 @@ pub(super) async fn serve(
         }
         let guard = Open(open.clone());
         let _ = stream.set_nodelay(true);
-        let service = router
-            .clone()
-            .map_request(move |mut req: axum::http::Request<Incoming>| {
+        let router = router.clone();
+        let app = app.clone();
+        // Registry files the cache holds are answered before routing (the hot path of
+        // every Bazel resolution); everything else goes through the router.
+        let service = tower::service_fn(move |mut req: axum::http::Request<Incoming>| {
+            let answer = crate::http::cached_file(&app, &req).ok_or_else(|| {
                 req.extensions_mut().insert(ConnectInfo(peer));
-                req.map(Body::new)
+                router.clone().oneshot(req.map(Body::new))
             });
+            async move {
+                match answer {
+                    Ok(response) => Ok::<_, std::convert::Infallible>(response),
+                    Err(routed) => routed.await,
+                }
+            }
+        });
         let service = TowerToHyperService::new(service);
         let watcher = graceful.watcher();
         tokio::spawn(async move {

@@ -398,3 +398,93 @@ async fn a_new_module_folder_is_served_without_waiting_for_a_poll() {
     );
     server.stop().await;
 }
+
+/// Cached files and sure 404s are answered before routing (the hot path); a query string
+/// sends the same request through the router. Both must give the same answer, and both count
+/// under the same route label.
+#[tokio::test]
+async fn answers_before_routing_match_the_router() {
+    let root = example_registry();
+    let server = TestServer::start(&root, &[]).await;
+    let mut paths: Vec<String> = files_under(&root)
+        .iter()
+        .map(|rel| format!("/{rel}"))
+        .collect();
+    paths.extend(
+        [
+            "/modules/no_such_module/1.0.0/MODULE.bazel",
+            "/modules/no_such_module/metadata.json",
+            "/modules/no_such_module/1.0.0/patches/x.patch",
+            "/modules/hello_lib/9.9.9/MODULE.bazel",
+            "/modules/hello_lib/1.2.0/hello.cc",
+            "/modules/Not..Valid/1.0/MODULE.bazel",
+            "/modules/no_such_module/not a version/MODULE.bazel",
+        ]
+        .map(str::to_owned),
+    );
+    let shown = [
+        "content-type",
+        "content-length",
+        "etag",
+        "cache-control",
+        "x-content-type-options",
+    ];
+    for path in &paths {
+        // The first request fills the cache; the second may be answered before routing.
+        let _ = server.raw("GET", path).await;
+        for method in ["GET", "HEAD"] {
+            let fast = server.raw(method, path).await;
+            let routed = server.raw(method, &format!("{path}?via=router")).await;
+            assert_eq!(fast.status, routed.status, "{method} {path}");
+            assert_eq!(fast.body, routed.body, "{method} {path}: body");
+            for h in shown {
+                assert_eq!(fast.header(h), routed.header(h), "{method} {path}: {h}");
+            }
+        }
+    }
+    // A conditional request, both ways.
+    let etag = server.get("/bazel_registry.json").await.headers()["etag"]
+        .to_str()
+        .expect("etag")
+        .to_owned();
+    for path in ["/bazel_registry.json", "/bazel_registry.json?via=router"] {
+        let resp = server
+            .client
+            .get(server.url(path))
+            .header("if-none-match", &etag)
+            .send()
+            .await
+            .expect("send");
+        assert_eq!(resp.status(), 304, "{path}");
+    }
+    // Both ways count under the router's route label.
+    let metrics = server.get("/metrics").await.text().await.expect("metrics");
+    let line = metrics
+        .lines()
+        .find(|l| {
+            l.starts_with("gf_registry_http_requests_total{")
+                && l.contains("route=\"/modules/{name}/metadata.json\"")
+                && l.contains("method=\"HEAD\"")
+                && l.contains("status=\"200\"")
+        })
+        .unwrap_or_else(|| panic!("no HEAD metadata.json line in {metrics}"));
+    let count: f64 = line
+        .rsplit(' ')
+        .next()
+        .and_then(|v| v.parse().ok())
+        .expect("count");
+    let metadata_files = paths
+        .iter()
+        .filter(|p| p.ends_with("/metadata.json"))
+        .count();
+    let present = files_under(&root)
+        .iter()
+        .filter(|p| p.ends_with("/metadata.json"))
+        .count();
+    assert!(
+        metadata_files > present,
+        "absent metadata paths are included"
+    );
+    assert_eq!(count, (2 * present) as f64, "{line}");
+    server.stop().await;
+}

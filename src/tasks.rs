@@ -23,3 +23,32 @@ where
         .await
         .map_err(|e| TaskError(e.to_string()))
 }
+
+/// Runs `f` on a thread of its own at the lowest CPU priority (`nice` 19), inside the current
+/// span: for deferred work (such as digests computed after a transfer) that must never take
+/// CPU from serving requests. The priority is the thread's own, so nothing else is slowed.
+///
+/// # Errors
+/// [`TaskError`] when the thread cannot start or `f` panics.
+pub async fn spawn_idle<F, R>(name: &str, f: F) -> Result<R, TaskError>
+where
+    F: FnOnce() -> R + Send + 'static,
+    R: Send + 'static,
+{
+    let span = tracing::Span::current();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name(name.to_owned())
+        .spawn(move || {
+            // On Linux a thread's nice value is its own; where lowering fails, the work
+            // still runs, at normal priority.
+            if let Err(e) = rustix::process::setpriority_process(Some(rustix::thread::gettid()), 19)
+            {
+                tracing::debug!(error = %e, "could not lower a background thread's priority");
+            }
+            let _ = tx.send(span.in_scope(f));
+        })
+        .map_err(|e| TaskError(e.to_string()))?;
+    rx.await
+        .map_err(|_| TaskError("the background thread panicked".to_owned()))
+}

@@ -25,6 +25,9 @@ use super::dir::DirTree;
 use super::git::GitTree;
 use super::{RegistrySource, SourceError, Tree};
 
+/// Fetches from `origin` tried when a ref vanishes during the listing (see `sync_origin`).
+const FETCH_ATTEMPTS: u64 = 8;
+
 /// How often a git transaction is retried after losing a race to another writer.
 pub const MAX_ATTEMPTS: u32 = 8;
 
@@ -344,9 +347,26 @@ impl super::GitSource {
         let tracking = format!("refs/remotes/{ORIGIN}/{short}");
         let err = |e: git2::Error| git_err(self.path(), format!("fetching {ORIGIN}: {e}"));
         let mut remote = repo.find_remote(ORIGIN).map_err(err)?;
-        remote
-            .fetch(&[format!("+{branch}:{tracking}")], None, None)
-            .map_err(err)?;
+        let refspec = format!("+{branch}:{tracking}");
+        // libgit2's local transport lists every ref of the remote and then looks each one up:
+        // another replica's temporary push ref (`refs/gf-registry/incoming/...`) deleted in
+        // between fails the whole fetch with "reference not found". That is a vanished ref,
+        // not a failure: try again (bounded).
+        let mut attempt = 0;
+        loop {
+            match remote.fetch(&[refspec.as_str()], None, None) {
+                Ok(()) => break,
+                Err(e)
+                    if attempt < FETCH_ATTEMPTS
+                        && e.class() == git2::ErrorClass::Reference
+                        && e.code() == git2::ErrorCode::NotFound =>
+                {
+                    attempt += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(10 * attempt));
+                }
+                Err(e) => return Err(err(e)),
+            }
+        }
         let Ok(remote_tip) = repo.refname_to_id(&tracking) else {
             return Ok(false);
         };
@@ -589,7 +609,11 @@ fn local_remote_path(url: &str) -> Option<PathBuf> {
 
 fn is_retryable(message: &str) -> bool {
     let m = message.to_ascii_lowercase();
-    is_non_fast_forward(&m) || m.contains("failed to lock") || m.contains("does not match")
+    is_non_fast_forward(&m)
+        || m.contains("failed to lock")
+        || m.contains("does not match")
+        // Another writer's temporary ref vanished while libgit2 listed the remote's refs.
+        || (m.contains("reference") && m.contains("not found"))
 }
 
 fn is_non_fast_forward(message: &str) -> bool {

@@ -116,20 +116,29 @@ pub(super) struct Fill {
 }
 
 impl Fill {
-    /// Joins the fill of `url` in progress, or starts one.
+    /// Joins the fill of `url` in progress, or starts one; `None` when `stored` says the URL's
+    /// blob was stored meanwhile (a fill that just ended), so the caller serves it instead.
+    ///
+    /// `stored` is asked under the in-flight lock, and a fill leaves the in-flight map only
+    /// after its pin is recorded: a request sees either the fill or its result, and a burst of
+    /// requests for one URL makes exactly one upstream fetch however fast that fetch is.
     pub(super) fn join_or_start(
         inner: &Arc<Inner>,
         url: Url,
         allowed: Allowed,
         expected: Option<Integrity>,
         requested_by: String,
-    ) -> Arc<Self> {
+        stored: &dyn Fn() -> bool,
+    ) -> Option<Arc<Self>> {
         let mut map = inner
             .inflight
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         if let Some(f) = map.get(url.as_str()) {
-            return f.clone();
+            return Some(f.clone());
+        }
+        if stored() {
+            return None;
         }
         let (tx, rx) = watch::channel(Progress::default());
         // In the file store's own folder when it has one, so the verified spool becomes the
@@ -155,7 +164,7 @@ impl Fill {
                         "cannot create a spool file: {e}"
                     ))))
                 });
-                return Arc::new(Self { spool: None, rx });
+                return Some(Arc::new(Self { spool: None, rx }));
             }
         };
         let fill = Arc::new(Self {
@@ -173,7 +182,7 @@ impl Fill {
             requested_by,
         };
         inner.background.spawn(task.run(tx));
-        fill
+        Some(fill)
     }
 
     /// Waits until the fill is over (stored or failed).

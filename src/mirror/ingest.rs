@@ -66,13 +66,21 @@ impl Mirror {
             (None, e) => e.cloned(),
         };
         self.check_ingest_allowed().await?;
-        let fill = Fill::join_or_start(
+        let stored = || {
+            let pin = pinned(self);
+            pin.is_some_and(|sha| self.available(&sha).is_some())
+        };
+        let Some(fill) = Fill::join_or_start(
             self.inner(),
             url.clone(),
             allowed,
             expected.clone(),
             requested_by.to_owned(),
-        );
+            &stored,
+        ) else {
+            // Stored by a fill that ended meanwhile: take the pinned blob.
+            return Box::pin(self.ingest_url(url, expected.as_ref(), requested_by)).await;
+        };
         fill.finished().await;
         let sha = match fill.outcome() {
             Some(Ok(record)) => record.sha256.clone(),

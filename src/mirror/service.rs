@@ -511,13 +511,21 @@ impl Mirror {
                 )));
             }
         }
-        let fill = Fill::join_or_start(
+        let stored = || {
+            let pin = find_pin(&read_state(&self.inner));
+            pin.is_some_and(|sha| self.available(&sha).is_some())
+        };
+        let Some(fill) = Fill::join_or_start(
             &self.inner,
             url.clone(),
             allowed,
             expected.clone(),
             requested_by.to_owned(),
-        );
+            &stored,
+        ) else {
+            // Stored by a fill that ended meanwhile: serve the pinned blob.
+            return Box::pin(self.get_url(host_and_path, range, requested_by, fetch)).await;
+        };
         if expected.is_some() {
             // With a known digest, answer 502 rather than stream bytes that will be refused,
             // when the verdict comes in time.

@@ -12,6 +12,7 @@ pub mod policy;
 pub mod records;
 pub mod scrub;
 mod service;
+mod state;
 mod verify;
 
 pub use service::{BlobResponse, ByteRange, Mirror, MirrorError, MirrorStats};

@@ -603,8 +603,7 @@ impl FillTask {
             .state
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .blobs
-            .get(&d.sha256_hex)
+            .blob(&d.sha256_hex)
             .is_some_and(super::records::BlobState::is_available);
         let present = available && storage.size(&blob_key).await.map_err(st)? == Some(d.size);
         let now = Utc::now();
@@ -658,9 +657,8 @@ impl FillTask {
         let result = {
             let state = write_state(&self.inner);
             state
-                .blobs
-                .get(&d.sha256_hex)
-                .map_or_else(|| record.clone(), |b| (*b.record).clone())
+                .blob(&d.sha256_hex)
+                .map_or_else(|| record.clone(), super::records::BlobState::record)
         };
         if stored_new_blob && record.integrity.len() < 3 {
             self.complete_integrity(record);
@@ -777,7 +775,7 @@ impl FillTask {
         if let Some(pin) = pin {
             let event = Record::Event(EventRecord {
                 event: EventKind::Drift,
-                sha256: pin.sha256,
+                sha256: pin.sha256.to_hex(),
                 url: Some(self.url.to_string()),
                 at: Utc::now(),
                 detail: format!("upstream now serves {actual}"),

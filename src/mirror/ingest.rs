@@ -36,7 +36,7 @@ impl Mirror {
             super::service::read_state(m.inner())
                 .pins
                 .get(url.as_str())
-                .map(|p| p.sha256.clone())
+                .map(|p| p.sha256.to_hex())
         };
         let mut pin = pinned(self);
         if pin.is_none() {
@@ -239,7 +239,7 @@ impl Mirror {
         let want = expected.to_string();
         let recorded = self
             .available(sha256)
-            .map(|b| b.record.integrity.clone())
+            .map(|b| b.integrity())
             .unwrap_or_default();
         let same_algo = recorded
             .iter()

@@ -13,7 +13,7 @@ use sha2::Digest as _;
 use url::Url;
 
 use super::records::{EventKind, EventRecord, Record};
-use super::service::{Mirror, MirrorError};
+use super::service::{Mirror, MirrorError, read_state};
 use crate::storage::StorageKey;
 
 /// What a GC run did (or would do, with `dry_run`).
@@ -107,7 +107,6 @@ impl Mirror {
         let now = Utc::now();
         let max_age =
             chrono::Duration::from_std(retention.cached_max_age).unwrap_or(chrono::TimeDelta::MAX);
-        let state = self.state();
         let readers: Vec<String> = self
             .inner()
             .readers
@@ -121,16 +120,19 @@ impl Mirror {
             ..GcReport::default()
         };
         let mut cached: Vec<(chrono::DateTime<Utc>, String, u64)> = Vec::new();
-        for (sha, b) in &state.blobs {
+        // Under the read lock rather than on a copy of the state: this runs in the server,
+        // and a copy of every blob's state would stay as resident memory after it.
+        for b in read_state(self.inner()).blobs.values() {
             if !b.is_available() {
                 continue;
             }
-            if refs.contains_key(sha) {
+            let sha = b.sha256().to_hex();
+            if refs.contains_key(&sha) {
                 report.pinned += 1;
-            } else if readers.contains(sha) {
+            } else if readers.contains(&sha) {
                 report.in_use += 1;
             } else {
-                cached.push((b.last_access, sha.clone(), b.record.size));
+                cached.push((b.last_access, sha, b.size()));
             }
         }
         report.cached_bytes_before = cached.iter().map(|c| c.2).sum();
@@ -215,8 +217,9 @@ impl Mirror {
                 out.push(status);
                 continue;
             };
-            status.sha256 = Some(blob.record.sha256.clone());
-            match self.restore_check(&blob.record.sha256).await {
+            let sha = blob.sha256().to_hex();
+            status.sha256 = Some(sha.clone());
+            match self.restore_check(&sha).await {
                 Ok(()) => status.state = "materialized",
                 Err(e) => {
                     status.missing.push(format!("restore check failed: {e}"));
@@ -225,7 +228,7 @@ impl Mirror {
                 }
             }
             // Pinned: the candidate itself references the blob, so retention keeps it.
-            if blob.record.chunks.is_empty() && blob.record.size > 0 {
+            if blob.chunk_count() == 0 && blob.size() > 0 {
                 status
                     .missing
                     .push("provenance record lacks chunk digests".to_owned());
@@ -328,7 +331,7 @@ impl Mirror {
             .pins
             .iter()
             .filter(|(u, _)| filter.is_none_or(|f| u.starts_with(f)))
-            .map(|(u, p)| (u.clone(), p.sha256.clone()))
+            .map(|(u, p)| (u.to_string(), p.sha256.to_hex()))
             .collect();
         let mut out = Vec::new();
         for (url, pinned) in pins {
@@ -392,8 +395,8 @@ impl Mirror {
         // Distdir: decide names first, so collisions are reported, never resolved by overwriting.
         let mut by_name: BTreeMap<String, Vec<String>> = BTreeMap::new();
         for sha in &wanted {
-            if let Some(b) = state.blobs.get(sha) {
-                for u in &b.urls {
+            if let Some(b) = state.blob(sha) {
+                for u in b.urls() {
                     if let Some(name) = basename(u) {
                         let e = by_name.entry(name).or_default();
                         if !e.contains(sha) {
@@ -491,9 +494,9 @@ impl Mirror {
         // Every single URL a blob was pinned for is a canonical id (one-URL http_archive).
         for (url, pin) in &state.pins {
             lists
-                .entry(pin.sha256.clone())
+                .entry(pin.sha256.to_hex())
                 .or_default()
-                .push(url.clone());
+                .push(url.to_string());
         }
         for c in &self.policy().candidates {
             if let Some(sha) =
@@ -509,7 +512,7 @@ impl Mirror {
                 .blobs
                 .iter()
                 .filter(|(_, b)| b.is_available())
-                .map(|(s, _)| s.clone())
+                .map(|(s, _)| s.to_hex())
                 .collect(),
             Selection::AllPinned => refs.keys().filter(|k| k.len() == 64).cloned().collect(),
             Selection::Candidates => self
@@ -569,7 +572,7 @@ impl Mirror {
             .blobs
             .iter()
             .filter(|(_, b)| b.quarantined && !b.evicted)
-            .map(|(s, b)| (s.clone(), b.urls.iter().cloned().collect()))
+            .map(|(s, b)| (s.to_hex(), b.urls().map(str::to_owned).collect()))
             .collect();
         let mut out = Vec::new();
         for (sha, urls) in quarantined {

@@ -5,7 +5,7 @@
 //! ignores them). The current state (which URL is pinned to which digest, which blobs are
 //! quarantined) is a fold over all records, kept in memory and rebuilt at start.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::hash::{BuildHasher as _, Hasher as _};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -13,8 +13,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use futures::StreamExt as _;
+use futures::stream::BoxStream;
 use serde::{Deserialize, Serialize};
 
+pub use super::state::{BlobState, MirrorState, NewRecord, Pin, RecordKey, Sha256Digest};
+use super::state::{Folded, RELIST_WINDOW, Strings};
 use crate::storage::{Role, Storage, StorageError, StorageKey};
 
 /// What the upstream said when a blob was fetched.
@@ -140,162 +143,40 @@ impl Record {
     }
 }
 
-/// A record read from the store, not yet applied (`record` is `None` when unreadable).
-#[derive(Debug)]
-pub struct NewRecord {
-    time: DateTime<Utc>,
-    key: String,
-    record: Option<Record>,
+/// Blocking tasks that read the records of a local folder.
+const LOCAL_READERS: usize = 4;
+
+/// A record's bytes (`None` when it is gone).
+type Fetched = Result<Option<Bytes>, StorageError>;
+
+/// Records being read from a local folder by blocking tasks.
+struct LocalRead {
+    keys: Arc<[RecordKey]>,
+    rx: tokio::sync::mpsc::Receiver<(usize, Option<Fetched>)>,
+    /// Which keys were answered.
+    received: Vec<bool>,
+    /// Once every reader is done: no key before this one is unanswered.
+    next_unanswered: usize,
+    storage: Storage,
 }
 
-/// What is known of one blob.
-#[derive(Debug, Clone)]
-pub struct BlobState {
-    /// The latest provenance record.
-    pub record: Arc<BlobRecord>,
-    /// Every URL it was served or pinned for.
-    pub urls: BTreeSet<String>,
-    /// Quarantined: never served until re-ingested.
-    pub quarantined: bool,
-    /// Evicted by retention.
-    pub evicted: bool,
-    /// Last recorded read (or the ingest time).
-    pub last_access: DateTime<Utc>,
-}
-
-impl BlobState {
-    /// Whether it may be served.
-    #[must_use]
-    pub fn is_available(&self) -> bool {
-        !self.quarantined && !self.evicted
+/// Where the record under `key` is stored.
+fn storage_key(key: &RecordKey) -> StorageKey {
+    let path = key.to_string();
+    let (stream, id) = path.split_once('/').unwrap_or(("", ""));
+    let stream = match stream {
+        "blobs" => "blobs",
+        "pins" => "pins",
+        _ => "events",
+    };
+    StorageKey::Record {
+        stream,
+        id: id.to_owned(),
     }
 }
-
-/// The fold of all records.
-#[derive(Debug, Default, Clone)]
-pub struct MirrorState {
-    /// Blobs by hex sha256.
-    pub blobs: HashMap<String, BlobState>,
-    /// URL pins.
-    pub pins: HashMap<String, PinRecord>,
-    /// `sha384-...` / `sha512-...` SRI -> hex sha256.
-    pub aliases: HashMap<String, String>,
-    /// Drift events, oldest first.
-    pub drift: Vec<EventRecord>,
-    /// Record keys already applied (this replica's own and those read from the store).
-    pub seen: std::collections::HashSet<String>,
-    /// The newest record time listed per stream: the next incremental listing starts a few
-    /// minutes before it, so records another replica wrote late are still found.
-    pub newest: HashMap<String, DateTime<Utc>>,
-}
-
-impl MirrorState {
-    /// Applies one record (records must be applied in time order).
-    pub fn apply(&mut self, record: &Record) {
-        match record {
-            Record::Blob(b) => {
-                // sha256 values are the address itself: only the others need an alias.
-                for sri in b.integrity.iter().filter(|i| !i.starts_with("sha256-")) {
-                    self.aliases.insert(sri.clone(), b.sha256.clone());
-                }
-                if b.supplement {
-                    if let Some(entry) = self.blobs.get_mut(&b.sha256) {
-                        let mut merged = (*entry.record).clone();
-                        for sri in &b.integrity {
-                            if !merged.integrity.contains(sri) {
-                                merged.integrity.push(sri.clone());
-                            }
-                        }
-                        entry.record = Arc::new(merged);
-                    }
-                    return;
-                }
-                let entry = self
-                    .blobs
-                    .entry(b.sha256.clone())
-                    .or_insert_with(|| BlobState {
-                        record: Arc::new(b.clone()),
-                        urls: BTreeSet::new(),
-                        quarantined: false,
-                        evicted: false,
-                        last_access: b.fetched_at,
-                    });
-                // A re-ingest replaces the bytes: it clears quarantine and eviction.
-                entry.record = Arc::new(b.clone());
-                entry.quarantined = false;
-                entry.evicted = false;
-                entry.last_access = entry.last_access.max(b.fetched_at);
-                if let Some(u) = &b.url {
-                    entry.urls.insert(u.clone());
-                }
-            }
-            Record::Pin(p) => {
-                // The earliest pin wins, whatever order replicas' records arrive in.
-                let keep_existing = self
-                    .pins
-                    .get(&p.url)
-                    .is_some_and(|e| (e.at, &e.sha256) <= (p.at, &p.sha256));
-                if !keep_existing {
-                    self.pins.insert(p.url.clone(), p.clone());
-                }
-                if let Some(b) = self.blobs.get_mut(&p.sha256) {
-                    b.urls.insert(p.url.clone());
-                }
-            }
-            Record::Event(e) => {
-                let blob = self.blobs.get_mut(&e.sha256);
-                match (e.event, blob) {
-                    (EventKind::Quarantine, Some(b)) => b.quarantined = true,
-                    (EventKind::Evict, Some(b)) => b.evicted = true,
-                    (EventKind::Access, Some(b)) => b.last_access = b.last_access.max(e.at),
-                    (EventKind::Drift, _) => self.drift.push(e.clone()),
-                    _ => {}
-                }
-            }
-        }
-    }
-
-    /// Applies records read by [`Records::fetch_new`], skipping any applied meanwhile.
-    pub fn apply_new(&mut self, records: Vec<NewRecord>) {
-        for r in records {
-            if !self.seen.insert(r.key.clone()) {
-                continue;
-            }
-            let Some(record) = r.record else { continue };
-            self.apply(&record);
-            let stream = r.key.split_once('/').map_or("", |(s, _)| s).to_owned();
-            let newest = self.newest.entry(stream).or_insert(r.time);
-            *newest = (*newest).max(r.time);
-        }
-        // Keys at or before where the next listing starts are never listed again: forget
-        // them, so this set holds minutes of keys rather than every record ever read.
-        for (stream, t) in &self.newest {
-            let prefix = format!("{stream}/");
-            let floor = format!("{prefix}{}", key_time(*t - RELIST_WINDOW));
-            self.seen.retain(|k| !k.starts_with(&prefix) || *k > floor);
-        }
-    }
-
-    /// The available blob for an SRI value or a hex sha256.
-    #[must_use]
-    pub fn resolve_alias(&self, algorithm: &str, hex_digest: &str) -> Option<String> {
-        if algorithm == "sha256" {
-            return Some(hex_digest.to_ascii_lowercase());
-        }
-        let raw = hex::decode(hex_digest).ok()?;
-        let sri = format!(
-            "{algorithm}-{}",
-            base64::Engine::encode(&base64::engine::general_purpose::STANDARD, raw)
-        );
-        self.aliases.get(&sri).cloned()
-    }
-}
-
-/// How far back an incremental listing reaches before the newest record seen.
-const RELIST_WINDOW: chrono::TimeDelta = chrono::TimeDelta::minutes(5);
 
 /// The time part of a record key: sorts like the time.
-fn key_time(t: DateTime<Utc>) -> String {
+pub(super) fn key_time(t: DateTime<Utc>) -> String {
     t.format("%Y%m%dT%H%M%S%.9fZ").to_string()
 }
 
@@ -353,15 +234,16 @@ impl Records {
 
     /// Reads the records written since `newest` (per stream; by any replica: keys start with
     /// their time, and each stream is listed from a few minutes before the newest record
-    /// seen), skipping keys `is_seen` knows. Returns them sorted, with the number of
+    /// seen), skipping keys `is_seen` knows. Each record is folded as it arrives, so the
+    /// records' text is never held all at once. Returns them sorted, with the number of
     /// unreadable records skipped.
     ///
     /// # Errors
-    /// [`StorageError`] when listing fails.
+    /// [`StorageError`] when listing or reading fails.
     pub async fn fetch_new(
         &self,
         newest: &HashMap<String, DateTime<Utc>>,
-        is_seen: &(dyn Fn(&str) -> bool + Sync),
+        is_seen: &(dyn Fn(&RecordKey) -> bool + Sync),
     ) -> Result<(Vec<NewRecord>, usize), StorageError> {
         let mut keys = Vec::new();
         for stream in ["blobs", "pins", "events"] {
@@ -374,133 +256,118 @@ impl Records {
                 }
                 None => self.storage.list(Role::Records, stream).await?,
             };
-            keys.extend(listed.into_iter().filter(|k| !is_seen(k)));
+            keys.extend(
+                listed
+                    .into_iter()
+                    .map(|k| RecordKey::parse(&k))
+                    .filter(|k| !is_seen(k)),
+            );
         }
-        let fetched: Vec<(String, Result<Option<Bytes>, StorageError>)> =
-            futures::stream::iter(keys)
-                .map(|path| {
-                    let storage = self.storage.clone();
-                    async move {
-                        let (stream, id) = path.split_once('/').unwrap_or(("", ""));
-                        let stream = match stream {
-                            "blobs" => "blobs",
-                            "pins" => "pins",
-                            _ => "events",
-                        };
-                        let got = storage
-                            .get(&StorageKey::Record {
-                                stream,
-                                id: id.to_owned(),
-                            })
-                            .await;
-                        (path, got)
-                    }
-                })
-                .buffer_unordered(16)
-                .collect()
-                .await;
-        let mut records = Vec::new();
+        let mut records = Vec::with_capacity(keys.len());
+        let mut fetched = self.read(keys);
+        let mut strings = Strings::default();
         let mut bad = 0;
-        for (path, got) in fetched {
-            match got?.map(|b| serde_json::from_slice::<Record>(&b)) {
-                Some(Ok(r)) => records.push(NewRecord {
-                    time: r.time(),
-                    key: path,
-                    record: Some(r),
+        while let Some((key, got)) = fetched.next().await {
+            let Some(bytes) = got? else { continue };
+            let folded = match serde_json::from_slice::<Record>(&bytes) {
+                Ok(r) => Folded::new(&r, &mut strings)
+                    .map(|f| (r.time(), f))
+                    .ok_or_else(|| "its sha256 is not 64 lowercase hex digits".to_owned()),
+                Err(e) => Err(e.to_string()),
+            };
+            match folded {
+                Ok((time, f)) => records.push(NewRecord {
+                    time,
+                    key,
+                    record: Some(f),
                 }),
-                Some(Err(e)) => {
+                Err(e) => {
                     bad += 1;
-                    tracing::warn!(record = %path, error = %e, "unreadable record skipped");
+                    tracing::warn!(record = %key, error = %e, "unreadable record skipped");
                     records.push(NewRecord {
                         time: DateTime::<Utc>::MIN_UTC,
-                        key: path,
+                        key,
                         record: None,
                     });
                 }
-                None => {}
             }
         }
-        records.sort_by(|a, b| (a.time, &a.key).cmp(&(b.time, &b.key)));
+        // Keys are unique, so an unstable sort gives the one order (and needs no buffer).
+        records.sort_unstable_by(|a, b| (a.time, &a.key).cmp(&(b.time, &b.key)));
         Ok((records, bad))
+    }
+
+    /// Reads the records at `keys`, in any order. From a local folder, a few blocking tasks
+    /// read the files one after another: one blocking task per file (the object store's way)
+    /// grows tokio's blocking pool to hundreds of threads during a start, each keeping its
+    /// stack and allocator arena. Elsewhere, 16 requests at a time.
+    fn read(&self, keys: Vec<RecordKey>) -> BoxStream<'static, (RecordKey, Fetched)> {
+        let storage = self.storage.clone();
+        let local = keys
+            .first()
+            .is_some_and(|k| storage.local_path_of(&storage_key(k)).is_some());
+        if !local {
+            return futures::stream::iter(keys)
+                .map(move |key| {
+                    let storage = storage.clone();
+                    async move {
+                        let got = storage.get(&storage_key(&key)).await;
+                        (key, got)
+                    }
+                })
+                .buffer_unordered(16)
+                .boxed();
+        }
+        let keys: Arc<[RecordKey]> = keys.into();
+        let (tx, rx) = tokio::sync::mpsc::channel::<(usize, Option<Fetched>)>(64);
+        let share = keys.len().div_ceil(LOCAL_READERS).max(1);
+        for first in (0..keys.len()).step_by(share) {
+            let (tx, storage, keys) = (tx.clone(), storage.clone(), keys.clone());
+            tokio::spawn(crate::tasks::spawn_blocking(move || {
+                for (i, key) in keys.iter().enumerate().skip(first).take(share) {
+                    let path = storage.local_path_of(&storage_key(key));
+                    let got = match path.map(std::fs::read) {
+                        Some(Ok(bytes)) => Some(Ok(Some(Bytes::from(bytes)))),
+                        Some(Err(e)) if e.kind() == std::io::ErrorKind::NotFound => Some(Ok(None)),
+                        // Any other failure: read it through the store, for its error.
+                        _ => None,
+                    };
+                    if tx.blocking_send((i, got)).is_err() {
+                        return; // the caller stopped reading
+                    }
+                }
+            }));
+        }
+        drop(tx);
+        let state = LocalRead {
+            received: vec![false; keys.len()],
+            keys,
+            rx,
+            next_unanswered: 0,
+            storage,
+        };
+        futures::stream::unfold(state, |mut st| async move {
+            let (i, got) = match st.rx.recv().await {
+                Some((i, got)) => (i, got),
+                // Every reader is done. A key one did not answer (it failed) is read through
+                // the store, like the ones it could not read.
+                None => {
+                    let i = (st.next_unanswered..st.keys.len()).find(|&i| !st.received[i])?;
+                    st.next_unanswered = i + 1;
+                    (i, None)
+                }
+            };
+            st.received[i] = true;
+            let key = st.keys[i].clone();
+            let got = match got {
+                Some(got) => got,
+                None => st.storage.get(&storage_key(&key)).await,
+            };
+            Some(((key, got), st))
+        })
+        .boxed()
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn blob(supplement: bool, integrity: &[&str], at: i64) -> Record {
-        Record::Blob(BlobRecord {
-            sha256: "ab".repeat(32),
-            integrity: integrity.iter().map(|s| (*s).to_owned()).collect(),
-            size: 1,
-            url: Some("https://x.example/a".to_owned()),
-            fetched_at: DateTime::from_timestamp(at, 0).unwrap_or_default(),
-            upstream: None,
-            rule: None,
-            requested_by: None,
-            chunk_size: 1 << 20,
-            chunks: vec![],
-            supplement,
-        })
-    }
-
-    #[test]
-    fn a_supplement_adds_digests_but_never_revives_a_quarantined_blob() {
-        let mut state = MirrorState::default();
-        state.apply(&blob(false, &["sha256-x"], 1));
-        state.apply(&Record::Event(EventRecord {
-            event: EventKind::Quarantine,
-            sha256: "ab".repeat(32),
-            url: None,
-            at: DateTime::from_timestamp(2, 0).unwrap_or_default(),
-            detail: String::new(),
-        }));
-        state.apply(&blob(true, &["sha256-x", "sha512-y"], 1));
-        let b = &state.blobs[&"ab".repeat(32)];
-        assert!(b.quarantined, "still quarantined");
-        assert_eq!(b.record.integrity, ["sha256-x", "sha512-y"]);
-        assert_eq!(state.aliases["sha512-y"], "ab".repeat(32));
-        // A real re-ingest does clear it.
-        state.apply(&blob(false, &["sha256-x"], 3));
-        assert!(!state.blobs[&"ab".repeat(32)].quarantined);
-    }
-
-    #[test]
-    fn applied_keys_are_forgotten_once_no_listing_can_return_them() {
-        let mut state = MirrorState::default();
-        let at = |secs: i64| DateTime::from_timestamp(secs, 0).unwrap_or_default();
-        let pin = |secs: i64| NewRecord {
-            time: at(secs),
-            key: format!("pins/{}-x-0000000001.json", key_time(at(secs))),
-            record: Some(Record::Pin(PinRecord {
-                url: format!("https://x.example/{secs}"),
-                sha256: "aa".repeat(32),
-                at: at(secs),
-            })),
-        };
-        state.apply_new(vec![pin(1_000), pin(1_000 + 3_600)]);
-        assert_eq!(state.pins.len(), 2, "both applied");
-        assert_eq!(
-            state.seen.len(),
-            1,
-            "the key an hour older than the newest is forgotten"
-        );
-        // Re-applying the remembered one is still a no-op.
-        state.apply_new(vec![pin(1_000 + 3_600)]);
-        assert_eq!(state.pins.len(), 2);
-    }
-
-    #[test]
-    fn first_pin_wins() {
-        let mut state = MirrorState::default();
-        for (sha, at) in [("aa", 1), ("bb", 2)] {
-            state.apply(&Record::Pin(PinRecord {
-                url: "https://x.example/a".to_owned(),
-                sha256: sha.to_owned(),
-                at: DateTime::from_timestamp(at, 0).unwrap_or_default(),
-            }));
-        }
-        assert_eq!(state.pins["https://x.example/a"].sha256, "aa");
-    }
-}
+mod tests;

@@ -5,7 +5,7 @@ use serde::Serialize;
 use sha2::Digest as _;
 
 use super::records::Record;
-use super::service::{Mirror, MirrorError};
+use super::service::{Mirror, MirrorError, read_state};
 use crate::storage::{Role, StorageKey};
 
 /// Temporary uploads younger than this are left alone by `--fix` (a fill may own them).
@@ -81,12 +81,11 @@ impl Mirror {
         }
         // Records other writers (a running server) appended since this process loaded them.
         self.reload_records().await?;
-        let state = self.state();
-        let available: Vec<String> = state
+        let available: Vec<String> = read_state(self.inner())
             .blobs
             .iter()
             .filter(|(_, b)| b.is_available())
-            .map(|(s, _)| s.clone())
+            .map(|(s, _)| s.to_hex())
             .collect();
         let total = available.len();
         for (i, sha) in available.iter().enumerate() {
@@ -95,7 +94,10 @@ impl Mirror {
                 Err(e) => {
                     // The read path quarantines in the background; make it durable before a
                     // CLI process exits.
-                    if self.state().blobs.get(sha).is_some_and(|b| b.quarantined) {
+                    let quarantined = read_state(self.inner())
+                        .blob(sha)
+                        .is_some_and(|b| b.quarantined);
+                    if quarantined {
                         super::service::quarantine_now(
                             self.inner(),
                             sha,
@@ -118,7 +120,7 @@ impl Mirror {
                 continue;
             }
             let hex = path.rsplit('/').next().unwrap_or_default().to_owned();
-            match state.blobs.get(&hex) {
+            match state.blob(&hex) {
                 None => report.orphans.push(path),
                 Some(b) if b.evicted => report.evicted_leftovers.push(path),
                 Some(_) => {}

@@ -15,7 +15,9 @@ use url::Url;
 
 use super::fill::{Fill, FillError};
 use super::policy::Policy;
-use super::records::{BlobRecord, BlobState, EventKind, EventRecord, MirrorState, Record, Records};
+use super::records::{
+    BlobRecord, BlobState, EventKind, EventRecord, MirrorState, Record, RecordKey, Records,
+};
 use super::verify::{ReadFault, open_verified};
 use crate::registry::{Integrity, Registry};
 use crate::storage::{Storage, StorageError};
@@ -184,7 +186,7 @@ impl Inner {
     pub(super) async fn record(&self, record: &Record) -> Result<(), StorageError> {
         let key = self.records.append(record).await?;
         let mut state = write_state(self);
-        state.seen.insert(key);
+        state.remember(&key);
         state.apply(record);
         Ok(())
     }
@@ -307,7 +309,7 @@ impl Mirror {
         }
         let newest = read_state(&self.inner).newest.clone();
         let inner = self.inner.clone();
-        let is_seen = move |k: &str| read_state(&inner).seen.contains(k);
+        let is_seen = move |k: &RecordKey| read_state(&inner).has_seen(k);
         let (new, bad) = self.inner.records.fetch_new(&newest, &is_seen).await?;
         if bad > 0 {
             tracing::warn!(records.unreadable = bad, "some records could not be read");
@@ -399,8 +401,8 @@ impl Mirror {
         // Also through the URL pins: a reference whose digest the mirror cannot resolve (a
         // sha512 integrity before its supplement is recorded) still pins what its URL holds.
         for (url, (_, referrers)) in &known.by_url {
-            if let Some(pin) = state.pins.get(url) {
-                out.entry(pin.sha256.clone())
+            if let Some(pin) = state.pin(url) {
+                out.entry(pin.sha256.to_hex())
                     .or_default()
                     .extend(referrers.iter().cloned());
             }
@@ -409,9 +411,7 @@ impl Mirror {
             let key = match integrity.algorithm() {
                 crate::registry::Algorithm::Sha256 => integrity.hex(),
                 _ => state
-                    .aliases
-                    .get(&integrity.to_string())
-                    .cloned()
+                    .alias(integrity)
                     .unwrap_or_else(|| integrity.to_string()),
             };
             let e = out.entry(key).or_default();
@@ -443,7 +443,7 @@ impl Mirror {
             candidates
                 .iter()
                 .filter_map(|u| Url::parse(u).ok())
-                .find_map(|u| state.pins.get(u.as_str()).map(|p| p.sha256.clone()))
+                .find_map(|u| state.pin(u.as_str()).map(|p| p.sha256.to_hex()))
         };
         let mut pinned = find_pin(&read_state(&self.inner));
         if pinned.is_none() {
@@ -452,9 +452,9 @@ impl Mirror {
             pinned = find_pin(&read_state(&self.inner));
         }
         if let Some(sha) = &pinned
-            && let Some(blob) = self.available(sha)
+            && let Some(blob) = self.readable(sha)
         {
-            match self.serve_blob(&blob, range).await {
+            match self.serve_blob(blob, range).await {
                 Ok(r) => return Ok(r),
                 // The object is gone or damaged (now quarantined): fetch it again below, and
                 // accept only the pinned bytes.
@@ -535,8 +535,8 @@ impl Mirror {
             Ok(size) => {
                 if let Some(Ok(record)) = fill.outcome() {
                     // Already stored: serve it like a hit (ranges included).
-                    if let Some(blob) = self.available(&record.sha256) {
-                        return self.serve_blob(&blob, range).await;
+                    if let Some(blob) = self.readable(&record.sha256) {
+                        return self.serve_blob(blob, range).await;
                     }
                 }
                 Ok(BlobResponse {
@@ -576,7 +576,7 @@ impl Mirror {
         let lookup = || {
             read_state(&self.inner)
                 .resolve_alias(algorithm, hex_digest)
-                .and_then(|s| self.available(&s))
+                .and_then(|s| self.readable(&s))
         };
         let mut found = lookup();
         if found.is_none() {
@@ -587,7 +587,7 @@ impl Mirror {
         let blob = found.ok_or_else(|| {
             MirrorError::NotFound(format!("no blob {algorithm}:{hex_digest} in the mirror"))
         })?;
-        self.serve_blob(&blob, range).await
+        self.serve_blob(blob, range).await
     }
 
     /// Provenance and state of a blob, for the API.
@@ -604,14 +604,13 @@ impl Mirror {
         let refs = self.references().await?;
         let state = read_state(&self.inner);
         let blob = state
-            .blobs
-            .get(&sha)
+            .blob(&sha)
             .ok_or_else(|| MirrorError::NotFound(format!("no blob sha256:{sha} in the mirror")))?;
         let referenced_by = refs.get(&sha).cloned().unwrap_or_default();
         Ok(BlobInfo {
             sha256: sha.clone(),
-            record: (*blob.record).clone(),
-            urls: blob.urls.iter().cloned().collect(),
+            record: blob.record(),
+            urls: blob.urls().map(str::to_owned).collect(),
             retention: if referenced_by.is_empty() {
                 "cached"
             } else {
@@ -635,10 +634,10 @@ impl Mirror {
     /// # Errors
     /// [`MirrorError::NotFound`] when the blob is not available.
     pub async fn read_blob(&self, sha256: &str) -> Result<BlobResponse, MirrorError> {
-        let blob = self.available(sha256).ok_or_else(|| {
+        let blob = self.readable(sha256).ok_or_else(|| {
             MirrorError::NotFound(format!("no blob sha256:{sha256} in the mirror"))
         })?;
-        self.serve_blob(&blob, None).await
+        self.serve_blob(blob, None).await
     }
 
     pub(super) fn inner(&self) -> &Arc<Inner> {
@@ -647,18 +646,24 @@ impl Mirror {
 
     pub(super) fn available(&self, sha256: &str) -> Option<BlobState> {
         read_state(&self.inner)
-            .blobs
-            .get(sha256)
+            .blob(sha256)
             .filter(|b| b.is_available())
             .cloned()
     }
 
+    /// What a verified read of the blob needs, when it is available.
+    fn readable(&self, sha256: &str) -> Option<Arc<BlobRecord>> {
+        read_state(&self.inner)
+            .blob(sha256)
+            .filter(|b| b.is_available())
+            .map(|b| Arc::new(b.read_record()))
+    }
+
     async fn serve_blob(
         &self,
-        blob: &BlobState,
+        record: Arc<BlobRecord>,
         range: Option<ByteRange>,
     ) -> Result<BlobResponse, MirrorError> {
-        let record = blob.record.clone();
         let size = record.size;
         let (start, end, partial) = match range {
             None => (0, size, false),

@@ -533,7 +533,7 @@ pub(crate) async fn concurrent_records_are_all_kept(s: &Storage) {
         for i in 0..EACH {
             let url = format!("https://upstream.example/{w}/{i}.tar.gz");
             assert_eq!(
-                state.pins[&url].sha256,
+                state.pins[url.as_str()].sha256,
                 format!("{w:02x}{i:02x}").repeat(16)
             );
         }

@@ -1,0 +1,393 @@
+//! The mirror state folded from the records, held compactly.
+//!
+//! The state is kept for every blob ever stored, so its size per blob is what the server's
+//! memory grows with. Digests are held as bytes, not hex or base64 text; URLs, rules, client
+//! names and content types are shared strings (one copy, however many blobs and pins name
+//! them). Each record is folded into this form as it is read ([`Folded`]): a start never
+//! holds all the records' JSON or parsed records at once. [`BlobState::record`] rebuilds a
+//! blob's provenance record exactly as it was stored.
+//!
+//! Blob and pin records whose sha256 is not 64 lowercase hex digits (never written by this
+//! server) are unreadable records: they are skipped and reported, like invalid JSON.
+
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+
+use super::records::{EventKind, EventRecord, Record};
+use crate::registry::{Algorithm, Integrity};
+
+mod aliases;
+mod blob;
+mod key;
+mod packed;
+
+use aliases::{AliasKey, Aliases};
+pub use blob::BlobState;
+use blob::{Provenance, Upstream};
+pub use key::RecordKey;
+use key::Seen;
+use packed::{Chunks, Sris};
+
+/// How far back an incremental listing reaches before the newest record seen.
+pub(super) const RELIST_WINDOW: chrono::TimeDelta = chrono::TimeDelta::minutes(5);
+
+/// A sha256 digest, held as its 32 bytes; shown as lowercase hex.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Sha256Digest([u8; 32]);
+
+impl Sha256Digest {
+    /// Parses 64 lowercase hex digits, the only form records and CAS keys use.
+    #[must_use]
+    pub fn from_hex(s: &str) -> Option<Self> {
+        if s.len() != 64 || !s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+            return None;
+        }
+        let mut out = [0u8; 32];
+        hex::decode_to_slice(s, &mut out).ok()?;
+        Some(Self(out))
+    }
+
+    /// Lowercase hex.
+    #[must_use]
+    pub fn to_hex(&self) -> String {
+        hex::encode(self.0)
+    }
+
+    fn hex_bytes(&self) -> [u8; 64] {
+        let mut buf = [0u8; 64];
+        // 32 bytes always fit 64 hex digits.
+        let _ = hex::encode_to_slice(self.0, &mut buf);
+        buf
+    }
+}
+
+impl fmt::Display for Sha256Digest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let buf = self.hex_bytes();
+        f.write_str(std::str::from_utf8(&buf).map_err(|_| fmt::Error)?)
+    }
+}
+
+impl fmt::Debug for Sha256Digest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+impl PartialEq<str> for Sha256Digest {
+    fn eq(&self, other: &str) -> bool {
+        self.hex_bytes() == other.as_bytes()
+    }
+}
+
+impl PartialEq<&str> for Sha256Digest {
+    fn eq(&self, other: &&str) -> bool {
+        *self == **other
+    }
+}
+
+impl PartialEq<String> for Sha256Digest {
+    fn eq(&self, other: &String) -> bool {
+        *self == **other
+    }
+}
+
+/// Shared copies of strings that many blobs and pins name (URLs, rules, clients).
+#[derive(Debug, Default, Clone)]
+pub(super) struct Strings(HashSet<Arc<str>>);
+
+impl Strings {
+    /// The shared copy of `s`.
+    pub(super) fn intern(&mut self, s: &str) -> Arc<str> {
+        if let Some(a) = self.0.get(s) {
+            return a.clone();
+        }
+        let a: Arc<str> = Arc::from(s);
+        self.0.insert(a.clone());
+        a
+    }
+
+    /// The shared copy equal to `a` (`a` itself when there is none yet).
+    fn adopt(&mut self, a: &mut Arc<str>) {
+        match self.0.get(&**a) {
+            Some(have) => {
+                if !Arc::ptr_eq(have, a) {
+                    *a = have.clone();
+                }
+            }
+            None => {
+                self.0.insert(a.clone());
+            }
+        }
+    }
+
+    fn adopt_opt(&mut self, a: &mut Option<Arc<str>>) {
+        if let Some(a) = a {
+            self.adopt(a);
+        }
+    }
+}
+
+/// A URL pin: first seen wins.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pin {
+    /// The sha256 it is pinned to.
+    pub sha256: Sha256Digest,
+    /// When.
+    pub at: DateTime<Utc>,
+}
+
+/// A record folded into the state's form, not yet applied.
+#[derive(Debug)]
+pub(super) enum Folded {
+    /// A provenance record (the blob as it will be stored when the record is the latest).
+    Blob(Box<BlobState>),
+    /// A supplement: more SRI values for an ingest already recorded.
+    Supplement(Sha256Digest, Sris),
+    /// A URL pin.
+    Pin(Arc<str>, Pin),
+    /// An event.
+    Event(Box<EventRecord>),
+}
+
+impl Folded {
+    /// Folds `record`, sharing strings through `strings`; `None` for a blob or pin record
+    /// whose sha256 is not 64 lowercase hex digits.
+    pub(super) fn new(record: &Record, strings: &mut Strings) -> Option<Self> {
+        Some(match record {
+            Record::Blob(b) => {
+                let sha256 = Sha256Digest::from_hex(&b.sha256)?;
+                let integrity = Sris::new(b.integrity.iter().map(String::as_str), &sha256);
+                if b.supplement {
+                    return Some(Self::Supplement(sha256, integrity));
+                }
+                let mut intern = |s: &Option<String>| s.as_deref().map(|s| strings.intern(s));
+                let url = intern(&b.url);
+                let rule = intern(&b.rule);
+                let requested_by = intern(&b.requested_by);
+                let upstream = b.upstream.as_ref().map(|u| Upstream {
+                    status: u.status,
+                    final_url: strings.intern(&u.final_url),
+                    etag: u.etag.as_deref().map(Box::from),
+                    last_modified: u.last_modified.as_deref().map(Box::from),
+                    content_type: u.content_type.as_deref().map(|s| strings.intern(s)),
+                });
+                Self::Blob(Box::new(BlobState {
+                    sha256,
+                    size: b.size,
+                    chunk_size: b.chunk_size,
+                    chunks: Chunks::new(&b.chunks),
+                    integrity,
+                    urls: url.iter().cloned().collect(),
+                    provenance: Provenance {
+                        url,
+                        fetched_at: b.fetched_at,
+                        upstream,
+                        rule,
+                        requested_by,
+                    },
+                    quarantined: false,
+                    evicted: false,
+                    last_access: b.fetched_at,
+                }))
+            }
+            Record::Pin(p) => Self::Pin(
+                strings.intern(&p.url),
+                Pin {
+                    sha256: Sha256Digest::from_hex(&p.sha256)?,
+                    at: p.at,
+                },
+            ),
+            Record::Event(e) => Self::Event(Box::new(e.clone())),
+        })
+    }
+}
+
+/// A record read from the store, not yet applied (`record` is `None` when unreadable).
+#[derive(Debug)]
+pub struct NewRecord {
+    pub(super) time: DateTime<Utc>,
+    pub(super) key: RecordKey,
+    pub(super) record: Option<Folded>,
+}
+
+/// The fold of all records.
+#[derive(Debug, Default, Clone)]
+pub struct MirrorState {
+    /// Blobs by sha256 (boxed: the map's spare capacity then costs a pointer per slot, not
+    /// a whole state).
+    pub blobs: HashMap<Sha256Digest, Box<BlobState>>,
+    /// URL pins.
+    pub pins: HashMap<Arc<str>, Pin>,
+    /// sha384 / sha512 SRI values -> sha256.
+    aliases: Aliases,
+    /// Drift events, oldest first.
+    pub drift: Vec<EventRecord>,
+    /// Record keys already applied (this replica's own and those read from the store).
+    seen: Seen,
+    /// The newest record time listed per stream: the next incremental listing starts a few
+    /// minutes before it, so records another replica wrote late are still found.
+    pub newest: HashMap<String, DateTime<Utc>>,
+    strings: Strings,
+}
+
+impl MirrorState {
+    /// The blob with this hex sha256.
+    #[must_use]
+    pub fn blob(&self, sha256: &str) -> Option<&BlobState> {
+        self.blobs
+            .get(&Sha256Digest::from_hex(sha256)?)
+            .map(|b| &**b)
+    }
+
+    /// The pin of `url`.
+    #[must_use]
+    pub fn pin(&self, url: &str) -> Option<Pin> {
+        self.pins.get(url).copied()
+    }
+
+    /// Whether the record under `key` was applied (and may still be listed again).
+    #[must_use]
+    pub fn has_seen(&self, key: &RecordKey) -> bool {
+        self.seen.contains(key)
+    }
+
+    /// Remembers that the record under `key` (a path in the records role) was applied.
+    pub fn remember(&mut self, key: &str) {
+        self.seen.insert(RecordKey::parse(key));
+    }
+
+    /// Applies one record (records must be applied in time order).
+    pub fn apply(&mut self, record: &Record) {
+        if let Some(folded) = Folded::new(record, &mut self.strings) {
+            self.apply_folded(folded);
+        }
+    }
+
+    fn apply_folded(&mut self, record: Folded) {
+        match record {
+            Folded::Blob(mut b) => {
+                b.adopt_strings(&mut self.strings);
+                let sha256 = b.sha256;
+                match self.blobs.get_mut(&sha256) {
+                    None => {
+                        self.blobs.insert(sha256, b);
+                    }
+                    Some(entry) => {
+                        // A re-ingest replaces the bytes: it clears quarantine and eviction
+                        // (the new state has neither), and keeps the URLs and last read.
+                        let old = std::mem::replace(entry, b);
+                        let url = entry.provenance.url.clone();
+                        entry.urls = old.urls;
+                        entry.last_access = entry.last_access.max(old.last_access);
+                        if let Some(u) = &url {
+                            entry.add_url(u);
+                        }
+                        self.aliases
+                            .replaced(sha256, &old.integrity, &entry.integrity);
+                    }
+                }
+                if let Some(b) = self.blobs.get(&sha256) {
+                    Self::add_aliases(&mut self.aliases, &self.blobs, &b.integrity, sha256);
+                }
+            }
+            Folded::Supplement(sha256, integrity) => {
+                // It adds digests and never changes the blob's quarantine or eviction state.
+                if let Some(entry) = self.blobs.get_mut(&sha256) {
+                    entry.integrity.merge(&integrity);
+                }
+                Self::add_aliases(&mut self.aliases, &self.blobs, &integrity, sha256);
+            }
+            Folded::Pin(mut url, pin) => {
+                self.strings.adopt(&mut url);
+                // The earliest pin wins, whatever order replicas' records arrive in.
+                let keep_existing = self
+                    .pins
+                    .get(&url)
+                    .is_some_and(|e| (e.at, e.sha256) <= (pin.at, pin.sha256));
+                if !keep_existing {
+                    self.pins.insert(url.clone(), pin);
+                }
+                if let Some(b) = self.blobs.get_mut(&pin.sha256) {
+                    b.add_url(&url);
+                }
+            }
+            Folded::Event(e) => {
+                let e = *e;
+                let blob = Sha256Digest::from_hex(&e.sha256).and_then(|s| self.blobs.get_mut(&s));
+                match (e.event, blob) {
+                    (EventKind::Quarantine, Some(b)) => b.quarantined = true,
+                    (EventKind::Evict, Some(b)) => b.evicted = true,
+                    (EventKind::Access, Some(b)) => b.last_access = b.last_access.max(e.at),
+                    (EventKind::Drift, _) => self.drift.push(e),
+                    _ => {}
+                }
+            }
+        }
+    }
+
+    /// Every value of a record's SRI list names its blob (`blobs` already holds what the
+    /// record said). sha256 values are the address itself: only the others need an alias.
+    fn add_aliases(
+        aliases: &mut Aliases,
+        blobs: &aliases::Blobs,
+        integrity: &Sris,
+        sha256: Sha256Digest,
+    ) {
+        for (algorithm, digest) in integrity.digests() {
+            if let Some(key) = AliasKey::new(algorithm, digest) {
+                aliases.insert(key, sha256, blobs);
+            }
+        }
+    }
+
+    /// Applies records read by [`super::records::Records::fetch_new`], skipping any applied
+    /// meanwhile.
+    pub fn apply_new(&mut self, records: Vec<NewRecord>) {
+        // Of equal keys in this batch only the first is applied.
+        let repeated = key::repeated(records.iter().map(|r| &r.key));
+        let batch = self.seen.batch(records.len());
+        for (r, repeated) in records.into_iter().zip(repeated) {
+            if repeated || self.seen.seen_before(&batch, &r.key) {
+                continue;
+            }
+            let stream = r.key.stream().to_owned();
+            self.seen.add(&batch, r.key);
+            let Some(record) = r.record else { continue };
+            self.apply_folded(record);
+            let newest = self.newest.entry(stream).or_insert(r.time);
+            *newest = (*newest).max(r.time);
+        }
+        self.seen.finish(batch);
+        // Keys at or before where the next listing starts are never listed again: forget
+        // them, so this set holds minutes of keys rather than every record ever read.
+        for (stream, t) in &self.newest {
+            let floor = key::Floor::new(stream, *t - RELIST_WINDOW);
+            self.seen.retain(|k| floor.keeps(k));
+        }
+    }
+
+    /// The available blob for an SRI value or a hex sha256.
+    #[must_use]
+    pub fn resolve_alias(&self, algorithm: &str, hex_digest: &str) -> Option<String> {
+        if algorithm == "sha256" {
+            return Some(hex_digest.to_ascii_lowercase());
+        }
+        let raw = hex::decode(hex_digest).ok()?;
+        let key = AliasKey::new(Algorithm::from_name(algorithm)?, &raw)?;
+        self.aliases.get(&key, &self.blobs).map(|s| s.to_hex())
+    }
+
+    /// The hex sha256 of the blob whose records carry the sha384 or sha512 `integrity`.
+    #[must_use]
+    pub fn alias(&self, integrity: &Integrity) -> Option<String> {
+        let key = AliasKey::new(integrity.algorithm(), integrity.digest())?;
+        self.aliases.get(&key, &self.blobs).map(|s| s.to_hex())
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -581,6 +581,23 @@ if has 6; then
     record 6 ingest_s gf "$r" "$secs"
     record 6 ingest_s base "$r" "$ossl"
     log "  s6 run $r: ingest ${secs}s (then busy ${bg}s more; $(calc "round($cpu1 - $cpu0, 2)") CPU s in all), openssl ${ossl}s"
+    # The same ingest with no client reading along (as a publish or a candidate fetch runs
+    # it): the request is dropped after its status line, and the time runs until the blob
+    # is known by its sha256 (fetched, hashed, verified, stored and recorded).
+    mutate "$WORK/upstream/hash.bin"
+    settle "scenario 6 store run $r"
+    t0=$(now_ns)
+    openssl dgst -sha256 -r "$WORK/upstream/hash.bin" >"$WORK/run/s6.sha"
+    t1=$(now_ns)
+    want=$(cut -d' ' -f1 "$WORK/run/s6.sha")
+    ossl=$(calc "($t1 - $t0) / 1e9")
+    st=$(python3 "$LIB" store "http://127.0.0.1:$GF_A/mirror/127.0.0.1:$UP/hash.bin?run=store-$r" \
+      "http://127.0.0.1:$GF_A/api/v1/blobs/$want" 600)
+    [[ $st != timeout ]] || die "scenario 6: the blob was not stored within 600 s"
+    record 6 store_GBps gf "$r" "$(calc "$size / 1e9 / $st")"
+    record 6 store_GBps base "$r" "$(calc "$size / 1e9 / $ossl")"
+    log "  s6 run $r: stored with no client in ${st}s, openssl ${ossl}s"
+    settle "scenario 6 after the store run $r"
   done
 fi
 

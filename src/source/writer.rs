@@ -25,6 +25,9 @@ use super::dir::DirTree;
 use super::git::GitTree;
 use super::{RegistrySource, SourceError, Tree};
 
+/// Where a push parks its commit in `origin` before moving the branch by compare-and-swap.
+const INCOMING_PREFIX: &str = "refs/gf-registry/incoming/";
+
 /// Fetches from `origin` tried when a ref vanishes during the listing (see `sync_origin`).
 const FETCH_ATTEMPTS: u64 = 8;
 
@@ -356,11 +359,7 @@ impl super::GitSource {
         loop {
             match remote.fetch(&[refspec.as_str()], None, None) {
                 Ok(()) => break,
-                Err(e)
-                    if attempt < FETCH_ATTEMPTS
-                        && e.class() == git2::ErrorClass::Reference
-                        && e.code() == git2::ErrorCode::NotFound =>
-                {
+                Err(e) if attempt < FETCH_ATTEMPTS && is_vanished_ref(&e) => {
                     attempt += 1;
                     std::thread::sleep(std::time::Duration::from_millis(10 * attempt));
                 }
@@ -536,7 +535,7 @@ impl super::GitSource {
                 ),
             ));
         };
-        let incoming = format!("refs/gf-registry/incoming/{}", unique_name(""));
+        let incoming = format!("{INCOMING_PREFIX}{}", unique_name(""));
         let failed = std::cell::RefCell::new(None::<String>);
         let mut callbacks = git2::RemoteCallbacks::new();
         callbacks.push_update_reference(|_, status| {
@@ -607,16 +606,51 @@ fn local_remote_path(url: &str) -> Option<PathBuf> {
     path.is_dir().then_some(path)
 }
 
+/// A ref of the remote that disappeared between libgit2 listing the refs and reading one
+/// (another writer's temporary push ref): `reference '...' not found`, class `Reference`, with
+/// the generic error code.
+fn is_vanished_ref(e: &git2::Error) -> bool {
+    let m = e.message();
+    m.contains(INCOMING_PREFIX)
+        || (e.class() == git2::ErrorClass::Reference && m.contains("not found"))
+}
+
 fn is_retryable(message: &str) -> bool {
     let m = message.to_ascii_lowercase();
     is_non_fast_forward(&m)
         || m.contains("failed to lock")
         || m.contains("does not match")
         // Another writer's temporary ref vanished while libgit2 listed the remote's refs.
+        || m.contains(INCOMING_PREFIX)
         || (m.contains("reference") && m.contains("not found"))
 }
 
 fn is_non_fast_forward(message: &str) -> bool {
     let m = message.to_ascii_lowercase();
     m.contains("non-fast-forward") || m.contains("not fast-forward") || m.contains("fastforward")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{is_retryable, is_vanished_ref};
+
+    /// The error a fetch from a local origin gave in CI when another replica's temporary push
+    /// ref vanished mid-listing (class `Reference`, generic code): retried, not a failure.
+    #[test]
+    fn a_vanished_temporary_ref_is_retried() {
+        let seen = git2::Error::new(
+            git2::ErrorCode::GenericError,
+            git2::ErrorClass::Reference,
+            "reference 'refs/gf-registry/incoming/12797-290-1795798742805879162' not found",
+        );
+        assert!(is_vanished_ref(&seen));
+        assert!(is_retryable(&seen.to_string()));
+        let other = git2::Error::new(
+            git2::ErrorCode::GenericError,
+            git2::ErrorClass::Net,
+            "could not read from remote repository",
+        );
+        assert!(!is_vanished_ref(&other));
+        assert!(!is_retryable(&other.to_string()));
+    }
 }

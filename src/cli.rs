@@ -240,9 +240,12 @@ fn serve(config: Config) -> anyhow::Result<()> {
     let result = runtime.block_on(async move {
         let grace = config.shutdown_timeout;
         let running = crate::server::start(config).await?;
+        // The signal handlers are in place before the line is printed: a tool that sends
+        // SIGTERM as soon as it reads the line gets a graceful shutdown, not the default kill.
+        let stop = shutdown_signal();
         // One stable line on stdout, for people and for tools that start the binary.
         println!("gf-registry listening on {}", running.public_url);
-        shutdown_signal().await;
+        stop.await;
         tracing::info!(
             grace_seconds = grace.as_secs(),
             "shutting down: finishing in-flight requests"
@@ -257,24 +260,24 @@ fn serve(config: Config) -> anyhow::Result<()> {
     result
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
+/// Registers the SIGINT/SIGTERM handlers now, and resolves when either signal arrives.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let int = signal(SignalKind::interrupt()).ok();
+    let term = signal(SignalKind::terminate()).ok();
+    async move {
+        let wait = |s: Option<tokio::signal::unix::Signal>| async move {
+            match s {
+                Some(mut s) => {
+                    s.recv().await;
+                }
+                None => std::future::pending::<()>().await,
             }
-            Err(_) => std::future::pending::<()>().await,
+        };
+        tokio::select! {
+            () = wait(int) => {}
+            () = wait(term) => {}
         }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {}
-        () = term => {}
     }
 }
 

@@ -44,13 +44,13 @@ pub fn router(state: AppState) -> Router {
             state.config.body_timeout,
         ));
     Router::new()
-        .route("/bazel_registry.json", get(registry::get_registry_file))
         .route(
-            "/modules/{name}/metadata.json",
+            registry::ROUTE_REGISTRY_JSON,
             get(registry::get_registry_file),
         )
+        .route(registry::ROUTE_METADATA, get(registry::get_registry_file))
         .route(
-            "/modules/{name}/{version}/{*file}",
+            registry::ROUTE_VERSION_FILE,
             get(registry::get_registry_file),
         )
         .route("/mirror/{*path}", get(mirror::get_mirror_url))

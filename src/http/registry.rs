@@ -22,6 +22,11 @@ pub(super) async fn get_registry_file(
     Ok(file_response(&file, headers.get(header::IF_NONE_MATCH)))
 }
 
+/// The registry's routes (also the metrics' route labels).
+pub(super) const ROUTE_REGISTRY_JSON: &str = "/bazel_registry.json";
+pub(super) const ROUTE_METADATA: &str = "/modules/{name}/metadata.json";
+pub(super) const ROUTE_VERSION_FILE: &str = "/modules/{name}/{version}/{*file}";
+
 /// The answer to a plain `GET`/`HEAD` of a registry file the cache holds, or of a module the
 /// registry surely does not have, before routing: the response the router would give, for a
 /// fraction of the work (no routing; for a hit no path parsing and no allocation in the
@@ -44,12 +49,12 @@ pub(crate) fn cached_file<B>(app: &AppState, req: &Request<B>) -> Option<Respons
     if path.len() > super::middleware::MAX_URI_BYTES {
         return None;
     }
-    let route = if path == "/bazel_registry.json" {
-        "/bazel_registry.json"
+    let route = if path == ROUTE_REGISTRY_JSON {
+        ROUTE_REGISTRY_JSON
     } else if let Some(rest) = path.strip_prefix("/modules/") {
         match rest.split_once('/') {
-            Some((_, "metadata.json")) => "/modules/{name}/metadata.json",
-            Some((_, tail)) if tail.contains('/') => "/modules/{name}/{version}/{*file}",
+            Some((_, "metadata.json")) => ROUTE_METADATA,
+            Some((_, tail)) if tail.contains('/') => ROUTE_VERSION_FILE,
             _ => return None,
         }
     } else {
@@ -60,7 +65,7 @@ pub(crate) fn cached_file<B>(app: &AppState, req: &Request<B>) -> Option<Respons
         Some(file) => Ok(file),
         // A module the registry surely does not have (Bazel asks the first registry for
         // every module of the graph): the router's 404, without the router.
-        None if route != "/bazel_registry.json" => match RegistryPath::parse(path) {
+        None if route != ROUTE_REGISTRY_JSON => match RegistryPath::parse(path) {
             Ok(p) if app.registry.surely_absent(&p) => Err(ApiError::from(RegistryError::NotFound)),
             _ => return None,
         },

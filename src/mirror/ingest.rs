@@ -210,13 +210,7 @@ impl Mirror {
     }
 
     async fn check_ingest_allowed(&self) -> Result<(), MirrorError> {
-        let refused = self
-            .inner()
-            .ingest_refused
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone();
-        if let Some(reason) = refused {
+        if let Some(reason) = self.inner().ingest_refused() {
             return Err(MirrorError::Storage(format!(
                 "trusted writes are refused: {reason} (set storage.allow_no_go = true to override)"
             )));

@@ -181,6 +181,14 @@ pub(super) struct Inner {
 }
 
 impl Inner {
+    /// Why trusted writes (pull-through, publish ingest) are refused, if they are.
+    pub(super) fn ingest_refused(&self) -> Option<String> {
+        self.ingest_refused
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
     /// Appends a record and applies it, remembering its key so that an incremental reload of
     /// the records does not apply it a second time.
     pub(super) async fn record(&self, record: &Record) -> Result<(), StorageError> {
@@ -481,13 +489,7 @@ impl Mirror {
             )),
             None => self.known_integrity(url.as_str()).await?.map(|(i, _)| i),
         };
-        let refused = self
-            .inner
-            .ingest_refused
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone();
-        if let Some(reason) = refused {
+        if let Some(reason) = self.inner.ingest_refused() {
             return Err(MirrorError::Storage(format!(
                 "pull-through is refused: {reason} (reads of stored blobs still work; set storage.allow_no_go = true to override)"
             )));

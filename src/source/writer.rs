@@ -610,9 +610,12 @@ fn local_remote_path(url: &str) -> Option<PathBuf> {
 /// (another writer's temporary push ref): `reference '...' not found`, class `Reference`, with
 /// the generic error code.
 fn is_vanished_ref(e: &git2::Error) -> bool {
-    let m = e.message();
-    m.contains(INCOMING_PREFIX)
-        || (e.class() == git2::ErrorClass::Reference && m.contains("not found"))
+    names_vanished_ref(&e.to_string().to_ascii_lowercase())
+}
+
+/// Whether a (lowercased) git error message is about a vanished ref: see [`is_vanished_ref`].
+fn names_vanished_ref(m: &str) -> bool {
+    m.contains(INCOMING_PREFIX) || (m.contains("reference") && m.contains("not found"))
 }
 
 fn is_retryable(message: &str) -> bool {
@@ -621,8 +624,7 @@ fn is_retryable(message: &str) -> bool {
         || m.contains("failed to lock")
         || m.contains("does not match")
         // Another writer's temporary ref vanished while libgit2 listed the remote's refs.
-        || m.contains(INCOMING_PREFIX)
-        || (m.contains("reference") && m.contains("not found"))
+        || names_vanished_ref(&m)
 }
 
 fn is_non_fast_forward(message: &str) -> bool {

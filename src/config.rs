@@ -98,6 +98,7 @@ settings! {
     PUBLIC_URL = ("server.public_url", "GF_REGISTRY_PUBLIC_URL", Some("public-url"), None, "how clients reach the server (default: http://LISTEN/)");
     LOG_FORMAT = ("server.log_format", "GF_REGISTRY_LOG_FORMAT", Some("log-format"), Some("text"), "log format: text or json");
     SHUTDOWN = ("server.shutdown_timeout_seconds", "GF_REGISTRY_SHUTDOWN_TIMEOUT_SECONDS", None, Some("30"), "how long in-flight requests may take to finish on SIGTERM");
+    WORKERS = ("server.workers", "GF_REGISTRY_WORKERS", None, None, "HTTP worker threads, each with its own listener and runtime (default: one per core)");
     MAX_CONNECTIONS = ("server.max_connections", "GF_REGISTRY_MAX_CONNECTIONS", None, Some("4096"), "open connections above which new ones get an immediate 503");
     MAX_REQUESTS = ("server.max_concurrent_requests", "GF_REGISTRY_MAX_CONCURRENT_REQUESTS", None, Some("1024"), "requests in progress above which new ones get an immediate 503");
     HEADER_TIMEOUT = ("server.header_timeout_seconds", "GF_REGISTRY_HEADER_TIMEOUT_SECONDS", None, Some("10"), "time a client has to send a request's headers (slow clients are cut off)");
@@ -123,6 +124,9 @@ settings! {
     UPSTREAM_REGISTRIES = ("publish.upstream_registries", "GF_REGISTRY_UPSTREAM_REGISTRIES", None, Some("https://bcr.bazel.build/"), "registries a published bazel_dep may resolve in besides this one (comma-separated; empty: none)");
     MAX_PUBLISH_BYTES = ("publish.max_body_bytes", "GF_REGISTRY_MAX_PUBLISH_BYTES", None, Some("268435456"), "largest publish request body (an uploaded archive is base64 in it)");
 }
+
+/// The most HTTP workers `server.workers` accepts (each is a thread with its own listener).
+pub const MAX_WORKERS: usize = 256;
 
 /// The environment variable naming the config file.
 pub const CONFIG_ENV: &str = "GF_REGISTRY_CONFIG";
@@ -193,6 +197,8 @@ pub struct Config {
     pub log_format: LogFormat,
     /// Graceful shutdown limit.
     pub shutdown_timeout: Duration,
+    /// HTTP worker threads (each a single-threaded runtime on its own listener).
+    pub workers: usize,
     /// Connection limits and timeouts.
     pub conn_limits: ConnLimits,
     /// Requests in progress above which new ones get a `503`.
@@ -345,6 +351,17 @@ impl Config {
         if public_url.is_none() {
             shown[Id::PUBLIC_URL as usize].2 = Origin::Derived("server.listen");
         }
+        if shown[Id::WORKERS as usize].1.is_none() {
+            shown[Id::WORKERS as usize].2 = Origin::Derived("the cores available");
+        }
+        let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+        let workers = r
+            .parse(Id::WORKERS, |s| match s.parse::<usize>() {
+                Ok(n) if (1..=MAX_WORKERS).contains(&n) => Ok(n),
+                Ok(_) => Err(format!("must be between 1 and {MAX_WORKERS}")),
+                Err(e) => Err(e.to_string()),
+            })?
+            .unwrap_or(cores);
         Ok(Self {
             config_file,
             listen: r
@@ -358,6 +375,7 @@ impl Config {
                 .parse(Id::LOG_FORMAT, LogFormat::from_str)?
                 .unwrap_or(LogFormat::Text),
             shutdown_timeout: Duration::from_secs(secs(Id::SHUTDOWN)?.unwrap_or(30)),
+            workers,
             conn_limits: ConnLimits {
                 max_connections: usize::try_from(secs(Id::MAX_CONNECTIONS)?.unwrap_or(4096))
                     .unwrap_or(usize::MAX)
@@ -434,6 +452,7 @@ impl Config {
         for (s, value, origin) in &self.shown {
             let value = match (s.key, value) {
                 ("server.public_url", None) => format!("{:?}", self.public_url_for(self.listen)),
+                ("server.workers", None) => format!("\"{}\"", self.workers),
                 ("storage.cas", None) => format!("{:?}", self.storage.cas.to_string()),
                 ("storage.records", None) => format!("{:?}", self.storage.records.to_string()),
                 (_, Some(v)) => format!("{v:?}"),

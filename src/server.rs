@@ -37,11 +37,13 @@ pub struct Running {
 /// When the registry or storage cannot be opened, or the address cannot be bound.
 pub async fn start(config: Config) -> anyhow::Result<Running> {
     let app = Arc::new(App::build(config).await?);
-    // One listener per core (SO_REUSEPORT: the kernel spreads connections), each served by
+    // One listener per worker (SO_REUSEPORT: the kernel spreads connections), each served by
     // a single-threaded runtime on its own thread, as nginx runs its workers: a request runs
     // start to end on one thread. Measured with perf stat on the registry hot path: 3-16 %
-    // less CPU per request than one work-stealing runtime (bench/RESULTS.md).
-    let workers = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+    // less CPU per request than one work-stealing runtime (bench/RESULTS.md). By default one
+    // worker per core (`server.workers`); on a host whose cores are busy with other work,
+    // fewer workers keep a connection from waiting out its worker's lost time slices.
+    let workers = app.config.workers;
     // A plain bind first: SO_REUSEPORT alone would let a second server on the same port
     // start silently and take half the connections; this makes "address in use" an error.
     let addr = std::net::TcpListener::bind(app.config.listen)

@@ -182,6 +182,14 @@ fn config_errors_name_the_key_variable_or_flag() {
         "{err}"
     );
 
+    for bad in ["0", "257", "many"] {
+        let (code, _, err) = run(bin()
+            .args(["config", "check"])
+            .env("GF_REGISTRY_WORKERS", bad));
+        assert_eq!(code, 2, "{bad}: {err}");
+        assert!(err.contains("GF_REGISTRY_WORKERS"), "{bad}: {err}");
+    }
+
     let (code, _, err) = run(bin()
         .args(["config", "check"])
         .env("GF_REGISTRY_DATA", "ftp://x/y"));
@@ -250,6 +258,13 @@ fn config_show_says_where_each_value_came_from() {
     );
     assert!(
         out.contains("storage.cas = ") && out.contains("# derived from storage.data"),
+        "{out}"
+    );
+    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+    assert!(
+        out.contains(&format!(
+            "server.workers = \"{cores}\"  # derived from the cores available"
+        )),
         "{out}"
     );
 }

@@ -63,6 +63,32 @@ async fn slowloris_does_not_starve_normal_clients() {
     server.stop().await;
 }
 
+/// `server.workers` sets how many HTTP workers run, and every worker's listener answers: 60
+/// fresh connections spread by the kernel over 3 listeners all get their file (a listener no
+/// worker accepted on would leave about a third of them unanswered).
+#[tokio::test]
+async fn every_configured_worker_answers() {
+    fn http_threads() -> usize {
+        std::fs::read_dir("/proc/self/task")
+            .expect("/proc/self/task")
+            .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+            .filter(|name| name.starts_with("gf-http-"))
+            .count()
+    }
+    let before = http_threads();
+    let server =
+        TestServer::start_with_env(&example_registry(), &[], &[("GF_REGISTRY_WORKERS", "3")]).await;
+    // Tests of this binary run in parallel: other servers may add their workers meanwhile.
+    assert!(http_threads() >= before + 3, "three workers started");
+    let addr = server.addr();
+    let answers = futures::future::join_all(
+        (0..60).map(|_| raw_request(addr, "GET", "/bazel_registry.json")),
+    )
+    .await;
+    assert!(answers.iter().all(|r| r.status == 200));
+    server.stop().await;
+}
+
 /// Above `server.max_connections`, a new connection gets an immediate 503 with Retry-After.
 #[tokio::test]
 async fn connections_over_the_limit_get_503_at_once() {

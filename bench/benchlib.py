@@ -181,6 +181,14 @@ ROWS = [
     ("2", "rps", "requests/s (404)", "nginx", "{:,.0f}", ">= 1.0 x nginx", lambda g, b, r: r >= 1.0),
     ("2", "p50_ms", "p50 latency (ms)", "nginx", "{:.2f}", "", None),
     ("2", "p99_ms", "p99 latency (ms)", "nginx", "{:.2f}", "< 5 ms", lambda g, b, r: g < 5),
+    # Scenarios 1 and 2 again with one worker on each side (gf-registry server.workers = 1,
+    # nginx worker_processes 1), so that wrk's two threads have the other core to themselves.
+    ("1", "rps_w1", "requests/s, one worker each", "nginx, 1 worker", "{:,.0f}", ">= 1.0 x nginx", lambda g, b, r: r >= 1.0),
+    ("1", "p50_ms_w1", "p50 latency (ms), one worker each", "nginx, 1 worker", "{:.2f}", "", None),
+    ("1", "p99_ms_w1", "p99 latency (ms), one worker each", "nginx, 1 worker", "{:.2f}", "< 5 ms", lambda g, b, r: g < 5),
+    ("2", "rps_w1", "requests/s (404), one worker each", "nginx, 1 worker", "{:,.0f}", ">= 1.0 x nginx", lambda g, b, r: r >= 1.0),
+    ("2", "p50_ms_w1", "p50 latency (ms), one worker each", "nginx, 1 worker", "{:.2f}", "", None),
+    ("2", "p99_ms_w1", "p99 latency (ms), one worker each", "nginx, 1 worker", "{:.2f}", "< 5 ms", lambda g, b, r: g < 5),
     ("3", "mirror_MBps", "MB/s via /mirror/...", "nginx sendfile", "{:,.0f}", ">= 0.9 x nginx", lambda g, b, r: r >= 0.9),
     ("3", "cas_MBps", "MB/s via /cas/sha256/...", "nginx sendfile", "{:,.0f}", ">= 0.9 x nginx", lambda g, b, r: r >= 0.9),
     # Scenario 4 runs twice: upstream at 20 MiB/s (nginx limit_rate, an internet-like origin:

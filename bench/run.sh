@@ -130,7 +130,7 @@ cleanup() {
   local e
   for e in "${PROCS[@]}"; do stop_entry "$e"; done
   if ((!KEEP)); then
-    rm -rf "$WORK"/{upstream,reg,scale,data-a,data-b,nginx/cache,run,tmp}
+    rm -rf "$WORK"/{upstream,reg,scale,data-a,data-b,data-one,nginx/cache,run,tmp}
   fi
   ((rc == 0)) || log "failed (exit $rc); logs in $WORK/logs"
   exit "$rc"
@@ -192,7 +192,7 @@ EOF
 fi
 
 # --- ports, policy, configs ----------------------------------------------------------------
-read -r GF_A GF_B NG_REG NG_BLOB NG_PROXY NG_SCALE UP <<<"$(python3 "$LIB" ports 7)"
+read -r GF_A GF_B NG_REG NG_BLOB NG_PROXY NG_SCALE UP GF_ONE NG_ONE <<<"$(python3 "$LIB" ports 9)"
 
 cat >"$WORK/policy/policy.toml" <<EOF
 # The local upstream only (loopback, hence allow_private).
@@ -299,6 +299,17 @@ EOF
   echo "}"
 } >"$WORK/nginx/scale.conf"
 
+# Scenarios 1 and 2 also run with one worker on each side (nginx here, gf-registry with
+# server.workers = 1): wrk takes the other core, so neither server's worker shares a core with
+# a busy client thread. See bench/README.md.
+{
+  nginx_head one 1
+  echo "http {"
+  nginx_http_common "$WORK/reg"
+  echo "    server { listen 127.0.0.1:$NG_ONE; root $WORK/reg; }"
+  echo "}"
+} >"$WORK/nginx/one.conf"
+
 # The upstream: a separate nginx (not a contender) that logs every request so fetches can be
 # counted. /slow/ is the same files at an internet-like rate.
 {
@@ -331,14 +342,21 @@ launch upstream "http://127.0.0.1:$UP/ready.txt" \
   "$NGINX" -p "$WORK/nginx" -e "$WORK/logs/nginx-upstream-error.log" -c "$WORK/nginx/upstream.conf"
 launch nginx "http://127.0.0.1:$NG_REG/bazel_registry.json" \
   "$NGINX" -p "$WORK/nginx" -e "$WORK/logs/nginx-baseline-error.log" -c "$WORK/nginx/baseline.conf"
-launch_gf() { # name port registry data (TMPDIR: the pull-through spool, kept in the work dir)
+launch_gf() { # name port registry data [workers] (TMPDIR: the pull-through spool, in the work dir)
+  local env=(env -u GF_REGISTRY_WORKERS) # the server's default: one worker per core
+  [[ -z ${5:-} ]] || env=(env "GF_REGISTRY_WORKERS=$5")
   TMPDIR="$WORK/tmp" launch "$1" "http://127.0.0.1:$2/readyz" \
-    "$BIN" serve --listen "127.0.0.1:$2" --registry "$3" --data "$4" --mirror-policy "$WORK/policy"
+    "${env[@]}" "$BIN" serve --listen "127.0.0.1:$2" --registry "$3" --data "$4" --mirror-policy "$WORK/policy"
 }
 launch_gf gf-a "$GF_A" "$WORK/reg" "$WORK/data-a"
 log "gf-registry ready in ${READY}s"
 
 GF_A_PID=$SERVER_PID
+if has 1 || has 2; then
+  launch nginx-one "http://127.0.0.1:$NG_ONE/bazel_registry.json" \
+    "$NGINX" -p "$WORK/nginx" -e "$WORK/logs/nginx-one-error.log" -c "$WORK/nginx/one.conf"
+  launch_gf gf-one "$GF_ONE" "$WORK/reg" "$WORK/data-one" 1
+fi
 
 # --- measurement helpers -------------------------------------------------------------------
 # settle: wait until gf-registry (instance A) is idle, so work left over from a previous step
@@ -355,9 +373,10 @@ wrk_run() {
   timeout $(($5 + 90)) wrk -t2 -c"$4" -d"$5s" --timeout 30s --latency \
     -s "$HERE/paths.lua" "$2" -- "$3" >"$1" 2>&1 || die "wrk failed on $2: $(tail -3 "$1")"
 }
-# rate SCEN RUN WHO URL PATHS EXPECT(ok|404) [label]: warm-up, then measure; records rps/p50/p99.
+# rate SCEN RUN WHO URL PATHS EXPECT(ok|404) [SUFFIX]: warm-up, then measure; records
+# rps/p50_ms/p99_ms, each metric name followed by SUFFIX (a variant of the scenario).
 rate() {
-  local s=$1 r=$2 who=$3 url=$4 paths=$5 expect=$6 out="$WORK/logs/wrk-s$1-$3-r$2.txt"
+  local s=$1 r=$2 who=$3 url=$4 paths=$5 expect=$6 x=${7:-} out="$WORK/logs/wrk-s$1${7:-}-$3-r$2.txt"
   settle "scenario $s run $r $who"
   ((WARM == 0)) || wrk_run "$out.warm" "$url" "$paths" 64 "$WARM"
   wrk_run "$out" "$url" "$paths" 64 "$DUR"
@@ -367,10 +386,10 @@ rate() {
   if [[ $expect == 404 && $st != "$n" ]]; then note "scenario $s run $r $who: only $st of $n responses were >= 400"; fi
   ((other == 0)) || note "scenario $s run $r $who: $other socket errors/timeouts"
   ((n > 0)) || note "scenario $s run $r $who: no responses at all (see $out)"
-  record "$s" rps "$who" "$r" "$rps"
-  record "$s" p50_ms "$who" "$r" "$p50"
-  record "$s" p99_ms "$who" "$r" "$p99"
-  log "  s$s run $r $who: $rps req/s, p50 ${p50} ms, p99 ${p99} ms"
+  record "$s" "rps$x" "$who" "$r" "$rps"
+  record "$s" "p50_ms$x" "$who" "$r" "$p50"
+  record "$s" "p99_ms$x" "$who" "$r" "$p99"
+  log "  s$s$x run $r $who: $rps req/s, p50 ${p50} ms, p99 ${p99} ms"
 }
 # blob_rate RUN METRIC WHO URL_PATH_FILE BASE_URL: 4 connections on one 100 MB blob; MB/s.
 blob_rate() {
@@ -392,8 +411,12 @@ if has 1 || has 2; then
   p=$(head -1 "$WORK/run/hot.paths")
   cmp -s <(curl -sS --max-time 10 "http://127.0.0.1:$GF_A$p") <(curl -sS --max-time 10 "http://127.0.0.1:$NG_REG$p") ||
     die "gf-registry and nginx disagree on $p"
+  for port in "$GF_ONE" "$NG_ONE"; do
+    cmp -s <(curl -sS --max-time 10 "http://127.0.0.1:$GF_A$p") <(curl -sS --max-time 10 "http://127.0.0.1:$port$p") ||
+      die "port $port serves other bytes for $p"
+  done
   p=$(head -1 "$WORK/run/missing.paths")
-  for port in "$GF_A" "$NG_REG"; do
+  for port in "$GF_A" "$NG_REG" "$GF_ONE" "$NG_ONE"; do
     c=$(curl -s -o /dev/null --max-time 10 -w '%{http_code}' "http://127.0.0.1:$port$p")
     [[ $c == 404 ]] || die "expected 404 for $p on port $port, got $c"
   done
@@ -407,14 +430,20 @@ s1_gf() { rate 1 "$r" gf "http://127.0.0.1:$GF_A" "$WORK/run/hot.paths" ok; }
 s1_base() { rate 1 "$r" base "http://127.0.0.1:$NG_REG" "$WORK/run/hot.paths" ok; }
 s2_gf() { rate 2 "$r" gf "http://127.0.0.1:$GF_A" "$WORK/run/missing.paths" 404; }
 s2_base() { rate 2 "$r" base "http://127.0.0.1:$NG_REG" "$WORK/run/missing.paths" 404; }
+s1_gf1() { rate 1 "$r" gf "http://127.0.0.1:$GF_ONE" "$WORK/run/hot.paths" ok _w1; }
+s1_base1() { rate 1 "$r" base "http://127.0.0.1:$NG_ONE" "$WORK/run/hot.paths" ok _w1; }
+s2_gf1() { rate 2 "$r" gf "http://127.0.0.1:$GF_ONE" "$WORK/run/missing.paths" 404 _w1; }
+s2_base1() { rate 2 "$r" base "http://127.0.0.1:$NG_ONE" "$WORK/run/missing.paths" 404 _w1; }
 for ((r = 1; r <= RUNS; r++)); do
   if has 1; then
     log "scenario 1 (registry hot path), run $r/$RUNS"
     alternate "$r" s1_gf s1_base
+    alternate "$r" s1_gf1 s1_base1
   fi
   if has 2; then
     log "scenario 2 (unknown-module 404s), run $r/$RUNS"
     alternate "$r" s2_gf s2_base
+    alternate "$r" s2_gf1 s2_base1
   fi
 done
 

@@ -12,6 +12,7 @@ use crate::app::App;
 use crate::config::Config;
 
 mod conn;
+mod steer;
 
 pub use conn::ConnLimits;
 
@@ -54,6 +55,8 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     for _ in 1..workers {
         listeners.push(bind_reuseport(addr)?);
     }
+    // A connection goes to the worker tied to the CPU it arrived on (see `steer`).
+    let tied = steer::by_cpu(&listeners);
     let public_url = app.config.public_url_for(addr);
     let _ = app.public_url.set(public_url.clone());
     let (shutdown, rx) = watch::channel(false);
@@ -124,6 +127,8 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     tracing::info!(
         listen = %addr,
         public_url = %public_url,
+        workers,
+        workers.tied_to_cpus = tied,
         registry = %app.registry.describe(),
         registry.revision = %app.registry.revision(),
         registry.modules = app.registry.module_count(),

@@ -99,6 +99,7 @@ settings! {
     LOG_FORMAT = ("server.log_format", "GF_REGISTRY_LOG_FORMAT", Some("log-format"), Some("text"), "log format: text or json");
     SHUTDOWN = ("server.shutdown_timeout_seconds", "GF_REGISTRY_SHUTDOWN_TIMEOUT_SECONDS", None, Some("30"), "how long in-flight requests may take to finish on SIGTERM");
     WORKERS = ("server.workers", "GF_REGISTRY_WORKERS", None, None, "HTTP worker threads, each with its own listener and runtime (default: one per core)");
+    PIN_WORKERS = ("server.pin_workers", "GF_REGISTRY_PIN_WORKERS", None, Some("false"), "run HTTP worker i only on the i-th CPU the process may use (for hosts whose cores it has to itself)");
     MAX_CONNECTIONS = ("server.max_connections", "GF_REGISTRY_MAX_CONNECTIONS", None, Some("4096"), "open connections above which new ones get an immediate 503");
     MAX_REQUESTS = ("server.max_concurrent_requests", "GF_REGISTRY_MAX_CONCURRENT_REQUESTS", None, Some("1024"), "requests in progress above which new ones get an immediate 503");
     HEADER_TIMEOUT = ("server.header_timeout_seconds", "GF_REGISTRY_HEADER_TIMEOUT_SECONDS", None, Some("10"), "time a client has to send a request's headers (slow clients are cut off)");
@@ -199,6 +200,8 @@ pub struct Config {
     pub shutdown_timeout: Duration,
     /// HTTP worker threads (each a single-threaded runtime on its own listener).
     pub workers: usize,
+    /// Whether worker `i` runs only on the `i`-th CPU the process may use.
+    pub pin_workers: bool,
     /// Connection limits and timeouts.
     pub conn_limits: ConnLimits,
     /// Requests in progress above which new ones get a `503`.
@@ -376,6 +379,12 @@ impl Config {
                 .unwrap_or(LogFormat::Text),
             shutdown_timeout: Duration::from_secs(secs(Id::SHUTDOWN)?.unwrap_or(30)),
             workers,
+            pin_workers: r
+                .parse(Id::PIN_WORKERS, |s| {
+                    s.parse::<bool>()
+                        .map_err(|_| "expected true or false".to_owned())
+                })?
+                .unwrap_or(false),
             conn_limits: ConnLimits {
                 max_connections: usize::try_from(secs(Id::MAX_CONNECTIONS)?.unwrap_or(4096))
                     .unwrap_or(usize::MAX)

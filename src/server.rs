@@ -56,7 +56,20 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         listeners.push(bind_reuseport(addr)?);
     }
     // A connection goes to the worker tied to the CPU it arrived on (see `steer`).
-    let tied = steer::by_cpu(&listeners);
+    let cpus = steer::allowed_cpus();
+    let tied = steer::by_cpu(&listeners, &cpus);
+    let pin_to = match app.config.pin_workers {
+        true if workers <= cpus.len() => Some(cpus),
+        true => {
+            tracing::warn!(
+                workers,
+                cpus = cpus.len(),
+                "server.pin_workers: more workers than CPUs to pin them to; not pinned"
+            );
+            None
+        }
+        false => None,
+    };
     let public_url = app.config.public_url_for(addr);
     let _ = app.public_url.set(public_url.clone());
     let (shutdown, rx) = watch::channel(false);
@@ -69,9 +82,15 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         let app = app.clone();
         let serve_rx = rx.clone();
         let open = open.clone();
+        let cpu = pin_to.as_ref().map(|cpus| cpus[i]);
         let thread = std::thread::Builder::new()
             .name(format!("gf-http-{i}"))
             .spawn(move || -> std::io::Result<()> {
+                if let Some(cpu) = cpu
+                    && let Err(e) = steer::pin_current_thread(cpu)
+                {
+                    tracing::warn!(cpu, error = %e, "server.pin_workers: worker not pinned");
+                }
                 let rt = tokio::runtime::Builder::new_current_thread()
                     .enable_all()
                     .build()?;
@@ -129,6 +148,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         public_url = %public_url,
         workers,
         workers.tied_to_cpus = tied,
+        workers.pinned = pin_to.is_some(),
         registry = %app.registry.describe(),
         registry.revision = %app.registry.revision(),
         registry.modules = app.registry.module_count(),

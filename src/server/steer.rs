@@ -9,19 +9,22 @@
 //! on the same host that is the client's own CPU: a request and its answer then stay on one
 //! core instead of crossing between two. Measured on the registry hot path with wrk on the
 //! same 2 cores (bench/RESULTS.md): p99 7.3-8.0 ms without, 1.9-4.3 ms with.
+//!
+//! `server.pin_workers` goes one step further and keeps worker `i` on its CPU, so the worker
+//! is always where its connections' packets are processed. That is for hosts whose cores the
+//! server has to itself: a pinned worker cannot move away from a CPU other work is using.
 
 use std::net::TcpListener;
 
-/// Ties listener `i` to the `i`-th CPU this process may run on, and returns how many were
-/// tied. Nothing is tied when there are more listeners than such CPUs: a listener sharing a
-/// CPU with another would never be chosen.
-pub(super) fn by_cpu(listeners: &[TcpListener]) -> usize {
-    let cpus = allowed_cpus();
+/// Ties listener `i` to `cpus[i]`, and returns how many were tied. Nothing is tied when
+/// there are more listeners than CPUs: a listener sharing a CPU with another would never be
+/// chosen.
+pub(super) fn by_cpu(listeners: &[TcpListener], cpus: &[usize]) -> usize {
     if listeners.len() > cpus.len() {
         return 0;
     }
     let mut tied = 0;
-    for (listener, &cpu) in listeners.iter().zip(&cpus) {
+    for (listener, &cpu) in listeners.iter().zip(cpus) {
         let Ok(cpu) = u32::try_from(cpu) else { break };
         match rustix::net::sockopt::set_socket_incoming_cpu(listener, cpu) {
             Ok(()) => tied += 1,
@@ -34,8 +37,15 @@ pub(super) fn by_cpu(listeners: &[TcpListener]) -> usize {
     tied
 }
 
+/// Keeps the calling thread on `cpu` from now on.
+pub(super) fn pin_current_thread(cpu: usize) -> std::io::Result<()> {
+    let mut set = rustix::thread::CpuSet::new();
+    set.set(cpu);
+    rustix::thread::sched_setaffinity(None, &set).map_err(std::io::Error::from)
+}
+
 /// The CPUs in this process's affinity mask, ascending.
-fn allowed_cpus() -> Vec<usize> {
+pub(super) fn allowed_cpus() -> Vec<usize> {
     rustix::thread::sched_getaffinity(None).map_or_else(
         |_| Vec::new(),
         |set| {
@@ -85,13 +95,12 @@ mod tests {
             return;
         }
         let (addr, all) = listeners(2);
-        assert_eq!(by_cpu(&all), 2);
+        assert_eq!(by_cpu(&all, &cpus), 2);
         for (i, &cpu) in cpus.iter().take(2).enumerate() {
             // A client thread on one CPU: its connections' first packets are processed there.
             std::thread::spawn(move || {
-                let mut set = rustix::thread::CpuSet::new();
-                set.set(cpu);
-                rustix::thread::sched_setaffinity(None, &set).expect("pin the client");
+                pin_current_thread(cpu).expect("pin the client");
+                assert_eq!(allowed_cpus(), [cpu], "the thread runs on its CPU only");
                 let held: Vec<TcpStream> = (0..16)
                     .map(|_| TcpStream::connect(addr).expect("connect"))
                     .collect();
@@ -107,8 +116,8 @@ mod tests {
 
     #[test]
     fn more_listeners_than_cpus_stay_spread_by_hash() {
-        let n = allowed_cpus().len() + 1;
-        let (_, all) = listeners(n);
-        assert_eq!(by_cpu(&all), 0);
+        let cpus = allowed_cpus();
+        let (_, all) = listeners(cpus.len() + 1);
+        assert_eq!(by_cpu(&all, &cpus), 0);
     }
 }

@@ -182,12 +182,15 @@ fn config_errors_name_the_key_variable_or_flag() {
         "{err}"
     );
 
-    for bad in ["0", "257", "many"] {
-        let (code, _, err) = run(bin()
-            .args(["config", "check"])
-            .env("GF_REGISTRY_WORKERS", bad));
-        assert_eq!(code, 2, "{bad}: {err}");
-        assert!(err.contains("GF_REGISTRY_WORKERS"), "{bad}: {err}");
+    for (var, bad) in [
+        ("GF_REGISTRY_WORKERS", "0"),
+        ("GF_REGISTRY_WORKERS", "257"),
+        ("GF_REGISTRY_WORKERS", "many"),
+        ("GF_REGISTRY_PIN_WORKERS", "yes"),
+    ] {
+        let (code, _, err) = run(bin().args(["config", "check"]).env(var, bad));
+        assert_eq!(code, 2, "{var}={bad}: {err}");
+        assert!(err.contains(var), "{var}={bad}: {err}");
     }
 
     let (code, _, err) = run(bin()

@@ -89,6 +89,50 @@ async fn every_configured_worker_answers() {
     server.stop().await;
 }
 
+/// With `server.pin_workers`, each worker thread may run on one CPU only, a different one per
+/// worker, and the server answers as usual.
+#[tokio::test]
+async fn pinned_workers_each_keep_to_one_cpu() {
+    /// CPUs that `gf-http-*` threads of this process are pinned to (one CPU each).
+    fn pinned_http_cpus() -> std::collections::BTreeSet<String> {
+        std::fs::read_dir("/proc/self/task")
+            .expect("/proc/self/task")
+            .filter_map(|t| {
+                let dir = t.ok()?.path();
+                let name = std::fs::read_to_string(dir.join("comm")).ok()?;
+                let status = std::fs::read_to_string(dir.join("status")).ok()?;
+                let cpus = status
+                    .lines()
+                    .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))?
+                    .trim()
+                    .to_owned();
+                let one_cpu = cpus.parse::<usize>().is_ok();
+                (name.starts_with("gf-http-") && one_cpu).then_some(cpus)
+            })
+            .collect()
+    }
+    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+    let server = TestServer::start_with_env(
+        &example_registry(),
+        &[],
+        &[("GF_REGISTRY_PIN_WORKERS", "true")],
+    )
+    .await;
+    // No other test pins workers, so every pinned worker thread is this server's.
+    assert_eq!(
+        pinned_http_cpus().len(),
+        cores,
+        "one worker per core, each on its own CPU: {:?}",
+        pinned_http_cpus()
+    );
+    let answers = futures::future::join_all(
+        (0..20).map(|_| raw_request(server.addr(), "GET", "/bazel_registry.json")),
+    )
+    .await;
+    assert!(answers.iter().all(|r| r.status == 200));
+    server.stop().await;
+}
+
 /// Above `server.max_connections`, a new connection gets an immediate 503 with Retry-After.
 #[tokio::test]
 async fn connections_over_the_limit_get_503_at_once() {

@@ -10,6 +10,14 @@
 //! core instead of crossing between two. Measured on the registry hot path with wrk on the
 //! same 2 cores (bench/RESULTS.md): p99 7.3-8.0 ms without, 1.9-4.3 ms with.
 //!
+//! The price: a client on this host that opens all its connections from one CPU gets them all
+//! on one worker. wrk often does (its threads connect before the scheduler spreads them);
+//! one worker then serves all 64 connections, at 107-118k requests/s here against 127-142k
+//! when they are spread, p99 1.2-3.4 ms. Handing a worker's surplus connections to the least
+//! busy worker was tried: it evens the load but brings the cross-core exchanges back (p99
+//! 3.7-7.9 ms), so it is not done. Connections from other hosts arrive on the CPUs the network
+//! card spreads them over.
+//!
 //! `server.pin_workers` goes one step further and keeps worker `i` on its CPU, so the worker
 //! is always where its connections' packets are processed. That is for hosts whose cores the
 //! server has to itself: a pinned worker cannot move away from a CPU other work is using.

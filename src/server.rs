@@ -30,6 +30,7 @@ pub struct Running {
     poll: JoinHandle<()>,
     gc: JoinHandle<()>,
     records: JoinHandle<()>,
+    workers: usize,
 }
 
 /// Builds the app and starts serving on `config.listen`.
@@ -165,6 +166,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         poll,
         gc,
         records,
+        workers,
     })
 }
 
@@ -211,6 +213,12 @@ where
 }
 
 impl Running {
+    /// How many HTTP workers serve (`server.workers`).
+    #[must_use]
+    pub fn workers(&self) -> usize {
+        self.workers
+    }
+
     /// Stops accepting connections and waits up to `grace` for in-flight requests.
     ///
     /// # Errors

@@ -93,6 +93,10 @@ impl TestServer {
             .expect("request")
     }
 
+    pub(crate) fn running(&self) -> &Running {
+        self.running.as_ref().expect("running")
+    }
+
     pub(crate) fn addr(&self) -> std::net::SocketAddr {
         self.running.as_ref().expect("running").addr
     }

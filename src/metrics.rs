@@ -1,7 +1,7 @@
 //! Prometheus metrics: request counts and latency by matched route and status (updated per
 //! request), and registry cache figures (read from the service at scrape time).
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric as _};
@@ -32,7 +32,12 @@ pub struct Metrics {
     registry: prometheus_client::registry::Registry,
     requests: Family<RequestLabels, Counter>,
     latency: HistogramFamily,
+    /// The counter and histogram of fixed label sets, by slot (see [`Metrics::observe_slot`]).
+    slots: [OnceLock<(Counter, Histogram)>; SLOTS],
 }
+
+/// How many fixed label sets [`Metrics::observe_slot`] keeps handles for.
+pub const SLOTS: usize = 32;
 
 fn latency_histogram() -> Histogram {
     // 100 µs .. ~1.6 s.
@@ -62,6 +67,7 @@ impl Metrics {
             registry: reg,
             requests,
             latency,
+            slots: std::array::from_fn(|_| OnceLock::new()),
         }
     }
 
@@ -69,6 +75,26 @@ impl Metrics {
     pub fn observe(&self, labels: RequestLabels, seconds: f64) {
         self.latency.get_or_create(&labels).observe(seconds);
         self.requests.get_or_create(&labels).inc();
+    }
+
+    /// Records one request whose labels the caller has numbered: `slot` (below [`SLOTS`]) must
+    /// always stand for the same labels, which `labels` makes only on the slot's first use.
+    /// Later requests skip making the labels and looking them up, the two costs of
+    /// [`Metrics::observe`] on a hot path. A slot out of range falls back to it.
+    pub fn observe_slot(&self, slot: usize, labels: impl FnOnce() -> RequestLabels, seconds: f64) {
+        let Some(cell) = self.slots.get(slot) else {
+            self.observe(labels(), seconds);
+            return;
+        };
+        let (requests, latency) = cell.get_or_init(|| {
+            let labels = labels();
+            (
+                self.requests.get_or_create(&labels).clone(),
+                self.latency.get_or_create(&labels).clone(),
+            )
+        });
+        latency.observe(seconds);
+        requests.inc();
     }
 
     /// Renders the OpenMetrics text exposition.

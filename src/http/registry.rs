@@ -80,15 +80,31 @@ pub(crate) fn cached_file<B>(app: &AppState, req: &Request<B>) -> Option<Respons
             Err(e) => axum::response::IntoResponse::into_response(e),
         }
     };
-    app.metrics.observe(
-        crate::metrics::RequestLabels {
+    let status = response.status().as_u16();
+    app.metrics.observe_slot(
+        metrics_slot(route, method == Method::HEAD, status),
+        || crate::metrics::RequestLabels {
             route: route.to_owned(),
             method: method.as_str().to_owned(),
-            status: response.status().as_u16(),
+            status,
         },
         start.elapsed().as_secs_f64(),
     );
     Some(response)
+}
+
+/// The metrics slot of an answer given before routing: one per route, method and usual status
+/// (`usize::MAX`, no slot, for any other status).
+fn metrics_slot(route: &str, head: bool, status: u16) -> usize {
+    const ROUTES: [&str; 3] = [ROUTE_REGISTRY_JSON, ROUTE_METADATA, ROUTE_VERSION_FILE];
+    const STATUSES: [u16; 4] = [200, 304, 404, 503];
+    let (Some(r), Some(s)) = (
+        ROUTES.iter().position(|&x| x == route),
+        STATUSES.iter().position(|&x| x == status),
+    ) else {
+        return usize::MAX;
+    };
+    (r * 2 + usize::from(head)) * STATUSES.len() + s
 }
 
 fn content_type(kind: FileKind) -> &'static str {
@@ -127,4 +143,28 @@ fn file_response(file: &RegistryFile, if_none_match: Option<&HeaderValue>) -> Re
             .body(Body::from(file.bytes.clone()))
     };
     response.unwrap_or_else(|_| Response::new(Body::empty()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_route_method_and_usual_status_has_its_own_metrics_slot() {
+        let mut seen = std::collections::BTreeSet::new();
+        for route in [ROUTE_REGISTRY_JSON, ROUTE_METADATA, ROUTE_VERSION_FILE] {
+            for head in [false, true] {
+                for status in [200, 304, 404, 503] {
+                    let slot = metrics_slot(route, head, status);
+                    assert!(slot < crate::metrics::SLOTS, "{route} {head} {status}");
+                    assert!(
+                        seen.insert(slot),
+                        "{route} {head} {status} shares slot {slot}"
+                    );
+                }
+            }
+        }
+        assert_eq!(metrics_slot(ROUTE_METADATA, false, 500), usize::MAX);
+        assert_eq!(metrics_slot("/elsewhere", false, 200), usize::MAX);
+    }
 }

@@ -89,16 +89,28 @@ async fn health_readiness_and_metrics() {
             .status(),
         200
     );
-    assert_eq!(
-        server.get("/modules/nope/1.0/MODULE.bazel").await.status(),
-        404
-    );
+    // Repeats are answered before routing (a cache hit, a sure 404); they count in the
+    // same series as the router's answers.
+    for _ in 0..3 {
+        let resp = server.get("/modules/hello_lib/1.2.0/MODULE.bazel").await;
+        assert_eq!(resp.status(), 200);
+    }
+    let resp = server.head("/modules/hello_lib/1.2.0/MODULE.bazel").await;
+    assert_eq!(resp.status(), 200);
+    for _ in 0..2 {
+        assert_eq!(
+            server.get("/modules/nope/1.0/MODULE.bazel").await.status(),
+            404
+        );
+    }
     let resp = server.get("/metrics").await;
     assert_eq!(resp.status(), 200);
     let text = resp.text().await.expect("text");
     for needle in [
-        "gf_registry_http_requests_total{route=\"/modules/{name}/{version}/{*file}\",method=\"GET\",status=\"200\"} 1",
-        "gf_registry_http_requests_total{route=\"/modules/{name}/{version}/{*file}\",method=\"GET\",status=\"404\"} 1",
+        "gf_registry_http_requests_total{route=\"/modules/{name}/{version}/{*file}\",method=\"GET\",status=\"200\"} 4",
+        "gf_registry_http_requests_total{route=\"/modules/{name}/{version}/{*file}\",method=\"HEAD\",status=\"200\"} 1",
+        "gf_registry_http_requests_total{route=\"/modules/{name}/{version}/{*file}\",method=\"GET\",status=\"404\"} 2",
+        "gf_registry_http_request_duration_seconds_count{route=\"/modules/{name}/{version}/{*file}\",method=\"GET\",status=\"200\"} 4",
         "gf_registry_http_request_duration_seconds_bucket{",
         "gf_registry_cache_misses_total{cache=\"registry_files\"}",
         "gf_registry_registry_modules{cache=\"registry_files\"} 3",

@@ -290,25 +290,24 @@ EOF
 EOF
 } >"$WORK/nginx/baseline.conf"
 
-# The same baseline for the scale registry (its own process: scenario 5 measures start-up).
-{
-  nginx_head scale 2
-  echo "http {"
-  if has 5; then nginx_http_common "$WORK/scale"; else nginx_http_common "$WORK/reg"; fi
-  echo "    server { listen 127.0.0.1:$NG_SCALE; root $WORK/scale; }"
-  echo "}"
-} >"$WORK/nginx/scale.conf"
-
+# nginx_static NAME WORKERS PORT ROOT [SIZED_BY]: WORKDIR/nginx/NAME.conf, the baseline's
+# settings serving ROOT on PORT (the descriptor cache sized by the tree SIZED_BY, default ROOT).
+nginx_static() {
+  {
+    nginx_head "$1" "$2"
+    echo "http {"
+    nginx_http_common "${5:-$4}"
+    echo "    server { listen 127.0.0.1:$3; root $4; }"
+    echo "}"
+  } >"$WORK/nginx/$1.conf"
+}
+# The same baseline for the scale registry (its own process: scenario 5 measures start-up);
+# without scenario 5 its tree is not generated.
+if has 5; then nginx_static scale 2 "$NG_SCALE" "$WORK/scale"; else nginx_static scale 2 "$NG_SCALE" "$WORK/scale" "$WORK/reg"; fi
 # Scenarios 1 and 2 also run with one worker on each side (nginx here, gf-registry with
 # server.workers = 1): wrk takes the other core, so neither server's worker shares a core with
 # a busy client thread. See bench/README.md.
-{
-  nginx_head one 1
-  echo "http {"
-  nginx_http_common "$WORK/reg"
-  echo "    server { listen 127.0.0.1:$NG_ONE; root $WORK/reg; }"
-  echo "}"
-} >"$WORK/nginx/one.conf"
+nginx_static one 1 "$NG_ONE" "$WORK/reg"
 
 # The upstream: a separate nginx (not a contender) that logs every request so fetches can be
 # counted. /slow/ is the same files at an internet-like rate.

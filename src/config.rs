@@ -346,6 +346,12 @@ impl Config {
             Ok(u)
         })?;
         let secs = |id| r.parse(id, |s| s.parse::<u64>().map_err(|e| e.to_string()));
+        let flag = |id| {
+            r.parse(id, |s| {
+                s.parse::<bool>()
+                    .map_err(|_| "expected true or false".to_owned())
+            })
+        };
         let mut shown = layered.clone();
         // The secret stays out of `config show` and of Debug output.
         if let Some(secret) = shown[Id::S3_SECRET as usize].1.as_mut() {
@@ -357,14 +363,15 @@ impl Config {
         if shown[Id::WORKERS as usize].1.is_none() {
             shown[Id::WORKERS as usize].2 = Origin::Derived("the cores available");
         }
-        let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
         let workers = r
             .parse(Id::WORKERS, |s| match s.parse::<usize>() {
                 Ok(n) if (1..=MAX_WORKERS).contains(&n) => Ok(n),
                 Ok(_) => Err(format!("must be between 1 and {MAX_WORKERS}")),
                 Err(e) => Err(e.to_string()),
             })?
-            .unwrap_or(cores);
+            .unwrap_or_else(|| {
+                std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+            });
         Ok(Self {
             config_file,
             listen: r
@@ -379,12 +386,7 @@ impl Config {
                 .unwrap_or(LogFormat::Text),
             shutdown_timeout: Duration::from_secs(secs(Id::SHUTDOWN)?.unwrap_or(30)),
             workers,
-            pin_workers: r
-                .parse(Id::PIN_WORKERS, |s| {
-                    s.parse::<bool>()
-                        .map_err(|_| "expected true or false".to_owned())
-                })?
-                .unwrap_or(false),
+            pin_workers: flag(Id::PIN_WORKERS)?.unwrap_or(false),
             conn_limits: ConnLimits {
                 max_connections: usize::try_from(secs(Id::MAX_CONNECTIONS)?.unwrap_or(4096))
                     .unwrap_or(usize::MAX)
@@ -415,12 +417,7 @@ impl Config {
                 .ok_or_else(|| missing(Id::MIRROR_POLICY))?,
             gc_interval: Duration::from_secs(secs(Id::GC_INTERVAL)?.unwrap_or(3600)),
             records_refresh: Duration::from_secs(secs(Id::RECORDS_REFRESH)?.unwrap_or(10)),
-            allow_no_go: r
-                .parse(Id::ALLOW_NO_GO, |s| {
-                    s.parse::<bool>()
-                        .map_err(|_| "expected true or false".to_owned())
-                })?
-                .unwrap_or(false),
+            allow_no_go: flag(Id::ALLOW_NO_GO)?.unwrap_or(false),
             upstream_registries: r
                 .parse(Id::UPSTREAM_REGISTRIES, |s| {
                     s.split(',')

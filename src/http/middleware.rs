@@ -28,14 +28,10 @@ pub(super) async fn edge(State(app): State<AppState>, req: Request, next: Next) 
     let method = req.method().as_str().to_owned();
     let response = match refuse(&app, &req) {
         Some(r) => r,
-        None => {
-            let in_flight = InFlight::enter(&app.in_flight);
-            if in_flight.count > app.config.max_concurrent_requests {
-                overloaded()
-            } else {
-                next.run(req).await
-            }
-        }
+        None => match admit(&app) {
+            Ok(_in_flight) => next.run(req).await,
+            Err(busy) => busy.into_response(),
+        },
     };
     app.metrics.observe(
         RequestLabels {
@@ -48,14 +44,34 @@ pub(super) async fn edge(State(app): State<AppState>, req: Request, next: Next) 
     response
 }
 
+/// Counts a request in progress while the returned guard lives, or refuses it when
+/// `server.max_concurrent_requests` are already in progress.
+pub(super) fn admit(app: &AppState) -> Result<InFlight<'_>, Overloaded> {
+    let in_flight = InFlight::enter(&app.in_flight);
+    if in_flight.count > app.config.max_concurrent_requests {
+        Err(Overloaded)
+    } else {
+        Ok(in_flight)
+    }
+}
+
+/// A request refused by [`admit`]; its response is the `503` Bazel retries.
+pub(super) struct Overloaded;
+
+impl IntoResponse for Overloaded {
+    fn into_response(self) -> Response {
+        overloaded()
+    }
+}
+
 /// Counts a request in progress while it lives.
 pub(super) struct InFlight<'a> {
     counter: &'a std::sync::atomic::AtomicUsize,
-    pub(super) count: usize,
+    count: usize,
 }
 
 impl<'a> InFlight<'a> {
-    pub(super) fn enter(counter: &'a std::sync::atomic::AtomicUsize) -> Self {
+    fn enter(counter: &'a std::sync::atomic::AtomicUsize) -> Self {
         let count = counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
         Self { counter, count }
     }
@@ -110,7 +126,7 @@ fn refuse(app: &AppState, req: &Request) -> Option<Response> {
 }
 
 /// The answer when `server.max_concurrent_requests` are in progress: a `503` Bazel retries.
-pub(super) fn overloaded() -> Response {
+fn overloaded() -> Response {
     let mut r = error(
         StatusCode::SERVICE_UNAVAILABLE,
         "too many requests in progress; retry shortly".to_owned(),

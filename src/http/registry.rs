@@ -71,14 +71,12 @@ pub(crate) fn cached_file<B>(app: &AppState, req: &Request<B>) -> Option<Respons
         },
         None => return None,
     };
-    let in_flight = super::middleware::InFlight::enter(&app.in_flight);
-    let response = if in_flight.count > app.config.max_concurrent_requests {
-        super::middleware::overloaded()
-    } else {
-        match answer {
-            Ok(file) => file_response(&file, req.headers().get(header::IF_NONE_MATCH)),
-            Err(e) => axum::response::IntoResponse::into_response(e),
+    let response = match (super::middleware::admit(app), answer) {
+        (Err(busy), _) => axum::response::IntoResponse::into_response(busy),
+        (Ok(_in_flight), Ok(file)) => {
+            file_response(&file, req.headers().get(header::IF_NONE_MATCH))
         }
+        (Ok(_in_flight), Err(e)) => axum::response::IntoResponse::into_response(e),
     };
     let status = response.status().as_u16();
     app.metrics.observe_slot(

@@ -102,7 +102,7 @@ settings! {
     PIN_WORKERS = ("server.pin_workers", "GF_REGISTRY_PIN_WORKERS", None, Some("false"), "run HTTP worker i only on the i-th CPU the process may use (for hosts whose cores it has to itself)");
     MAX_CONNECTIONS = ("server.max_connections", "GF_REGISTRY_MAX_CONNECTIONS", None, Some("4096"), "open connections above which new ones get an immediate 503");
     MAX_REQUESTS = ("server.max_concurrent_requests", "GF_REGISTRY_MAX_CONCURRENT_REQUESTS", None, Some("1024"), "requests in progress above which new ones get an immediate 503");
-    HEADER_TIMEOUT = ("server.header_timeout_seconds", "GF_REGISTRY_HEADER_TIMEOUT_SECONDS", None, Some("10"), "time a client has to send a request's headers (slow clients are cut off)");
+    HEADER_TIMEOUT = ("server.header_timeout_seconds", "GF_REGISTRY_HEADER_TIMEOUT_SECONDS", None, Some("10"), "time a client has to send a request's headers (slow clients are cut off); idle connections are closed after it too");
     BODY_TIMEOUT = ("server.body_timeout_seconds", "GF_REGISTRY_BODY_TIMEOUT_SECONDS", None, Some("120"), "time a client may pause while sending a request body");
     MAX_HEADER_BYTES = ("server.max_header_bytes", "GF_REGISTRY_MAX_HEADER_BYTES", None, Some("65536"), "largest request line plus headers");
     REGISTRY = ("registry.path", "GF_REGISTRY_REGISTRY", Some("registry"), Some("./registry"), "registry tree: a directory or a git repository");

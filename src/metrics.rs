@@ -18,10 +18,24 @@ use crate::registry::Registry;
 pub struct RequestLabels {
     /// The matched route pattern (`/modules/{name}/metadata.json`), or `unmatched`.
     pub route: String,
-    /// The HTTP method.
-    pub method: String,
+    /// The HTTP method: a standard one by name, anything else `other` (see [`method_label`]).
+    pub method: &'static str,
     /// The response status.
     pub status: u16,
+}
+
+/// The label of a request method. A client may send any token as a method, and every label
+/// value is a series kept and rendered at each scrape: 2,000 made-up 1 KB methods once grew
+/// `/metrics` from 19 KB to 42 MB. So only the methods of RFC 9110 and PATCH keep their name.
+#[must_use]
+pub fn method_label(method: &str) -> &'static str {
+    const STANDARD: [&str; 9] = [
+        "GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH", "CONNECT", "TRACE",
+    ];
+    STANDARD
+        .into_iter()
+        .find(|m| *m == method)
+        .unwrap_or("other")
 }
 
 type HistogramFamily = Family<RequestLabels, Histogram, fn() -> Histogram>;

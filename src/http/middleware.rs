@@ -25,7 +25,7 @@ pub(super) async fn edge(State(app): State<AppState>, req: Request, next: Next) 
         .extensions()
         .get::<MatchedPath>()
         .map_or_else(|| "unmatched".to_owned(), |m| m.as_str().to_owned());
-    let method = req.method().as_str().to_owned();
+    let method = crate::metrics::method_label(req.method().as_str());
     let response = match refuse(&app, &req) {
         Some(r) => r,
         None => match admit(&app) {

@@ -83,7 +83,7 @@ pub(crate) fn cached_file<B>(app: &AppState, req: &Request<B>) -> Option<Respons
         metrics_slot(route, method == Method::HEAD, status),
         || crate::metrics::RequestLabels {
             route: route.to_owned(),
-            method: method.as_str().to_owned(),
+            method: crate::metrics::method_label(method.as_str()),
             status,
         },
         start.elapsed().as_secs_f64(),

@@ -2,15 +2,17 @@
 //! clients from holding the server.
 //!
 //! - a client must send a request's headers within `header_timeout` (slowloris), or the
-//!   connection is closed; an idle keep-alive connection counts as one waiting for headers;
+//!   connection is closed; and a connection with no request in progress (a new one that has
+//!   sent nothing yet, or an idle keep-alive one, HTTP/1 or HTTP/2) is closed once it has been
+//!   idle for `header_timeout` (see [`Activity`]);
 //! - request headers are capped at `max_header_bytes`, HTTP/2 streams per connection at
 //!   `max_streams_per_connection`;
 //! - above `max_connections` open connections (over all workers), a new connection gets an
 //!   immediate `503` with `Retry-After` and is closed, instead of waiting unanswered.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::Body;
@@ -33,6 +35,95 @@ struct Open(Arc<AtomicUsize>);
 impl Drop for Open {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// What one connection is doing, for closing it when idle. hyper's own header timeout starts
+/// at the first byte of a request, so a client that connects and sends nothing, or keeps a
+/// connection open after its last answer, would hold it forever: `server.max_connections` such
+/// connections (one unprivileged client can open 4,096) lock every other client out with
+/// `503`. A connection is busy from the moment a request reaches the service until the last
+/// byte of its response body is handed to hyper (the body is dropped then), so a long download
+/// or a slow handler is never cut; idle, it gets `header_timeout` to start the next request.
+struct Activity {
+    /// Requests whose response is not complete yet.
+    busy: AtomicUsize,
+    /// When the connection last became idle, in milliseconds after `opened`.
+    idle_since_ms: AtomicU64,
+    opened: Instant,
+}
+
+impl Activity {
+    fn new() -> Arc<Self> {
+        Arc::new(Self {
+            busy: AtomicUsize::new(0),
+            idle_since_ms: AtomicU64::new(0),
+            opened: Instant::now(),
+        })
+    }
+
+    /// Resolves once the connection has been idle for `timeout`. It wakes at most once per
+    /// `timeout` (no work per request beyond two atomic updates and a clock read).
+    async fn idle_for(&self, timeout: Duration) {
+        loop {
+            let deadline = if self.busy.load(Ordering::Acquire) > 0 {
+                Instant::now() + timeout
+            } else {
+                let since = Duration::from_millis(self.idle_since_ms.load(Ordering::Acquire));
+                let deadline = self.opened + since + timeout;
+                if Instant::now() >= deadline {
+                    return;
+                }
+                deadline
+            };
+            tokio::time::sleep_until(deadline.into()).await;
+        }
+    }
+}
+
+/// Marks its connection busy while it lives; it travels with the response body.
+struct Busy(Arc<Activity>);
+
+impl Busy {
+    fn enter(activity: &Arc<Activity>) -> Self {
+        activity.busy.fetch_add(1, Ordering::AcqRel);
+        Self(activity.clone())
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        // The idle time first, then the count: whoever sees the count at zero sees the time
+        // this request ended, never an older one.
+        let ms = u64::try_from(self.0.opened.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.0.idle_since_ms.fetch_max(ms, Ordering::AcqRel);
+        self.0.busy.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// A response body that keeps its connection busy until hyper drops it (sent, or abandoned).
+struct Tracked {
+    inner: Body,
+    _busy: Busy,
+}
+
+impl hyper::body::Body for Tracked {
+    type Data = <Body as hyper::body::Body>::Data;
+    type Error = <Body as hyper::body::Body>::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        std::pin::Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
     }
 }
 
@@ -82,18 +173,27 @@ pub(super) async fn serve(
         let _ = stream.set_nodelay(true);
         let router = router.clone();
         let app = app.clone();
+        let activity = Activity::new();
+        let tracked = activity.clone();
         // Registry files the cache holds are answered before routing (the hot path of
         // every Bazel resolution); everything else goes through the router.
         let service = tower::service_fn(move |mut req: axum::http::Request<Incoming>| {
+            let busy = Busy::enter(&tracked);
             let answer = crate::http::cached_file(&app, &req).ok_or_else(|| {
                 req.extensions_mut().insert(ConnectInfo(peer));
                 router.clone().oneshot(req.map(Body::new))
             });
             async move {
-                match answer {
-                    Ok(response) => Ok::<_, std::convert::Infallible>(response),
-                    Err(routed) => routed.await,
-                }
+                let response = match answer {
+                    Ok(response) => response,
+                    Err(routed) => match routed.await {
+                        Ok(response) => response,
+                        Err(never) => match never {},
+                    },
+                };
+                Ok::<_, std::convert::Infallible>(
+                    response.map(|inner| Tracked { inner, _busy: busy }),
+                )
             }
         });
         let service = TowerToHyperService::new(service);
@@ -113,8 +213,16 @@ pub(super) async fn serve(
             let conn = builder
                 .serve_connection_with_upgrades(TokioIo::new(stream), service)
                 .into_owned();
-            if let Err(e) = watcher.watch(conn).await {
-                tracing::trace!(peer = %peer, error = %e, "connection ended with an error");
+            tokio::select! {
+                ended = watcher.watch(conn) => {
+                    if let Err(e) = ended {
+                        tracing::trace!(peer = %peer, error = %e, "connection ended with an error");
+                    }
+                }
+                // Nothing in progress, so nothing is cut short: closing is all there is to do.
+                () = activity.idle_for(limits.header_timeout) => {
+                    tracing::debug!(peer = %peer, "idle connection closed");
+                }
             }
             drop(guard);
         });

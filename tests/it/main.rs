@@ -15,6 +15,7 @@ mod publish;
 mod publish_cli;
 mod publish_git;
 mod registry_dir;
+mod reliability;
 mod replicas;
 mod soak;
 mod storage_conformance;

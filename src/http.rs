@@ -8,6 +8,7 @@ mod middleware;
 mod mirror;
 mod publish;
 mod registry;
+pub mod service;
 
 use axum::Router;
 use axum::routing::{get, post};
@@ -15,9 +16,10 @@ use axum::routing::{get, post};
 use crate::app::AppState;
 
 pub use error::ApiError;
-pub(crate) use registry::cached_file;
 
-/// Builds the router with every route of the public URL layout served so far.
+/// Builds the router with every route of the public URL layout served so far. The server does
+/// not call it directly: it serves [`service::Front`], which puts [`service::PreRouting`] in
+/// front of it.
 pub fn router(state: AppState) -> Router {
     // The routes that read a body: it may pause at most `server.body_timeout_seconds`.
     let writes = Router::new()
@@ -44,6 +46,9 @@ pub fn router(state: AppState) -> Router {
             state.config.body_timeout,
         ));
     Router::new()
+        // The registry files. `service::PreRouting` answers these three routes before routing
+        // when the cache holds the file or the module surely does not exist; the router sees
+        // the rest (queries, misses, token-gated reads).
         .route(
             registry::ROUTE_REGISTRY_JSON,
             get(registry::get_registry_file),

@@ -74,13 +74,12 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let public_url = app.config.public_url_for(addr);
     let _ = app.public_url.set(public_url.clone());
     let (shutdown, rx) = watch::channel(false);
-    let router = crate::http::router(app.clone());
+    let front = crate::http::service::front(app.clone());
     let limits = app.config.conn_limits;
     let open = conn::counter();
     let mut threads = Vec::new();
     for (i, listener) in listeners.into_iter().enumerate() {
-        let router = router.clone();
-        let app = app.clone();
+        let front = front.clone();
         let serve_rx = rx.clone();
         let open = open.clone();
         let cpu = pin_to.as_ref().map(|cpus| cpus[i]);
@@ -97,7 +96,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
                     .build()?;
                 rt.block_on(async move {
                     let listener = TcpListener::from_std(listener)?;
-                    conn::serve(listener, app, router, limits, open, serve_rx).await
+                    conn::serve(listener, front, limits, open, serve_rx).await
                 })
             })?;
         threads.push(thread);

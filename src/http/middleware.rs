@@ -21,11 +21,8 @@ pub(super) const MAX_URI_BYTES: usize = 8192;
 /// records count and latency by matched route (never the raw URI).
 pub(super) async fn edge(State(app): State<AppState>, req: Request, next: Next) -> Response {
     let start = Instant::now();
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or_else(|| "unmatched".to_owned(), |m| m.as_str().to_owned());
-    let method = crate::metrics::method_label(req.method().as_str());
+    let route = req.extensions().get::<MatchedPath>().cloned();
+    let method = req.method().clone();
     let response = match refuse(&app, &req) {
         Some(r) => r,
         None => match admit(&app) {
@@ -33,15 +30,41 @@ pub(super) async fn edge(State(app): State<AppState>, req: Request, next: Next) 
             Err(busy) => busy.into_response(),
         },
     };
-    app.metrics.observe(
-        RequestLabels {
-            route,
-            method,
-            status: response.status().as_u16(),
+    let route = route.as_ref().map_or("unmatched", MatchedPath::as_str);
+    observe(&app, route, &method, response.status().as_u16(), start);
+    response
+}
+
+/// Records one request in the request metrics, for the router's answers and those given
+/// before routing alike. `route` is a route pattern or `unmatched`, never the raw URI; the
+/// method label is bounded ([`crate::metrics::method_label`]). The registry routes' usual
+/// answers keep their counter and histogram in a slot made once ([`metrics_slot`]), so the hot
+/// path neither builds label strings nor looks the series up.
+pub(super) fn observe(app: &AppState, route: &str, method: &Method, status: u16, start: Instant) {
+    app.metrics.observe_slot(
+        metrics_slot(route, method == Method::HEAD, status),
+        || RequestLabels {
+            route: route.to_owned(),
+            method: crate::metrics::method_label(method.as_str()),
+            status,
         },
         start.elapsed().as_secs_f64(),
     );
-    response
+}
+
+/// The metrics slot of a registry route's answer: one per route, `GET` or `HEAD`, and usual
+/// status (`usize::MAX`, no slot, for anything else).
+fn metrics_slot(route: &str, head: bool, status: u16) -> usize {
+    use super::registry::{ROUTE_METADATA, ROUTE_REGISTRY_JSON, ROUTE_VERSION_FILE};
+    const ROUTES: [&str; 3] = [ROUTE_REGISTRY_JSON, ROUTE_METADATA, ROUTE_VERSION_FILE];
+    const STATUSES: [u16; 4] = [200, 304, 404, 503];
+    let (Some(r), Some(s)) = (
+        ROUTES.iter().position(|&x| x == route),
+        STATUSES.iter().position(|&x| x == status),
+    ) else {
+        return usize::MAX;
+    };
+    (r * 2 + usize::from(head)) * STATUSES.len() + s
 }
 
 /// Counts a request in progress while the returned guard lives, or refuses it when
@@ -134,4 +157,29 @@ fn overloaded() -> Response {
     r.headers_mut()
         .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
     r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::http::registry::{ROUTE_METADATA, ROUTE_REGISTRY_JSON, ROUTE_VERSION_FILE};
+
+    #[test]
+    fn each_route_method_and_usual_status_has_its_own_metrics_slot() {
+        let mut seen = std::collections::BTreeSet::new();
+        for route in [ROUTE_REGISTRY_JSON, ROUTE_METADATA, ROUTE_VERSION_FILE] {
+            for head in [false, true] {
+                for status in [200, 304, 404, 503] {
+                    let slot = metrics_slot(route, head, status);
+                    assert!(slot < crate::metrics::SLOTS, "{route} {head} {status}");
+                    assert!(
+                        seen.insert(slot),
+                        "{route} {head} {status} shares slot {slot}"
+                    );
+                }
+            }
+        }
+        assert_eq!(metrics_slot(ROUTE_METADATA, false, 500), usize::MAX);
+        assert_eq!(metrics_slot("/elsewhere", false, 200), usize::MAX);
+    }
 }

@@ -14,9 +14,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use axum::Router;
 use axum::body::Body;
-use axum::extract::ConnectInfo;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -25,7 +23,6 @@ use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tower::ServiceExt as _;
 
 pub use crate::config::ConnLimits;
 
@@ -132,8 +129,7 @@ const BUSY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/pla
 /// Serves `listener` until `stop` turns true, then waits for open connections to finish.
 pub(super) async fn serve(
     listener: TcpListener,
-    app: crate::app::AppState,
-    router: Router,
+    front: crate::http::service::Front,
     limits: ConnLimits,
     open: Arc<AtomicUsize>,
     mut stop: watch::Receiver<bool>,
@@ -171,25 +167,18 @@ pub(super) async fn serve(
         }
         let guard = Open(open.clone());
         let _ = stream.set_nodelay(true);
-        let router = router.clone();
-        let app = app.clone();
+        let mut service = front.connection(peer);
         let activity = Activity::new();
         let tracked = activity.clone();
         // Registry files the cache holds are answered before routing (the hot path of
         // every Bazel resolution); everything else goes through the router.
-        let service = tower::service_fn(move |mut req: axum::http::Request<Incoming>| {
+        let service = tower::service_fn(move |req: axum::http::Request<Incoming>| {
             let busy = Busy::enter(&tracked);
-            let answer = crate::http::cached_file(&app, &req).ok_or_else(|| {
-                req.extensions_mut().insert(ConnectInfo(peer));
-                router.clone().oneshot(req.map(Body::new))
-            });
+            let response = tower::Service::call(&mut service, req);
             async move {
-                let response = match answer {
+                let response = match response.await {
                     Ok(response) => response,
-                    Err(routed) => match routed.await {
-                        Ok(response) => response,
-                        Err(never) => match never {},
-                    },
+                    Err(never) => match never {},
                 };
                 Ok::<_, std::convert::Infallible>(
                     response.map(|inner| Tracked { inner, _busy: busy }),

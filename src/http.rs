@@ -4,6 +4,7 @@
 mod admin;
 mod auth;
 mod error;
+mod extract;
 mod middleware;
 mod mirror;
 mod publish;

@@ -5,11 +5,12 @@ use std::net::SocketAddr;
 use axum::Json;
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Path, Query, State};
-use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
+use axum::http::{Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
 use super::error::ApiError;
+use super::extract::{CasAddress, MirrorTarget, Ranged};
 use crate::app::AppState;
 use crate::mirror::client_config;
 use crate::mirror::{BlobResponse, ByteRange, MirrorError};
@@ -19,52 +20,49 @@ pub(super) async fn get_mirror_url(
     State(app): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-) -> Result<Response, ApiError> {
-    let rest = uri.path().strip_prefix("/mirror/").unwrap_or_default();
-    if rest.is_empty() || rest.split('/').any(|s| s == ".." || s == ".") {
-        return Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "mirror path must be /mirror/{host}/{path} without `.` or `..` segments",
-        ));
-    }
-    let host_and_path = match uri.query() {
-        Some(q) => format!("{rest}?{q}"),
-        None => rest.to_owned(),
-    };
-    let range = parse_range(&headers)?;
-    let blob = app
-        .mirror
-        .get_url(
-            &host_and_path,
-            range,
-            &peer.ip().to_string(),
-            method != Method::HEAD,
-        )
-        .await;
-    Ok(blob.map_or_else(error_response, blob_response))
+    MirrorTarget(target): MirrorTarget,
+    ranged: Ranged,
+) -> Response {
+    let client = peer.ip().to_string();
+    let read = method != Method::HEAD;
+    let blob = with_if_range(&ranged, |range| {
+        app.mirror.get_url(&target, range, &client, read)
+    })
+    .await;
+    blob.map_or_else(error_response, blob_response)
 }
 
 /// `GET|HEAD /cas/{algorithm}/{hex}` and `/cas/{algorithm}/{hex}/{basename}`.
 pub(super) async fn get_cas_blob(
     State(app): State<AppState>,
-    Path(params): Path<Vec<(String, String)>>,
-    headers: HeaderMap,
-) -> Result<Response, ApiError> {
-    let get = |k: &str| {
-        params
-            .iter()
-            .find(|(n, _)| n == k)
-            .map(|(_, v)| v.as_str())
-            .unwrap_or_default()
-    };
-    let range = parse_range(&headers)?;
-    let blob = app
-        .mirror
-        .get_digest(get("algorithm"), get("hex"), range)
-        .await;
-    Ok(blob.map_or_else(error_response, blob_response))
+    address: CasAddress,
+    ranged: Ranged,
+) -> Response {
+    let blob = with_if_range(&ranged, |range| {
+        app.mirror
+            .get_digest(&address.algorithm, &address.hex, range)
+    })
+    .await;
+    blob.map_or_else(error_response, blob_response)
+}
+
+/// Gets a blob with the requested range, unless an `If-Range` condition does not hold for the
+/// blob found: then, as RFC 9110 §13.1.5 says, the range is ignored and the whole blob is
+/// sent. The blob's ETag is known only once it is found, so a failed condition asks again
+/// without the range (the first answer's body is dropped unread).
+async fn with_if_range<F, Fut>(ranged: &Ranged, get: F) -> Result<BlobResponse, MirrorError>
+where
+    F: Fn(Option<ByteRange>) -> Fut,
+    Fut: std::future::Future<Output = Result<BlobResponse, MirrorError>>,
+{
+    if !ranged.is_conditional() {
+        return get(ranged.range).await;
+    }
+    match get(ranged.range).await {
+        Ok(blob) if ranged.applies_to(blob.sha256.as_deref()) => Ok(blob),
+        Ok(_) | Err(MirrorError::RangeNotSatisfiable { .. }) => get(None).await,
+        Err(e) => Err(e),
+    }
 }
 
 /// `GET /api/v1/blobs/{sha256}`: provenance and state of a blob.
@@ -127,34 +125,6 @@ pub(super) async fn get_bazelrc(State(app): State<AppState>) -> impl IntoRespons
         ],
         body,
     )
-}
-
-/// Parses a single `bytes=` range; several ranges are answered with the whole blob.
-fn parse_range(headers: &HeaderMap) -> Result<Option<ByteRange>, ApiError> {
-    let Some(value) = headers.get(header::RANGE) else {
-        return Ok(None);
-    };
-    let bad = || {
-        ApiError::new(
-            StatusCode::RANGE_NOT_SATISFIABLE,
-            "malformed Range header; use bytes=START-END",
-        )
-    };
-    let s = value.to_str().map_err(|_| bad())?;
-    let Some(spec) = s.trim().strip_prefix("bytes=") else {
-        return Err(bad());
-    };
-    if spec.contains(',') {
-        return Ok(None);
-    }
-    let (a, b) = spec.split_once('-').ok_or_else(bad)?;
-    let num = |t: &str| t.trim().parse::<u64>().map_err(|_| bad());
-    Ok(Some(match (a.trim().is_empty(), b.trim().is_empty()) {
-        (false, false) => ByteRange::FromTo(num(a)?, num(b)?),
-        (false, true) => ByteRange::From(num(a)?),
-        (true, false) => ByteRange::Suffix(num(b)?),
-        (true, true) => return Err(bad()),
-    }))
 }
 
 /// Errors as [`ApiError`] does, plus `Content-Range: bytes */SIZE` on a 416.

@@ -320,3 +320,134 @@ async fn request_metric_labels_stay_bounded_whatever_the_client_sends() {
     );
     server.stop().await;
 }
+
+/// A server with a mirror policy that allows `up`, and the temp dir holding its policy.
+async fn mirror_server(up: &Upstream) -> (TestServer, tempfile::TempDir) {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let policy = tmp.path().join("policy");
+    std::fs::create_dir_all(&policy).expect("mkdir");
+    std::fs::write(
+        policy.join("policy.toml"),
+        format!(
+            "[[upstream]]\nprefix = \"{}/\"\nallow_private = true\n",
+            up.origin()
+        ),
+    )
+    .expect("write policy");
+    let server = TestServer::start(
+        &example_registry(),
+        &[("mirror-policy", policy.to_str().expect("utf-8"))],
+    )
+    .await;
+    (server, tmp)
+}
+
+/// Defect 10, the class: every mirror path that a URL parser would rewrite into another path
+/// (percent-encoded dot segments in any case and mix, backslashes raw or encoded) is refused
+/// with a `400` that says why, and nothing is fetched upstream.
+#[tokio::test]
+async fn mirror_paths_a_url_parser_would_rewrite_are_refused_before_any_fetch() {
+    let up = Upstream::start().await;
+    for path in ["/b.tar.gz", "/a/b.tar.gz", "/a\\b.tar.gz", "/a/./b.tar.gz"] {
+        up.set(path, Answer::Bytes(Bytes::from_static(b"bytes")));
+    }
+    let (server, _tmp) = mirror_server(&up).await;
+    let host = up.host();
+    for bad in [
+        "/a/%2e%2e/b.tar.gz",
+        "/a/%2E%2E/b.tar.gz",
+        "/a/.%2e/b.tar.gz",
+        "/a/%2E./b.tar.gz",
+        "/a/%2e/b.tar.gz",
+        "/a/../b.tar.gz",
+        "/a\\b.tar.gz",
+        "/a/..\\b.tar.gz",
+        "/a%5cb.tar.gz",
+        "/a%5C..%5Cb.tar.gz",
+    ] {
+        let got = server.raw("GET", &format!("/mirror/{host}{bad}")).await;
+        assert_eq!(
+            got.status,
+            400,
+            "{bad}: {:?}",
+            String::from_utf8_lossy(&got.body)
+        );
+        let body = String::from_utf8_lossy(&got.body);
+        assert!(
+            body.contains("mirror path"),
+            "{bad}: the error says why: {body}"
+        );
+    }
+    for path in ["/b.tar.gz", "/a/b.tar.gz", "/a\\b.tar.gz", "/a/./b.tar.gz"] {
+        assert_eq!(up.gets(path), 0, "{path} was fetched upstream");
+    }
+    // A dot inside a name is no dot segment.
+    let ok = server
+        .raw("GET", &format!("/mirror/{host}/a/b.tar.gz"))
+        .await;
+    assert_eq!(ok.status, 200);
+    server.stop().await;
+}
+
+/// Defect 11, the class: a range with an `If-Range` that does not match the blob by strong
+/// comparison (another tag, a weak tag, any date: the server sends no `Last-Modified`) gets
+/// the whole blob with `200`; only the blob's own ETag keeps the `206`. On `/mirror` and
+/// `/cas` alike.
+#[tokio::test]
+async fn a_range_whose_if_range_does_not_match_gets_the_whole_blob() {
+    let up = Upstream::start().await;
+    let bytes: Vec<u8> = (0..10_000u32).map(|i| (i % 253) as u8).collect();
+    up.set("/r.tar.gz", Answer::Bytes(Bytes::from(bytes.clone())));
+    let (server, _tmp) = mirror_server(&up).await;
+    let mirror = format!("/mirror/{}/r.tar.gz", up.host());
+    let first = server.get(&mirror).await;
+    assert_eq!(first.status(), 200);
+    assert_eq!(first.bytes().await.expect("body"), bytes);
+    let etag = format!(
+        "\"{}\"",
+        hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&bytes))
+    );
+    let pinned = server.get(&mirror).await;
+    assert_eq!(
+        pinned.headers().get("etag").and_then(|v| v.to_str().ok()),
+        Some(etag.as_str()),
+        "a pinned blob's ETag is its sha256"
+    );
+    let cas = format!("/cas/sha256/{}", etag.trim_matches('"'));
+    for path in [&mirror, &cas] {
+        for (if_range, want) in [
+            (etag.as_str(), 206),
+            ("\"0000\"", 200),
+            (&format!("W/{etag}") as &str, 200),
+            ("Tue, 01 Dec 2026 10:00:00 GMT", 200),
+        ] {
+            let got = server
+                .client
+                .get(server.url(path))
+                .header("range", "bytes=10-19")
+                .header("if-range", if_range)
+                .send()
+                .await
+                .expect("request");
+            assert_eq!(got.status(), want, "{path} with If-Range {if_range}");
+            let body = got.bytes().await.expect("body");
+            let expected: &[u8] = if want == 206 { &bytes[10..20] } else { &bytes };
+            assert_eq!(&body[..], expected, "{path} with If-Range {if_range}");
+        }
+        // An unsatisfiable range with a failed condition is the whole blob too.
+        let got = server
+            .client
+            .get(server.url(path))
+            .header("range", "bytes=999999-")
+            .header("if-range", "\"0000\"")
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(
+            got.status(),
+            200,
+            "{path}: unsatisfiable range, failed If-Range"
+        );
+    }
+    server.stop().await;
+}

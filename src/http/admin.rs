@@ -39,19 +39,19 @@ pub(super) async fn refresh_registry(
     State(app): State<AppState>,
     headers: axum::http::HeaderMap,
     body: axum::body::Bytes,
-) -> Result<axum::response::Response, axum::response::Response> {
+) -> Result<axum::response::Response, ApiError> {
     // With tokens configured, this needs the `admin` scope; a server with no tokens at all (a
     // development setup) keeps it open.
     if !app.config.auth.tokens.is_empty() {
-        super::auth::authorize(&app.config.auth, &headers, &crate::auth::Action::Admin)
-            .map_err(IntoResponse::into_response)?;
+        super::auth::authorize(&app.config.auth, &headers, &crate::auth::Action::Admin)?;
     }
     if !body.is_empty() {
-        return Err(
-            ApiError::new(StatusCode::BAD_REQUEST, "body: refresh takes no body").into_response(),
-        );
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "body: refresh takes no body",
+        ));
     }
-    refresh(&app).await.map_err(IntoResponse::into_response)
+    refresh(&app).await
 }
 
 async fn refresh(app: &AppState) -> Result<axum::response::Response, ApiError> {

@@ -1,10 +1,16 @@
 //! The HTTP edge of authentication: reads the `Authorization` header, asks
 //! [`AuthConfig::authorize`] and maps a refusal to `401` (with the challenges) or `403`.
 
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, FromRequestParts};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
+use super::error::ApiError;
 use crate::auth::{Action, AuthConfig, AuthError, Principal, parse_authorization};
+use crate::publish::Actor;
 
 /// The challenges of a `401`, one `WWW-Authenticate` header per scheme.
 const CHALLENGES: [&str; 2] = [
@@ -60,28 +66,64 @@ impl AuthRejection {
     }
 }
 
-impl IntoResponse for AuthRejection {
-    fn into_response(self) -> Response {
-        let status = self.status();
+impl From<AuthRejection> for ApiError {
+    fn from(rejection: AuthRejection) -> Self {
+        let status = rejection.status();
         // The message is one line and never holds the token.
-        let mut response = (
-            status,
-            [
-                (header::CONTENT_TYPE, "text/plain; charset=utf-8"),
-                (header::CACHE_CONTROL, "no-store"),
-            ],
-            format!("{}\n", self.error),
-        )
-            .into_response();
+        let mut error = ApiError::new(status, rejection.error.to_string());
         if status == StatusCode::UNAUTHORIZED {
             for challenge in CHALLENGES {
-                response.headers_mut().append(
+                error = error.with_header(
                     header::WWW_AUTHENTICATE,
                     HeaderValue::from_static(challenge),
                 );
             }
         }
-        response
+        error
+    }
+}
+
+impl IntoResponse for AuthRejection {
+    fn into_response(self) -> Response {
+        ApiError::from(self).into_response()
+    }
+}
+
+/// Who calls a write route: the client's address and its `Authorization` headers. Extracting
+/// it refuses nothing; the handler asks [`Caller::may`] once it knows the action, before it
+/// looks at the body (a `401` comes before a `400`).
+#[derive(Debug)]
+pub(super) struct Caller {
+    peer: SocketAddr,
+    authorization: HeaderMap,
+}
+
+impl Caller {
+    /// Checks the token for `action` and names the caller for commits and audit records.
+    pub(super) fn may(&self, auth: &AuthConfig, action: &Action<'_>) -> Result<Actor, ApiError> {
+        let principal = authorize(auth, &self.authorization, action)?;
+        Ok(Actor {
+            name: principal.name,
+            address: self.peer.ip().to_string(),
+        })
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let ConnectInfo(peer) = ConnectInfo::<SocketAddr>::from_request_parts(parts, state)
+            .await
+            .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.body_text()))?;
+        let mut authorization = HeaderMap::new();
+        for v in parts.headers.get_all(header::AUTHORIZATION) {
+            authorization.append(header::AUTHORIZATION, v.clone());
+        }
+        Ok(Self {
+            peer,
+            authorization,
+        })
     }
 }
 

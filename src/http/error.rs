@@ -1,6 +1,6 @@
 //! The one mapping from domain errors to HTTP answers.
 
-use axum::http::{StatusCode, Uri, header};
+use axum::http::{HeaderName, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 
 use crate::mirror::MirrorError;
@@ -13,6 +13,9 @@ use crate::registry::path::PathError;
 pub struct ApiError {
     status: StatusCode,
     message: String,
+    /// Headers the answer carries besides its content type and cache control
+    /// (`WWW-Authenticate`, `Retry-After`, `Content-Range`).
+    headers: Vec<(HeaderName, HeaderValue)>,
 }
 
 impl ApiError {
@@ -22,7 +25,21 @@ impl ApiError {
         Self {
             status,
             message: message.into(),
+            headers: Vec::new(),
         }
+    }
+
+    /// The same answer with one more header (appended: a name may repeat).
+    #[must_use]
+    pub fn with_header(mut self, name: HeaderName, value: HeaderValue) -> Self {
+        self.headers.push((name, value));
+        self
+    }
+
+    /// The answer's status.
+    #[must_use]
+    pub fn status(&self) -> StatusCode {
+        self.status
     }
 
     /// A plain 404.
@@ -36,7 +53,7 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         // Registry clients parse bodies as JSON or Starlark; a short text line can never be
         // mistaken for a file, and the status is what Bazel acts on.
-        (
+        let mut response = (
             self.status,
             [
                 (header::CONTENT_TYPE, "text/plain; charset=utf-8"),
@@ -44,7 +61,11 @@ impl IntoResponse for ApiError {
             ],
             format!("{}\n", self.message),
         )
-            .into_response()
+            .into_response();
+        for (name, value) in self.headers {
+            response.headers_mut().append(name, value);
+        }
+        response
     }
 }
 
@@ -79,7 +100,14 @@ impl From<MirrorError> for ApiError {
                 StatusCode::SERVICE_UNAVAILABLE
             }
         };
-        Self::new(status, e.to_string())
+        let retry = matches!(e, MirrorError::Overloaded(_));
+        let error = Self::new(status, e.to_string());
+        // Like the other caps' 503s: Bazel and other clients retry after it.
+        if retry {
+            error.with_header(header::RETRY_AFTER, HeaderValue::from_static("1"))
+        } else {
+            error
+        }
     }
 }
 

@@ -133,13 +133,13 @@ fn error_response(e: MirrorError) -> Response {
         MirrorError::RangeNotSatisfiable { size } => Some(*size),
         _ => None,
     };
-    let mut response = ApiError::from(e).into_response();
+    let mut error = ApiError::from(e);
     if let Some(size) = size
         && let Ok(v) = header::HeaderValue::from_str(&format!("bytes */{size}"))
     {
-        response.headers_mut().insert(header::CONTENT_RANGE, v);
+        error = error.with_header(header::CONTENT_RANGE, v);
     }
-    response
+    error.into_response()
 }
 
 fn blob_response(blob: BlobResponse) -> Response {

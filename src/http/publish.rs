@@ -2,20 +2,32 @@
 //! `POST /api/v1/modules/{name}/deprecate`. Each checks the token, parses, calls the
 //! publisher once and maps the result.
 
-use std::net::SocketAddr;
-
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::{ConnectInfo, Path, Query, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
-use super::auth::{AuthRejection, authorize};
+use super::auth::Caller;
 use super::error::ApiError;
 use crate::app::AppState;
 use crate::auth::Action;
 use crate::publish::{Actor, EditKind, Status};
+
+/// `{name}` of a module route. The name's grammar is checked by the publisher, which names
+/// the field at fault.
+#[derive(Debug, Deserialize)]
+pub(super) struct ModulePath {
+    name: String,
+}
+
+/// `{name}/{version}` of a version route.
+#[derive(Debug, Deserialize)]
+pub(super) struct ModuleVersionPath {
+    name: String,
+    version: String,
+}
 
 /// `?dry_run=true`.
 #[derive(Debug, Deserialize)]
@@ -105,37 +117,17 @@ fn answer(published: &crate::publish::Published) -> Response {
         .into_response()
 }
 
-/// Checks the token for `action` (before the body is looked at: a `401` comes before a `400`)
-/// and names the caller for commits and audit records.
-fn caller(
-    app: &AppState,
-    peer: SocketAddr,
-    headers: &HeaderMap,
-    action: &Action<'_>,
-) -> Result<Actor, AuthRejection> {
-    let principal = authorize(&app.config.auth, headers, action)?;
-    Ok(Actor {
-        name: principal.name,
-        address: peer.ip().to_string(),
-    })
-}
-
-fn rejected(e: ApiError) -> Response {
-    e.into_response()
-}
-
 /// `POST /api/v1/modules/{name}/{version}`.
 pub(super) async fn publish_version(
     State(app): State<AppState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    Path((name, version)): Path<(String, String)>,
+    caller: Caller,
+    Path(ModuleVersionPath { name, version }): Path<ModuleVersionPath>,
     Query(query): Query<PublishQuery>,
     headers: HeaderMap,
     body: Bytes,
-) -> Result<Response, Response> {
-    let actor = caller(&app, peer, &headers, &Action::Publish(&name))
-        .map_err(IntoResponse::into_response)?;
-    require_json(&headers).map_err(rejected)?;
+) -> Result<Response, ApiError> {
+    let actor = caller.may(&app.config.auth, &Action::Publish(&name))?;
+    require_json(&headers)?;
     let published = app
         .publisher
         .publish(
@@ -146,8 +138,7 @@ pub(super) async fn publish_version(
             &app.public_url(),
             query.dry_run,
         )
-        .await
-        .map_err(|e| rejected(e.into()))?;
+        .await?;
     Ok(answer(&published))
 }
 
@@ -156,53 +147,46 @@ async fn edit(
     actor: &Actor,
     name: &str,
     kind: EditKind,
-) -> Result<Response, Response> {
-    let done = app
-        .publisher
-        .edit(name, kind, actor)
-        .await
-        .map_err(|e| rejected(e.into()))?;
+) -> Result<Response, ApiError> {
+    let done = app.publisher.edit(name, kind, actor).await?;
     Ok(answer(&done))
 }
 
 /// `POST /api/v1/modules/{name}/{version}/yank` with `{"reason": ...}`.
 pub(super) async fn yank_version(
     State(app): State<AppState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    Path((name, version)): Path<(String, String)>,
+    caller: Caller,
+    Path(ModuleVersionPath { name, version }): Path<ModuleVersionPath>,
     headers: HeaderMap,
     body: Bytes,
-) -> Result<Response, Response> {
-    let actor =
-        caller(&app, peer, &headers, &Action::Yank(&name)).map_err(IntoResponse::into_response)?;
-    let reason = reason_from(&body, &headers, false).map_err(rejected)?;
+) -> Result<Response, ApiError> {
+    let actor = caller.may(&app.config.auth, &Action::Yank(&name))?;
+    let reason = reason_from(&body, &headers, false)?;
     edit(&app, &actor, &name, EditKind::Yank { version, reason }).await
 }
 
 /// `POST /api/v1/modules/{name}/{version}/unyank` (no body, or an empty JSON object).
 pub(super) async fn unyank_version(
     State(app): State<AppState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    Path((name, version)): Path<(String, String)>,
+    caller: Caller,
+    Path(ModuleVersionPath { name, version }): Path<ModuleVersionPath>,
     headers: HeaderMap,
     body: Bytes,
-) -> Result<Response, Response> {
-    let actor =
-        caller(&app, peer, &headers, &Action::Yank(&name)).map_err(IntoResponse::into_response)?;
-    no_body(&body, &headers, "unyank").map_err(rejected)?;
+) -> Result<Response, ApiError> {
+    let actor = caller.may(&app.config.auth, &Action::Yank(&name))?;
+    no_body(&body, &headers, "unyank")?;
     edit(&app, &actor, &name, EditKind::Unyank { version }).await
 }
 
 /// `POST /api/v1/modules/{name}/deprecate` with `{"reason": ...}` (empty: undeprecate).
 pub(super) async fn deprecate_module(
     State(app): State<AppState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    Path(name): Path<String>,
+    caller: Caller,
+    Path(ModulePath { name }): Path<ModulePath>,
     headers: HeaderMap,
     body: Bytes,
-) -> Result<Response, Response> {
-    let actor =
-        caller(&app, peer, &headers, &Action::Yank(&name)).map_err(IntoResponse::into_response)?;
-    let reason = reason_from(&body, &headers, true).map_err(rejected)?;
+) -> Result<Response, ApiError> {
+    let actor = caller.may(&app.config.auth, &Action::Yank(&name))?;
+    let reason = reason_from(&body, &headers, true)?;
     edit(&app, &actor, &name, EditKind::Deprecate { reason }).await
 }

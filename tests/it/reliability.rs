@@ -451,3 +451,56 @@ async fn a_range_whose_if_range_does_not_match_gets_the_whole_blob() {
     }
     server.stop().await;
 }
+
+/// "Also seen": the fill-concurrency `503` carries `Retry-After`, like the other caps. 64
+/// slow fills hold every fill slot; a request for a 65th URL is refused at once with it.
+#[tokio::test]
+async fn the_fill_cap_answers_503_with_retry_after() {
+    const FILLS: usize = 64;
+    let up = Upstream::start().await;
+    for i in 0..=FILLS {
+        up.set(
+            &format!("/f{i}.tar.gz"),
+            Answer::Slow {
+                bytes: Bytes::from(vec![i as u8; 8 * 1024]),
+                chunk: 1024,
+                delay: Duration::from_millis(400),
+            },
+        );
+    }
+    let (server, _tmp) = mirror_server(&up).await;
+    let host = up.host();
+    let holders: Vec<_> = (0..FILLS)
+        .map(|i| {
+            let (client, url) = (
+                server.client.clone(),
+                server.url(&format!("/mirror/{host}/f{i}.tar.gz")),
+            );
+            tokio::spawn(async move {
+                let r = client.get(url).send().await.expect("request");
+                r.bytes().await.map(|b| b.len())
+            })
+        })
+        .collect();
+    // Every holder's fill has started once the upstream has seen its GET.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while (0..FILLS).any(|i| up.gets(&format!("/f{i}.tar.gz")) == 0) {
+        assert!(Instant::now() < deadline, "the 64 fills did not all start");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let refused = server.get(&format!("/mirror/{host}/f{FILLS}.tar.gz")).await;
+    assert_eq!(refused.status(), 503);
+    assert_eq!(
+        refused
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok()),
+        Some("1"),
+        "the fill cap's 503 says when to retry"
+    );
+    for h in holders {
+        let len = h.await.expect("join").expect("body");
+        assert_eq!(len, 8 * 1024);
+    }
+    server.stop().await;
+}

@@ -22,7 +22,7 @@ use axum::routing::get;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-use crate::util::{TestServer, example_registry, sha256_hex};
+use crate::support::{TestServer, example_registry, sha256_hex};
 
 /// Upper bound for any single Bazel command (a cold build takes about 2 s here).
 const BAZEL_TIMEOUT: Duration = Duration::from_secs(300);
@@ -514,7 +514,7 @@ impl Bazel {
         let dir = tempfile::tempdir().expect("tempdir");
         let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/bazel_workspace");
         let ws = dir.path().join("ws");
-        crate::util::copy_tree(&fixture, &ws);
+        crate::support::copy_tree(&fixture, &ws);
         let template = std::fs::read_to_string(ws.join("WORKSPACE")).expect("read WORKSPACE");
         assert!(template.contains("@UPSTREAM@"), "WORKSPACE has @UPSTREAM@");
         for name in ARCHIVES {

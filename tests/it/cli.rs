@@ -5,7 +5,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::util::{copy_tree, example_registry};
+use crate::support::{copy_tree, example_registry};
 
 fn bin() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_gf-registry"));
@@ -419,7 +419,7 @@ async fn serve_runs_on_defaults_from_a_fresh_folder() {
 #[tokio::test]
 async fn a_second_server_on_a_busy_port_is_refused() {
     // The workers share their port with SO_REUSEPORT; a second server must still not join it.
-    let first = crate::util::TestServer::start(&example_registry(), &[]).await;
+    let first = crate::support::TestServer::start(&example_registry(), &[]).await;
     let data = tempfile::tempdir().expect("tempdir");
     let addr = first.addr().to_string();
     let mut cmd = bin();

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::util::{copy_tree, example_registry};
+use crate::support::{copy_tree, example_registry};
 
 /// The UID and GID every container runs as (distroless `nonroot`).
 pub(crate) const RUN_AS: i64 = 65532;

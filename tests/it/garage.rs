@@ -655,13 +655,13 @@ async fn a_stopped_garage_fails_fast_and_keeps_its_data_when_it_returns() {
         return;
     };
     let s = g.storage("restart");
-    let blob = StorageKey::blob("sha256", &crate::util::sha256_hex(b"kept"));
+    let blob = StorageKey::blob("sha256", &crate::support::sha256_hex(b"kept"));
     s.put(&blob, Bytes::from_static(b"kept"))
         .await
         .expect("put");
     // The bytes are in the node's data folder (as block files), not only in memory.
     assert!(
-        !crate::util::files_under(&g.data_dir(0)).is_empty(),
+        !crate::support::files_under(&g.data_dir(0)).is_empty(),
         "no block files under {}",
         g.data_dir(0).display()
     );

@@ -1,6 +1,6 @@
 //! Hostile paths, health, readiness and metrics.
 
-use crate::util::{TestServer, copy_tree, example_registry};
+use crate::support::{TestServer, copy_tree, example_registry};
 
 #[tokio::test]
 async fn traversal_attempts_never_leave_the_registry() {

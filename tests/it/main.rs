@@ -19,5 +19,5 @@ mod replicas;
 mod soak;
 mod storage_conformance;
 mod storage_probe;
+mod support;
 mod upstream;
-mod util;

@@ -8,8 +8,8 @@ use base64::Engine as _;
 use reqwest::Method;
 use serde_json::Value;
 
+use crate::support::{TestServer, copy_tree, example_registry, sha256_hex};
 use crate::upstream::{Answer, Upstream};
-use crate::util::{TestServer, copy_tree, example_registry, sha256_hex};
 
 /// Bound on every request the tests make, body included.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);

@@ -16,8 +16,8 @@ use gf_registry::config::{Config, Inputs};
 use gf_registry::server::Running;
 use serde_json::{Value, json};
 
+use crate::support::{copy_tree, example_registry, files_under, sha256_hex};
 use crate::upstream::Upstream;
-use crate::util::{copy_tree, example_registry, files_under, sha256_hex};
 
 /// The token every test publishes with (scopes: `publish:*`, `yank:*`).
 pub(crate) const PUBLISHER: &str = "gfr_test_publisher_token";

@@ -9,7 +9,7 @@ use std::process::Command;
 use git2::{Repository, RepositoryInitOptions, Signature};
 
 use crate::publish::{PUBLISHER, PublishServer, bounded};
-use crate::util::{copy_tree, example_registry, sha256_hex};
+use crate::support::{copy_tree, example_registry, sha256_hex};
 
 fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_gf-registry"))

@@ -13,7 +13,7 @@ use crate::publish::{
     ADMIN, PUBLISHER, Server, TEST_TIMEOUT, audit_records, bounded, config_file, path_str,
     upload_body,
 };
-use crate::util::{copy_tree, example_registry};
+use crate::support::{copy_tree, example_registry};
 
 const MODULE: &str = "git_mod";
 /// The URL both replicas are reached at.
@@ -537,7 +537,7 @@ async fn two_replicas_on_one_garage_bucket_and_one_origin() {
                 assert_eq!(status, 200, "archive {sha} at {}", r.base);
             }
             for (path, bytes) in &blobs {
-                let sha = crate::util::sha256_hex(bytes);
+                let sha = crate::support::sha256_hex(bytes);
                 let info = r.get_json(&format!("/api/v1/blobs/{sha}")).await;
                 let url = format!("{}{path}", upstream.origin());
                 assert!(

@@ -1,6 +1,6 @@
 //! The registry read path over a directory: every file, byte for byte, with its headers.
 
-use crate::util::{TestServer, copy_tree, example_registry, files_under, sha256_hex};
+use crate::support::{TestServer, copy_tree, example_registry, files_under, sha256_hex};
 
 #[tokio::test]
 async fn every_file_is_served_byte_for_byte() {
@@ -205,7 +205,7 @@ async fn if_none_match_gives_304() {
 async fn gzip_is_never_applied() {
     let server = TestServer::start(&example_registry(), &[]).await;
     let raw =
-        crate::util::raw_request(server.addr(), "GET", "/modules/hello_lib/metadata.json").await;
+        crate::support::raw_request(server.addr(), "GET", "/modules/hello_lib/metadata.json").await;
     assert_eq!(raw.status, 200);
     assert!(raw.header("content-encoding").is_none());
     server.stop().await;

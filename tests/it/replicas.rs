@@ -2,8 +2,8 @@
 //! going away and coming back.
 
 use crate::garage::Garage;
+use crate::support::{TestServer, example_registry, sha256_hex};
 use crate::upstream::Upstream;
-use crate::util::{TestServer, example_registry, sha256_hex};
 
 /// A server over `s3://BUCKET/{prefix}` through Garage node 0, with a policy allowing `upstream`.
 async fn server_on(
@@ -252,7 +252,7 @@ async fn publishing_with_a_cluster_node_down_loses_nothing() {
         return;
     };
     let registry = tempfile::tempdir().expect("tempdir");
-    crate::util::copy_tree(&example_registry(), registry.path());
+    crate::support::copy_tree(&example_registry(), registry.path());
     let config_dir = tempfile::tempdir().expect("tempdir");
     let token = "gfr_replicas_publisher";
     let config = config_dir.path().join("config.toml");

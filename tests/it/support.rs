@@ -1,0 +1,10 @@
+//! Test support: the one place that starts servers, upstream doubles and external tools, and
+//! holds the shared fixtures and clients. Topic test files import only from here.
+
+pub(crate) mod client;
+pub(crate) mod fixtures;
+pub(crate) mod server;
+
+pub(crate) use client::raw_request;
+pub(crate) use fixtures::{copy_tree, example_registry, files_under, sha256_hex};
+pub(crate) use server::TestServer;

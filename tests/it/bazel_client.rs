@@ -22,7 +22,7 @@ use axum::routing::get;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-use crate::support::{TestServer, example_registry, sha256_hex};
+use crate::support::{TestServer, example_registry, path_str, sha256_hex};
 
 /// Upper bound for any single Bazel command (a cold build takes about 2 s here).
 const BAZEL_TIMEOUT: Duration = Duration::from_secs(300);
@@ -366,10 +366,6 @@ async fn downloader_config(server: &TestServer) -> String {
     let text = resp.text().await.expect("downloader.cfg body");
     eprintln!("downloader.cfg:\n{text}");
     text
-}
-
-fn path_str(path: &Path) -> &str {
-    path.to_str().expect("temp paths are UTF-8")
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -8,7 +8,7 @@ use base64::Engine as _;
 use reqwest::Method;
 use serde_json::Value;
 
-use crate::support::{TestServer, copy_tree, example_registry, sha256_hex};
+use crate::support::{TestServer, copy_tree, example_registry, path_str, sha256_hex};
 use crate::upstream::{Answer, Upstream};
 
 /// Bound on every request the tests make, body included.
@@ -61,10 +61,6 @@ impl Dirs {
         )
         .await
     }
-}
-
-fn path_str(path: &Path) -> &str {
-    path.to_str().expect("temp paths are UTF-8")
 }
 
 /// One `[[upstream]]` rule.

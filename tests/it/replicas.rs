@@ -274,7 +274,7 @@ async fn publishing_with_a_cluster_node_down_loses_nothing() {
 
     garage.stop_node(1);
     let module = "module(name = \"quorum_mod\", version = \"1.0.0\")\n";
-    let archive = crate::publish::tar_gz(
+    let archive = crate::support::publish::tar_gz(
         "quorum_mod-1.0.0",
         &[("MODULE.bazel", module), ("BUILD.bazel", "")],
     );

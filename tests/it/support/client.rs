@@ -5,6 +5,24 @@ use std::time::Duration;
 
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
+/// A client with no proxy; it follows redirects and sets no timeout of its own.
+pub(crate) fn plain() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .expect("client")
+}
+
+/// A client with no proxy, no redirects and a bound on each request.
+pub(crate) fn no_redirects(timeout: Duration) -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(timeout)
+        .build()
+        .expect("client")
+}
+
 /// A response read off the wire.
 #[derive(Debug)]
 pub(crate) struct RawResponse {

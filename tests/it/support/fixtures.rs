@@ -7,6 +7,11 @@ pub(crate) fn example_registry() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("registry")
 }
 
+/// A temp path as `&str` (for flags).
+pub(crate) fn path_str(path: &Path) -> &str {
+    path.to_str().expect("temp paths are UTF-8")
+}
+
 /// Every regular file under `root`, as `/`-separated relative paths, sorted.
 pub(crate) fn files_under(root: &Path) -> Vec<String> {
     fn walk(root: &Path, dir: &Path, out: &mut Vec<String>) {

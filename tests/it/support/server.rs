@@ -8,14 +8,18 @@ use std::time::Duration;
 use gf_registry::config::{Config, Inputs};
 use gf_registry::server::Running;
 
-use super::client::{RawResponse, raw_request};
+use serde_json::Value;
 
-/// A running server and the temp dirs it uses.
+use super::client::{self, RawResponse, raw_request};
+use super::publish::{PUBLISHER, REQUEST_TIMEOUT};
+
+/// A running server, and the data dir it uses when it made one.
+#[derive(Debug)]
 pub(crate) struct TestServer {
     pub(crate) running: Option<Running>,
     pub(crate) base: String,
     pub(crate) client: reqwest::Client,
-    _data: tempfile::TempDir,
+    _data: Option<tempfile::TempDir>,
 }
 
 impl TestServer {
@@ -54,11 +58,42 @@ impl TestServer {
         Self {
             running: Some(running),
             base,
-            client: reqwest::Client::builder()
-                .no_proxy()
-                .build()
-                .expect("client"),
-            _data: data,
+            client: client::plain(),
+            _data: Some(data),
+        }
+    }
+
+    /// Starts on `127.0.0.1:0` with exactly these flags, this config file and no other
+    /// environment (the caller keeps its folders). Its client follows no redirects and
+    /// bounds each request by [`REQUEST_TIMEOUT`].
+    pub(crate) async fn start_exact(
+        flags: &[(&'static str, &str)],
+        config_file: Option<&Path>,
+        env: &[(&str, &str)],
+    ) -> Self {
+        let mut f: BTreeMap<&'static str, String> = BTreeMap::new();
+        f.insert("listen", "127.0.0.1:0".to_owned());
+        for (k, v) in flags {
+            f.insert(k, (*v).to_owned());
+        }
+        let config = Config::resolve(&Inputs {
+            config_file: config_file.map(Path::to_path_buf),
+            flags: f,
+            env: env
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+        })
+        .expect("config");
+        let running = gf_registry::server::start(config)
+            .await
+            .expect("server starts");
+        let base = format!("http://{}", running.addr);
+        Self {
+            running: Some(running),
+            base,
+            client: client::no_redirects(REQUEST_TIMEOUT),
+            _data: None,
         }
     }
 
@@ -72,6 +107,66 @@ impl TestServer {
             .send()
             .await
             .expect("request")
+    }
+
+    /// Status and body of a GET.
+    pub(crate) async fn get_bytes(&self, path: &str) -> (u16, Vec<u8>) {
+        let resp = self.get(path).await;
+        let status = resp.status().as_u16();
+        (status, resp.bytes().await.expect("body").to_vec())
+    }
+
+    /// A GET that must answer `200` with JSON.
+    pub(crate) async fn get_json(&self, path: &str) -> Value {
+        let (status, bytes) = self.get_bytes(path).await;
+        assert_eq!(status, 200, "{path}: {}", String::from_utf8_lossy(&bytes));
+        serde_json::from_slice(&bytes).expect("json")
+    }
+
+    /// `POST path` with a JSON body and a bearer token.
+    pub(crate) async fn post_json(
+        &self,
+        path: &str,
+        body: &Value,
+        token: Option<&str>,
+    ) -> (u16, String) {
+        self.post_raw(
+            path,
+            Some("application/json"),
+            serde_json::to_vec(body).expect("json"),
+            token,
+        )
+        .await
+    }
+
+    /// `POST path` with exactly this body and Content-Type.
+    pub(crate) async fn post_raw(
+        &self,
+        path: &str,
+        content_type: Option<&str>,
+        body: Vec<u8>,
+        token: Option<&str>,
+    ) -> (u16, String) {
+        let mut req = self.client.post(self.url(path)).body(body);
+        if let Some(ct) = content_type {
+            req = req.header(reqwest::header::CONTENT_TYPE, ct);
+        }
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        let resp = req.send().await.expect("request");
+        let status = resp.status().as_u16();
+        (status, resp.text().await.expect("body"))
+    }
+
+    /// `POST /api/v1/modules/{name}/{version}` with [`PUBLISHER`].
+    pub(crate) async fn publish(&self, name: &str, version: &str, body: &Value) -> (u16, String) {
+        self.post_json(
+            &format!("/api/v1/modules/{name}/{version}"),
+            body,
+            Some(PUBLISHER),
+        )
+        .await
     }
 
     pub(crate) async fn head(&self, path: &str) -> reqwest::Response {

@@ -37,8 +37,8 @@ use base64::Engine as _;
 use bytes::Bytes;
 use serde_json::{Value, json};
 
+use crate::support::{Answer, Upstream};
 use crate::support::{copy_tree, example_registry, files_under, sha256_hex};
-use crate::upstream::{Answer, Upstream};
 
 /// The token the harness publishes with (scope `publish:*`).
 pub(crate) const TOKEN: &str = "gfr_crash_harness_token";

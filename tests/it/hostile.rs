@@ -31,8 +31,8 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
+use crate::support::{Answer, Upstream};
 use crate::support::{copy_tree, example_registry, sha256_hex};
-use crate::upstream::{Answer, Upstream};
 
 /// Bound on one request, from connect to the end of the answer.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);

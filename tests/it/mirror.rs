@@ -8,8 +8,8 @@ use base64::Engine as _;
 use reqwest::Method;
 use serde_json::Value;
 
+use crate::support::{Answer, Upstream};
 use crate::support::{TestServer, copy_tree, example_registry, path_str, sha256_hex};
-use crate::upstream::{Answer, Upstream};
 
 /// Bound on every request the tests make, body included.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);

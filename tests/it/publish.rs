@@ -9,13 +9,13 @@ use std::path::Path;
 
 use serde_json::{Value, json};
 
+use crate::support::Upstream;
 use crate::support::publish::{
     ADMIN, HELLO_ONLY, PUBLISHER, PublishServer, Setup, TEST_TIMEOUT, allow_policy,
     assert_unchanged, b64, bounded, gzip, metadata, module_bazel, publish_path, snapshot_dir, sri,
     tar_gz, upload_body, upload_body_with,
 };
 use crate::support::{TestServer, sha256_hex};
-use crate::upstream::Upstream;
 
 /// A token whose entry expired in 2020 (configured by the token test only).
 const EXPIRED: &str = "gfr_test_expired_token";

@@ -479,7 +479,7 @@ async fn two_replicas_on_one_garage_bucket_and_one_origin() {
     };
     bounded(async {
         let fx = Fixture::new();
-        let upstream = crate::upstream::Upstream::start().await;
+        let upstream = crate::support::Upstream::start().await;
         std::fs::write(
             fx.dir.path().join("policy/policy.toml"),
             format!(

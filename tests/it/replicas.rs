@@ -2,8 +2,8 @@
 //! going away and coming back.
 
 use crate::garage::Garage;
+use crate::support::Upstream;
 use crate::support::{TestServer, example_registry, sha256_hex};
-use crate::upstream::Upstream;
 
 /// A server over `s3://BUCKET/{prefix}` through Garage node 0, with a policy allowing `upstream`.
 async fn server_on(
@@ -179,7 +179,7 @@ async fn a_cluster_node_down_during_a_fill_loses_nothing() {
     let slow: Vec<u8> = (0..4u32 << 20).map(|i| (i % 241) as u8).collect();
     upstream.set(
         "/slow.tar.gz",
-        crate::upstream::Answer::Slow {
+        crate::support::Answer::Slow {
             bytes: slow.clone().into(),
             chunk: 64 << 10,
             delay: std::time::Duration::from_millis(15),

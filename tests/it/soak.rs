@@ -22,8 +22,8 @@ use bytes::Bytes;
 use crate::crash::{
     Layout, Outcome, Release, Rng, Served, allow_upstream, client, get_verified, publish,
 };
+use crate::support::{Answer, Upstream};
 use crate::support::{example_registry, files_under, sha256_hex};
-use crate::upstream::{Answer, Upstream};
 
 /// Client tasks.
 const CLIENTS: usize = 8;

@@ -1,6 +1,9 @@
 //! Hostile paths, health, readiness and metrics.
 
-use crate::support::{TestServer, copy_tree, example_registry};
+use axum::body::Body;
+use axum::http::Method;
+
+use crate::support::{TestApp, TestServer, copy_tree, example_registry};
 
 #[tokio::test]
 async fn traversal_attempts_never_leave_the_registry() {
@@ -144,21 +147,23 @@ async fn readiness_fails_when_a_storage_role_is_gone() {
 
 #[tokio::test]
 async fn other_methods_are_refused() {
-    let server = TestServer::start(&example_registry(), &[]).await;
-    let resp = server
-        .client
-        .put(server.url("/modules/hello_lib/metadata.json"))
-        .body("x")
-        .send()
-        .await
-        .expect("send");
-    assert_eq!(resp.status(), 405);
-    let resp = server
-        .client
-        .delete(server.url("/modules/hello_lib/1.2.0/source.json"))
-        .send()
-        .await
-        .expect("send");
-    assert_eq!(resp.status(), 405);
-    server.stop().await;
+    let app = TestApp::init(&example_registry(), &[]).await;
+    let resp = app
+        .send(
+            Method::PUT,
+            "/modules/hello_lib/metadata.json",
+            &[],
+            Body::from("x"),
+        )
+        .await;
+    assert_eq!(resp.status, 405);
+    let resp = app
+        .send(
+            Method::DELETE,
+            "/modules/hello_lib/1.2.0/source.json",
+            &[],
+            Body::empty(),
+        )
+        .await;
+    assert_eq!(resp.status, 405);
 }

@@ -13,6 +13,32 @@ use serde_json::Value;
 use super::client::{self, RawResponse, raw_request};
 use super::publish::{PUBLISHER, REQUEST_TIMEOUT};
 
+/// The config of a server over `registry` with its data in `data`, listening on
+/// `127.0.0.1:0`, with extra flag overrides and `GF_REGISTRY_*` variables.
+pub(crate) fn config_over(
+    registry: &Path,
+    data: &Path,
+    flags: &[(&'static str, &str)],
+    env: &[(&str, &str)],
+) -> Config {
+    let mut f: BTreeMap<&'static str, String> = BTreeMap::new();
+    f.insert("listen", "127.0.0.1:0".to_owned());
+    f.insert("registry", registry.display().to_string());
+    f.insert("data", data.display().to_string());
+    for (k, v) in flags {
+        f.insert(k, (*v).to_owned());
+    }
+    Config::resolve(&Inputs {
+        config_file: None,
+        flags: f,
+        env: env
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect(),
+    })
+    .expect("config")
+}
+
 /// A running server, and the data dir it uses when it made one.
 #[derive(Debug)]
 pub(crate) struct TestServer {
@@ -35,22 +61,7 @@ impl TestServer {
         env: &[(&str, &str)],
     ) -> Self {
         let data = tempfile::tempdir().expect("tempdir");
-        let mut f: BTreeMap<&'static str, String> = BTreeMap::new();
-        f.insert("listen", "127.0.0.1:0".to_owned());
-        f.insert("registry", registry.display().to_string());
-        f.insert("data", data.path().display().to_string());
-        for (k, v) in flags {
-            f.insert(k, (*v).to_owned());
-        }
-        let config = Config::resolve(&Inputs {
-            config_file: None,
-            flags: f,
-            env: env
-                .iter()
-                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-                .collect(),
-        })
-        .expect("config");
+        let config = config_over(registry, data.path(), flags, env);
         let running = gf_registry::server::start(config)
             .await
             .expect("server starts");

@@ -25,10 +25,10 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ffi::OsString;
-use std::io::{BufRead as _, BufReader, Write as _};
+use std::io::Write as _;
 use std::os::unix::fs::MetadataExt as _;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -37,8 +37,10 @@ use base64::Engine as _;
 use bytes::Bytes;
 use serde_json::{Value, json};
 
-use crate::support::{Answer, Upstream};
-use crate::support::{copy_tree, example_registry, files_under, sha256_hex};
+use crate::support::spawned::log_tail;
+use crate::support::{
+    Answer, Spawned, Stderr, Upstream, client, copy_tree, example_registry, files_under, sha256_hex,
+};
 
 /// The token the harness publishes with (scope `publish:*`).
 pub(crate) const TOKEN: &str = "gfr_crash_harness_token";
@@ -180,103 +182,18 @@ impl Layout {
     }
 
     /// Starts `serve --listen 127.0.0.1:0` and waits (bounded) for its listening line.
-    pub(crate) fn spawn(&self) -> Served {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log)
-            .expect("log file");
-        let mut child = self
-            .command(&["serve", "--listen", "127.0.0.1:0"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::from(log))
-            .spawn()
-            .expect("spawn gf-registry serve");
-        let stdout = child.stdout.take().expect("stdout");
-        let (tx, rx) = std::sync::mpsc::channel();
-        // Reads the first line, then drains stdout until the process ends.
-        std::thread::spawn(move || {
-            let mut reader = BufReader::new(stdout);
-            let mut line = String::new();
-            let _ = reader.read_line(&mut line);
-            let _ = tx.send(line);
-            let _ = std::io::copy(&mut reader, &mut std::io::sink());
-        });
-        let line = match rx.recv_timeout(Duration::from_secs(60)) {
-            Ok(l) => l,
-            Err(e) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!(
-                    "no listening line within 60 s ({e}); log:\n{}",
-                    self.log_tail()
-                );
-            }
-        };
-        let Some(url) = line.trim().strip_prefix("gf-registry listening on ") else {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("unexpected first line {line:?}; log:\n{}", self.log_tail());
-        };
-        Served {
-            pid: child.id(),
-            base: url.trim_end_matches('/').to_owned(),
-            child: Some(child),
-        }
+    pub(crate) fn serve(&self) -> Spawned {
+        Spawned::spawn(
+            &mut self.command(&["serve", "--listen", "127.0.0.1:0"]),
+            Stderr::AppendTo(self.log.clone()),
+            Duration::from_secs(60),
+        )
     }
 
     /// The last lines of the server log, for failure messages.
     pub(crate) fn log_tail(&self) -> String {
-        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(40)..].join("\n")
+        log_tail(&self.log)
     }
-}
-
-/// A running `gf-registry serve`; killed (SIGKILL) when dropped.
-#[derive(Debug)]
-pub(crate) struct Served {
-    child: Option<Child>,
-    pub(crate) pid: u32,
-    /// `http://127.0.0.1:PORT`, no trailing `/`.
-    pub(crate) base: String,
-}
-
-impl Served {
-    pub(crate) fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base)
-    }
-
-    /// SIGKILL, then reap.
-    pub(crate) fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-
-    /// Whether the process is still running.
-    pub(crate) fn alive(&mut self) -> bool {
-        self.child
-            .as_mut()
-            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
-    }
-}
-
-impl Drop for Served {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-/// A client with no proxy, no redirects and a bound on each request.
-pub(crate) fn client(timeout: Duration) -> reqwest::Client {
-    reqwest::Client::builder()
-        .no_proxy()
-        .redirect(reqwest::redirect::Policy::none())
-        .timeout(timeout)
-        .build()
-        .expect("client")
 }
 
 /// A mirror policy allowing the double, loopback included.
@@ -694,7 +611,7 @@ fn path_of(url: &str) -> Option<String> {
 /// Checks one acknowledged write against the running server; `Err` describes a loss.
 async fn check_acked(
     client: &reqwest::Client,
-    s: &Served,
+    s: &Spawned,
     up: &Upstream,
     acked: &Acked,
     full: bool,
@@ -819,14 +736,14 @@ async fn verify_fix(layout: &Layout) -> Result<String, String> {
 async fn run_rounds(rounds: u32, seed: u64) -> Tally {
     let up = Upstream::start().await;
     let layout = Layout::new(&allow_upstream(&up));
-    let client = client(Duration::from_secs(60));
+    let client = client::no_redirects(Duration::from_secs(60));
     let mut rng = Rng::new(seed);
     // One random base: every fill is a distinct header on a slice of it.
     let base = Bytes::from(rng.bytes(5 << 20));
     let mut tally = Tally::default();
     let mut acked: Vec<Acked> = Vec::new();
     let mut verified = Verified::new();
-    let mut server = layout.spawn();
+    let mut server = layout.serve();
     for round in 0..rounds {
         // The round's upstream content.
         let mut fills = Vec::new();
@@ -968,7 +885,7 @@ async fn run_rounds(rounds: u32, seed: u64) -> Tally {
         let before = leftovers(&layout);
 
         // Restart on the same folders and check.
-        server = layout.spawn();
+        server = layout.serve();
         if layout.registry.join(".gf-registry-staging").exists() {
             tally.partial.push(format!(
                 "round {round}: .gf-registry-staging is still there after start"

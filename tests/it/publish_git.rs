@@ -474,7 +474,7 @@ async fn concurrent_publishes_through_one_replica_with_an_origin_lose_nothing() 
 /// replica then serves every version and every blob, with one upstream fetch per URL.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_replicas_on_one_garage_bucket_and_one_origin() {
-    let Some(garage) = crate::garage::Garage::single() else {
+    let Some(garage) = crate::support::Garage::single() else {
         return;
     };
     bounded(async {

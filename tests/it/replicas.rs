@@ -1,7 +1,7 @@
 //! The server over a live Garage (S3): two replicas sharing one bucket, and the whole backend
 //! going away and coming back.
 
-use crate::garage::Garage;
+use crate::support::Garage;
 use crate::support::Upstream;
 use crate::support::{TestServer, example_registry, sha256_hex};
 

@@ -18,7 +18,7 @@ use futures::{StreamExt as _, TryStreamExt as _};
 use gf_registry::mirror::records::{PinRecord, Record, Records};
 use gf_registry::storage::{Location, Role, S3Settings, Storage, StorageKey, StorageLayout};
 
-use crate::garage::Garage;
+use crate::support::Garage;
 use crate::support::sha256_hex;
 
 /// Size of the large upload: over 100 MB, with a last part that is not full.

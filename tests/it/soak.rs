@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use crate::crash::{Layout, Outcome, Release, Rng, allow_upstream, get_verified, publish};
+use crate::support::load::{Layout, Outcome, Release, Rng, allow_upstream, get_verified, publish};
 use crate::support::{
     Answer, Spawned, Upstream, client, example_registry, files_under, sha256_hex,
 };

@@ -5,6 +5,7 @@ pub(crate) mod app;
 pub(crate) mod client;
 pub(crate) mod fixtures;
 pub(crate) mod garage;
+pub(crate) mod load;
 pub(crate) mod publish;
 pub(crate) mod server;
 pub(crate) mod spawned;

@@ -13,7 +13,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::support::{TestServer, Upstream, example_registry, path_str, sha256_hex};
+use crate::support::{TestServer, Upstream, client, example_registry, path_str, sha256_hex};
 
 /// Upper bound for any single Bazel command (a cold build takes about 2 s here).
 const BAZEL_TIMEOUT: Duration = Duration::from_secs(300);
@@ -240,10 +240,7 @@ async fn bazel_builds_offline_from_an_exported_repository_cache() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upstream_double_stops_restarts_and_changes_bytes() {
     let mut upstream = Upstream::start_with_files(original_files()).await;
-    let client = reqwest::Client::builder()
-        .no_proxy()
-        .build()
-        .expect("client");
+    let client = client::plain();
     let url = format!("{}{}", upstream.origin(), release_path(CHANGED));
     let body = |resp: reqwest::Response| async move {
         assert_eq!(resp.status(), 200);

@@ -13,6 +13,15 @@ pub(crate) fn plain() -> reqwest::Client {
         .expect("client")
 }
 
+/// A client with no proxy and a bound on each request; it follows redirects.
+pub(crate) fn with_timeout(timeout: Duration) -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .timeout(timeout)
+        .build()
+        .expect("client")
+}
+
 /// A client with no proxy, no redirects and a bound on each request.
 pub(crate) fn no_redirects(timeout: Duration) -> reqwest::Client {
     reqwest::Client::builder()

@@ -127,22 +127,21 @@ async fn health_readiness_and_metrics() {
 async fn readiness_fails_when_a_storage_role_is_gone() {
     let data = tempfile::tempdir().expect("tempdir");
     let cas = data.path().join("cas");
-    let server = TestServer::start(
+    let app = TestApp::init(
         &example_registry(),
         &[("data", &data.path().display().to_string())],
     )
     .await;
-    assert_eq!(server.get("/readyz").await.status(), 200);
+    assert_eq!(app.get("/readyz").await.status, 200);
     // Replace the cas folder by a file: the backend can no longer list it.
     std::fs::remove_dir_all(&cas).expect("rm");
     std::fs::write(&cas, "not a folder").expect("write");
-    let resp = server.get("/readyz").await;
-    assert_eq!(resp.status(), 503);
-    let body = resp.text().await.expect("text");
+    let resp = app.get("/readyz").await;
+    assert_eq!(resp.status, 503);
+    let body = resp.text();
     assert!(body.contains("cas"), "names the role: {body}");
     // Liveness is unaffected.
-    assert_eq!(server.get("/healthz").await.status(), 200);
-    server.stop().await;
+    assert_eq!(app.get("/healthz").await.status, 200);
 }
 
 #[tokio::test]

@@ -11,18 +11,9 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use axum::Router;
-use axum::extract::{Path as UrlPath, State};
-use axum::http::{StatusCode, header};
-use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
-
-use crate::util::{TestServer, example_registry, sha256_hex};
+use crate::support::{TestServer, Upstream, client, example_registry, path_str, sha256_hex};
 
 /// Upper bound for any single Bazel command (a cold build takes about 2 s here).
 const BAZEL_TIMEOUT: Duration = Duration::from_secs(300);
@@ -59,18 +50,18 @@ const PROXY_VARS: [&str; 8] = [
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bazel_builds_directly_from_the_upstream() {
     let Some(bin) = bazel_or_skip() else { return };
-    let upstream = Upstream::start(original_files()).await;
+    let upstream = Upstream::start_with_files(original_files()).await;
     let bazel = Bazel::new(bin, &upstream.origin());
 
     bazel.build(&[]).assert_ok("direct build");
     bazel.assert_original_output();
     assert_eq!(
-        upstream.hits(),
+        upstream.hits_by_path(),
         one_hit_per_archive(),
         "one GET per archive"
     );
 
-    upstream.set(&release_path(CHANGED), fixture_archive(CHANGED_TO));
+    upstream.serve_bytes(&release_path(CHANGED), fixture_archive(CHANGED_TO));
     bazel.forget_downloads();
     let out = bazel.build(&[]);
     assert!(
@@ -90,14 +81,13 @@ async fn bazel_builds_directly_from_the_upstream() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bazel_requests_rewritten_urls_in_the_mirror_shape() {
     let Some(bin) = bazel_or_skip() else { return };
-    let upstream = Upstream::start(original_files()).await;
+    let upstream = Upstream::start_with_files(original_files()).await;
     let host = upstream.host();
     // A stand-in mirror that serves the archives at the rewritten paths.
-    let fake_mirror = Upstream::start(
+    let fake_mirror = Upstream::start_with_files(
         ARCHIVES
             .iter()
-            .map(|name| (mirror_path(&host, name), fixture_archive(name)))
-            .collect(),
+            .map(|name| (mirror_path(&host, name), fixture_archive(name))),
     )
     .await;
     let bazel = Bazel::new(bin, &upstream.origin());
@@ -107,7 +97,7 @@ async fn bazel_requests_rewritten_urls_in_the_mirror_shape() {
     bazel.build(&[&flag]).assert_ok("build through the rewrite");
     bazel.assert_original_output();
     assert_eq!(
-        upstream.hits(),
+        upstream.hits_by_path(),
         BTreeMap::new(),
         "the upstream is not asked"
     );
@@ -115,7 +105,7 @@ async fn bazel_requests_rewritten_urls_in_the_mirror_shape() {
         .iter()
         .map(|name| (mirror_path(&host, name), 1))
         .collect();
-    assert_eq!(fake_mirror.hits(), expected);
+    assert_eq!(fake_mirror.hits_by_path(), expected);
 }
 
 /// The flow: Bazel builds through `GET /bazel/downloader.cfg`; the mirror then covers an
@@ -123,7 +113,7 @@ async fn bazel_requests_rewritten_urls_in_the_mirror_shape() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bazel_builds_through_the_mirror_across_upstream_outage_and_change() {
     let Some(bin) = bazel_or_skip() else { return };
-    let mut upstream = Upstream::start(original_files()).await;
+    let mut upstream = Upstream::start_with_files(original_files()).await;
     let work = tempfile::tempdir().expect("tempdir");
     let policy = write_policy(work.path(), &upstream);
     let server =
@@ -135,7 +125,7 @@ async fn bazel_builds_through_the_mirror_across_upstream_outage_and_change() {
     bazel.build(&[&flag]).assert_ok("build through the mirror");
     bazel.assert_original_output();
     assert_eq!(
-        upstream.hits(),
+        upstream.hits_by_path(),
         one_hit_per_archive(),
         "one upstream GET per archive"
     );
@@ -150,7 +140,7 @@ async fn bazel_builds_through_the_mirror_across_upstream_outage_and_change() {
 
     // c. Upstream back on the same port with different bytes for one URL; the WORKSPACE still
     //    pins the original sha256, which the mirror must keep serving.
-    upstream.set(&release_path(CHANGED), fixture_archive(CHANGED_TO));
+    upstream.serve_bytes(&release_path(CHANGED), fixture_archive(CHANGED_TO));
     upstream.restart().await;
     bazel.forget_downloads();
     bazel
@@ -158,7 +148,10 @@ async fn bazel_builds_through_the_mirror_across_upstream_outage_and_change() {
         .assert_ok("build after the upstream changed a release");
     bazel.assert_original_output();
     // Whether the mirror revalidates with the upstream is its own business: only report it.
-    eprintln!("upstream hits after the change: {:?}", upstream.hits());
+    eprintln!(
+        "upstream hits after the change: {:?}",
+        upstream.hits_by_path()
+    );
 
     drop(bazel);
     server.stop().await;
@@ -170,7 +163,7 @@ async fn bazel_builds_through_the_mirror_across_upstream_outage_and_change() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bazel_builds_offline_from_an_exported_repository_cache() {
     let Some(bin) = bazel_or_skip() else { return };
-    let mut upstream = Upstream::start(original_files()).await;
+    let mut upstream = Upstream::start_with_files(original_files()).await;
     let work = tempfile::tempdir().expect("tempdir");
     let policy = write_policy(work.path(), &upstream);
     let data = work.path().join("data");
@@ -246,11 +239,8 @@ async fn bazel_builds_offline_from_an_exported_repository_cache() {
 /// keeps connections alive, and a restart keeps the port, the hit counts and changed bytes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upstream_double_stops_restarts_and_changes_bytes() {
-    let mut upstream = Upstream::start(original_files()).await;
-    let client = reqwest::Client::builder()
-        .no_proxy()
-        .build()
-        .expect("client");
+    let mut upstream = Upstream::start_with_files(original_files()).await;
+    let client = client::plain();
     let url = format!("{}{}", upstream.origin(), release_path(CHANGED));
     let body = |resp: reqwest::Response| async move {
         assert_eq!(resp.status(), 200);
@@ -265,7 +255,7 @@ async fn upstream_double_stops_restarts_and_changes_bytes() {
         "stopped upstream answered"
     );
 
-    upstream.set(&release_path(CHANGED), fixture_archive(CHANGED_TO));
+    upstream.serve_bytes(&release_path(CHANGED), fixture_archive(CHANGED_TO));
     upstream.restart().await;
     let resp = client.get(&url).send().await.expect("upstream back");
     assert_eq!(body(resp).await, fixture_archive(CHANGED_TO));
@@ -280,7 +270,7 @@ async fn upstream_double_stops_restarts_and_changes_bytes() {
         ("/releases/missing.tar.gz".to_owned(), 1),
     ]
     .into();
-    assert_eq!(upstream.hits(), expected);
+    assert_eq!(upstream.hits_by_path(), expected);
     upstream.stop().await;
 }
 
@@ -368,135 +358,6 @@ async fn downloader_config(server: &TestServer) -> String {
     text
 }
 
-fn path_str(path: &Path) -> &str {
-    path.to_str().expect("temp paths are UTF-8")
-}
-
-// ---------------------------------------------------------------------------------------------
-// The upstream: static files on 127.0.0.1, hit counts, stop and restart on the same port
-// ---------------------------------------------------------------------------------------------
-
-#[derive(Default)]
-struct UpstreamState {
-    /// Bytes served, by request path.
-    files: Mutex<BTreeMap<String, Vec<u8>>>,
-    /// Requests seen (served or not), by request path.
-    hits: Mutex<BTreeMap<String, u32>>,
-}
-
-struct Upstream {
-    port: u16,
-    /// Kept across restarts: files and hit counts survive a stop.
-    state: Arc<UpstreamState>,
-    running: Option<(oneshot::Sender<()>, JoinHandle<()>)>,
-}
-
-impl Upstream {
-    async fn start(files: BTreeMap<String, Vec<u8>>) -> Self {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind upstream");
-        let port = listener.local_addr().expect("local addr").port();
-        let state = Arc::new(UpstreamState {
-            files: Mutex::new(files),
-            hits: Mutex::default(),
-        });
-        let mut upstream = Self {
-            port,
-            state,
-            running: None,
-        };
-        upstream.serve(listener);
-        upstream
-    }
-
-    fn serve(&mut self, listener: tokio::net::TcpListener) {
-        let app = Router::new()
-            .route("/{*path}", get(serve_file))
-            .with_state(Arc::clone(&self.state));
-        let (tx, rx) = oneshot::channel::<()>();
-        let task = tokio::spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(async move {
-                    let _ = rx.await;
-                })
-                .await
-                .expect("upstream serve");
-        });
-        self.running = Some((tx, task));
-    }
-
-    /// Stops listening; in-flight responses finish (responses close their connection, so no
-    /// keep-alive connection outlives this).
-    async fn stop(&mut self) {
-        if let Some((tx, task)) = self.running.take() {
-            let _ = tx.send(());
-            tokio::time::timeout(Duration::from_secs(10), task)
-                .await
-                .expect("upstream stops within 10 s")
-                .expect("upstream task");
-        }
-    }
-
-    /// Listens again on the same port (retrying the bind for up to 5 s).
-    async fn restart(&mut self) {
-        assert!(self.running.is_none(), "restart after stop");
-        let deadline = Instant::now() + Duration::from_secs(5);
-        let listener = loop {
-            match tokio::net::TcpListener::bind(("127.0.0.1", self.port)).await {
-                Ok(l) => break l,
-                Err(e) if Instant::now() < deadline => {
-                    eprintln!("rebinding 127.0.0.1:{}: {e}; retrying", self.port);
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-                Err(e) => panic!("rebind 127.0.0.1:{}: {e}", self.port),
-            }
-        };
-        self.serve(listener);
-    }
-
-    fn host(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
-    }
-
-    fn origin(&self) -> String {
-        format!("http://{}", self.host())
-    }
-
-    /// Serves `bytes` at `path` from now on.
-    fn set(&self, path: &str, bytes: Vec<u8>) {
-        self.state
-            .files
-            .lock()
-            .expect("files lock")
-            .insert(path.to_owned(), bytes);
-    }
-
-    fn hits(&self) -> BTreeMap<String, u32> {
-        self.state.hits.lock().expect("hits lock").clone()
-    }
-}
-
-async fn serve_file(
-    State(state): State<Arc<UpstreamState>>,
-    UrlPath(path): UrlPath<String>,
-) -> Response {
-    let path = format!("/{path}");
-    *state
-        .hits
-        .lock()
-        .expect("hits lock")
-        .entry(path.clone())
-        .or_default() += 1;
-    let body = state.files.lock().expect("files lock").get(&path).cloned();
-    // `Connection: close` so that a stopped upstream is really unreachable (no pooled connection).
-    let close = [(header::CONNECTION, "close")];
-    match body {
-        Some(bytes) => (StatusCode::OK, close, bytes).into_response(),
-        None => (StatusCode::NOT_FOUND, close, "not found\n").into_response(),
-    }
-}
-
 // ---------------------------------------------------------------------------------------------
 // Bazel: a workspace, an output root and a repository cache in one temp dir
 // ---------------------------------------------------------------------------------------------
@@ -514,7 +375,7 @@ impl Bazel {
         let dir = tempfile::tempdir().expect("tempdir");
         let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/bazel_workspace");
         let ws = dir.path().join("ws");
-        crate::util::copy_tree(&fixture, &ws);
+        crate::support::copy_tree(&fixture, &ws);
         let template = std::fs::read_to_string(ws.join("WORKSPACE")).expect("read WORKSPACE");
         assert!(template.contains("@UPSTREAM@"), "WORKSPACE has @UPSTREAM@");
         for name in ARCHIVES {

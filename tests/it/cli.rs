@@ -1,22 +1,15 @@
 //! The binary: config errors, config show, registry check, serve and graceful shutdown.
 
-use std::io::{BufRead as _, BufReader, Read as _};
+use std::io::Read as _;
 use std::path::Path;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
-use crate::util::{copy_tree, example_registry};
+use crate::support::spawned::bin;
+use crate::support::{Spawned, Stderr, client, copy_tree, example_registry};
 
-fn bin() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_gf-registry"));
-    // Keep the developer's environment out of the results.
-    for (k, _) in std::env::vars() {
-        if k.starts_with("GF_REGISTRY_") {
-            c.env_remove(k);
-        }
-    }
-    c
-}
+/// Bound on a spawned server printing its listening line.
+const SPAWN_TIMEOUT: Duration = Duration::from_secs(60);
 
 fn run(cmd: &mut Command) -> (i32, String, String) {
     let out = cmd.output().expect("run binary");
@@ -282,50 +275,14 @@ fn the_example_config_is_valid() {
     assert_eq!(code, 0, "{out}{err}");
 }
 
-/// Starts `serve` on port 0 and returns the child and its base URL (read from stdout).
-fn start_serving(registry: &Path, data: &Path) -> (std::process::Child, String) {
-    let mut child = bin()
-        .args(["serve", "--listen", "127.0.0.1:0", "--registry"])
+/// Starts `serve` on port 0 over `registry` and `data`.
+fn serve(registry: &Path, data: &Path) -> Spawned {
+    let mut cmd = bin();
+    cmd.args(["serve", "--listen", "127.0.0.1:0", "--registry"])
         .arg(registry)
         .arg("--data")
-        .arg(data)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    let stdout = child.stdout.take().expect("stdout");
-    let mut line = String::new();
-    BufReader::new(stdout)
-        .read_line(&mut line)
-        .expect("read line");
-    let url = line
-        .trim()
-        .strip_prefix("gf-registry listening on ")
-        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-        .to_owned();
-    (child, url.trim_end_matches('/').to_owned())
-}
-
-fn signal(child: &std::process::Child, sig: &str) {
-    let status = Command::new("kill")
-        .args([&format!("-{sig}"), &child.id().to_string()])
-        .status()
-        .expect("kill");
-    assert!(status.success());
-}
-
-fn wait_with_timeout(child: &mut std::process::Child, limit: Duration) -> std::process::ExitStatus {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(status) = child.try_wait().expect("wait") {
-            return status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("server did not exit within {limit:?}");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+        .arg(data);
+    Spawned::spawn(&mut cmd, Stderr::Collect, SPAWN_TIMEOUT)
 }
 
 #[tokio::test]
@@ -341,9 +298,9 @@ async fn sigterm_lets_in_flight_requests_finish() {
     )
     .expect("write");
     let data = tempfile::tempdir().expect("tempdir");
-    let (mut child, base) = start_serving(dir.path(), data.path());
+    let mut served = serve(dir.path(), data.path());
 
-    let addr: std::net::SocketAddr = base.trim_start_matches("http://").parse().expect("addr");
+    let addr = served.addr();
     let mut stream = std::net::TcpStream::connect(addr).expect("connect");
     use std::io::Write as _;
     write!(stream, "GET /modules/greet_overlay/0.2.0/overlay/big.bin HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").expect("write");
@@ -351,7 +308,7 @@ async fn sigterm_lets_in_flight_requests_finish() {
     let n = stream.read(&mut first).expect("first bytes");
     assert!(n > 0);
     // The response has started; now ask the server to stop.
-    signal(&child, "TERM");
+    served.signal("TERM");
     std::thread::sleep(Duration::from_millis(300));
     let mut rest = Vec::new();
     stream.read_to_end(&mut rest).expect("rest of the response");
@@ -364,7 +321,7 @@ async fn sigterm_lets_in_flight_requests_finish() {
         "the in-flight response completed"
     );
     assert!(all[split..] == big[..], "with the right bytes");
-    let status = wait_with_timeout(&mut child, Duration::from_secs(20));
+    let status = served.wait_exit(Duration::from_secs(20));
     assert!(status.success(), "clean exit after SIGTERM: {status:?}");
     // New connections are refused once it has stopped.
     assert!(std::net::TcpStream::connect(addr).is_err());
@@ -375,27 +332,15 @@ async fn serve_runs_on_defaults_from_a_fresh_folder() {
     // `serve` with no flags at all, from a folder holding only a copy of the registry.
     let dir = tempfile::tempdir().expect("tempdir");
     copy_tree(&example_registry(), &dir.path().join("registry"));
-    let mut child = bin()
-        .current_dir(dir.path())
-        .args(["serve", "--listen", "127.0.0.1:0"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().expect("stdout"))
-        .read_line(&mut line)
-        .expect("line");
-    let base = line
-        .trim()
-        .strip_prefix("gf-registry listening on ")
-        .expect("prefix")
-        .trim_end_matches('/')
-        .to_owned();
-    let client = reqwest::Client::builder()
-        .no_proxy()
-        .build()
-        .expect("client");
+    let mut served = Spawned::spawn(
+        bin()
+            .current_dir(dir.path())
+            .args(["serve", "--listen", "127.0.0.1:0"]),
+        Stderr::Null,
+        SPAWN_TIMEOUT,
+    );
+    let base = served.base.clone();
+    let client = client::plain();
     let ready = client
         .get(format!("{base}/readyz"))
         .send()
@@ -412,14 +357,14 @@ async fn serve_runs_on_defaults_from_a_fresh_folder() {
         dir.path().join("data/cas").is_dir() && dir.path().join("data/records").is_dir(),
         "data roles created on start"
     );
-    signal(&child, "INT");
-    assert!(wait_with_timeout(&mut child, Duration::from_secs(20)).success());
+    served.signal("INT");
+    assert!(served.wait_exit(Duration::from_secs(20)).success());
 }
 
 #[tokio::test]
 async fn a_second_server_on_a_busy_port_is_refused() {
     // The workers share their port with SO_REUSEPORT; a second server must still not join it.
-    let first = crate::util::TestServer::start(&example_registry(), &[]).await;
+    let first = crate::support::TestServer::start(&example_registry(), &[]).await;
     let data = tempfile::tempdir().expect("tempdir");
     let addr = first.addr().to_string();
     let mut cmd = bin();
@@ -438,36 +383,27 @@ async fn a_second_server_on_a_busy_port_is_refused() {
 #[test]
 fn logs_are_json_lines_with_the_flag() {
     let data = tempfile::tempdir().expect("tempdir");
-    let mut child = bin()
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--log-format",
-            "json",
-            "--registry",
-        ])
-        .arg(example_registry())
-        .arg("--data")
-        .arg(data.path())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().expect("stdout"))
-        .read_line(&mut line)
-        .expect("line");
+    let mut served = Spawned::spawn(
+        bin()
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--log-format",
+                "json",
+                "--registry",
+            ])
+            .arg(example_registry())
+            .arg("--data")
+            .arg(data.path()),
+        Stderr::Collect,
+        SPAWN_TIMEOUT,
+    );
+    let line = &served.first_line;
     assert!(line.starts_with("gf-registry listening on "), "{line}");
-    signal(&child, "TERM");
-    assert!(wait_with_timeout(&mut child, Duration::from_secs(20)).success());
-    let mut err = String::new();
-    child
-        .stderr
-        .take()
-        .expect("stderr")
-        .read_to_string(&mut err)
-        .expect("read");
+    served.signal("TERM");
+    assert!(served.wait_exit(Duration::from_secs(20)).success());
+    let err = served.stderr_text();
     let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
     assert!(!lines.is_empty(), "no log lines");
     for l in &lines {

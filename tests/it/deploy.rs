@@ -9,15 +9,13 @@
 //! fails. `systemd-analyze` is used where it is available.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead as _, BufReader, Read as _};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::util::{copy_tree, example_registry};
+use crate::support::{Spawned, Stderr, client, copy_tree, example_registry};
 
 /// The UID and GID every container runs as (distroless `nonroot`).
 pub(crate) const RUN_AS: i64 = 65532;
@@ -777,130 +775,8 @@ fn bin() -> Command {
     c
 }
 
-/// A `serve` process: its base URL (from the first stdout line) and its stderr, collected.
-pub(crate) struct Served {
-    child: Child,
-    pub(crate) base: String,
-    stderr: Option<std::thread::JoinHandle<String>>,
-}
-
-impl Served {
-    /// Spawns `cmd` and waits (at most 30 s) for `gf-registry listening on URL`.
-    pub(crate) fn spawn(cmd: &mut Command) -> Self {
-        let mut child = cmd
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn gf-registry");
-        let mut err_pipe = child.stderr.take().expect("stderr");
-        let stderr = std::thread::spawn(move || {
-            let mut s = String::new();
-            let _ = err_pipe.read_to_string(&mut s);
-            s
-        });
-        let out = child.stdout.take().expect("stdout");
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let mut reader = BufReader::new(out);
-            let mut line = String::new();
-            let _ = reader.read_line(&mut line);
-            let _ = tx.send(line);
-            // Keep draining so the server never blocks on a full pipe.
-            let _ = std::io::copy(&mut reader, &mut std::io::sink());
-        });
-        let mut me = Self {
-            child,
-            base: String::new(),
-            stderr: Some(stderr),
-        };
-        let line = rx.recv_timeout(Duration::from_secs(30)).unwrap_or_default();
-        match line.trim().strip_prefix("gf-registry listening on ") {
-            Some(url) => me.base = url.trim_end_matches('/').to_owned(),
-            None => {
-                let _ = me.child.kill();
-                let _ = me.child.wait();
-                panic!(
-                    "no `listening on` line (got {line:?}); stderr:\n{}",
-                    me.stderr_text()
-                );
-            }
-        }
-        me
-    }
-
-    fn stderr_text(&mut self) -> String {
-        self.stderr
-            .take()
-            .map(|h| h.join().unwrap_or_default())
-            .unwrap_or_default()
-    }
-
-    /// Waits (at most 20 s) for `/readyz` to answer 200.
-    pub(crate) async fn wait_ready(&mut self, client: &reqwest::Client) {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        let mut last = String::new();
-        while Instant::now() < deadline {
-            match client.get(format!("{}/readyz", self.base)).send().await {
-                Ok(r) if r.status() == 200 => return,
-                Ok(r) => last = format!("{}: {}", r.status(), r.text().await.unwrap_or_default()),
-                Err(e) => last = e.to_string(),
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        panic!(
-            "/readyz never answered 200 (last: {last}); stderr:\n{}",
-            self.stderr_text()
-        );
-    }
-
-    /// SIGTERM, then a clean exit within 20 s; returns stderr.
-    pub(crate) fn terminate(mut self) -> String {
-        let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .expect("kill");
-        assert!(status.success(), "kill -TERM");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        let status = loop {
-            if let Some(s) = self.child.try_wait().expect("wait") {
-                break s;
-            }
-            if Instant::now() > deadline {
-                let _ = self.child.kill();
-                panic!(
-                    "no exit within 20 s of SIGTERM; stderr:\n{}",
-                    self.stderr_text()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        };
-        let stderr = self.stderr_text();
-        assert!(
-            status.success(),
-            "exit after SIGTERM: {status:?}; stderr:\n{stderr}"
-        );
-        stderr
-    }
-}
-
-impl Drop for Served {
-    fn drop(&mut self) {
-        // A failed assertion must not leave a server running.
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
 fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .no_proxy()
-        .build()
-        .expect("client")
+    client::plain()
 }
 
 /// Maps an absolute path of the deployment into `root` (`/var/lib/x` -> `ROOT/var/lib/x`).
@@ -941,7 +817,7 @@ async fn the_systemd_environment_file_starts_the_server() {
     // As the unit runs it: `gf-registry serve` in WorkingDirectory=%S/gf-registry.
     let mut cmd = bin();
     cmd.arg("serve").current_dir(&state).envs(&env);
-    let mut served = Served::spawn(&mut cmd);
+    let mut served = Spawned::spawn(&mut cmd, Stderr::Collect, Duration::from_secs(30));
     let client = client();
     served.wait_ready(&client).await;
     let r = client
@@ -1089,7 +965,7 @@ async fn overlay_config_starts(overlay: &str, env: &[(&str, &str)]) {
         .arg(&file)
         .envs(env.iter().map(|(k, v)| (k, v)))
         .current_dir(root.path());
-    let mut served = Served::spawn(&mut cmd);
+    let mut served = Spawned::spawn(&mut cmd, Stderr::Collect, Duration::from_secs(30));
     let client = client();
     served.wait_ready(&client).await;
     let r = client

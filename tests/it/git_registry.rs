@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use git2::{Oid, Repository, RepositoryInitOptions, Signature};
 
-use crate::util::{TestServer, copy_tree, example_registry, files_under, sha256_hex};
+use crate::support::{TestServer, copy_tree, example_registry, files_under, sha256_hex};
 
 /// A git repository in a temp dir whose working tree starts as the example registry.
 struct GitRegistry {

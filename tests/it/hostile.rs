@@ -20,10 +20,9 @@
 //! Run with `cargo test --test it hostile -- --nocapture` to see the table of counts.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+use std::io::{Read as _, Write as _};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
@@ -31,8 +30,8 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
-use crate::upstream::{Answer, Upstream};
-use crate::util::{copy_tree, example_registry, sha256_hex};
+use crate::support::spawned;
+use crate::support::{Answer, Spawned, Stderr, Upstream, copy_tree, example_registry, sha256_hex};
 
 /// Bound on one request, from connect to the end of the answer.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -1285,28 +1284,9 @@ fn archive(kind: &str, a: &ArchCtx<'_>) -> Result<(Vec<u8>, &'static str), Strin
 // The sandbox and the server process
 // ---------------------------------------------------------------------------------------------
 
-/// The server binary, killed (by its own pid) when dropped.
-struct ServerProcess {
-    child: Child,
-    addr: SocketAddr,
-}
-
-impl Drop for ServerProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl ServerProcess {
-    fn alive(&mut self) -> bool {
-        matches!(self.child.try_wait(), Ok(None))
-    }
-}
-
-fn spawn_server(sandbox: &Path) -> ServerProcess {
-    let log = std::fs::File::create(sandbox.join("server-stderr.log")).expect("log file");
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_gf-registry"));
+/// The server binary over the sandbox, with debug logs in `server-stderr.log`.
+fn serve(sandbox: &Path) -> Spawned {
+    let mut cmd = spawned::bin();
     cmd.arg("serve")
         .arg("--config")
         .arg(sandbox.join("config.toml"))
@@ -1318,45 +1298,12 @@ fn spawn_server(sandbox: &Path) -> ServerProcess {
         .arg(sandbox.join("policy"))
         .env("RUST_LOG", "debug")
         .env("NO_COLOR", "1")
-        .env("TMPDIR", sandbox.join("tmp"))
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::from(log));
-    for (k, _) in std::env::vars_os() {
-        if k.to_string_lossy().starts_with("GF_REGISTRY_") {
-            cmd.env_remove(k);
-        }
-    }
-    let mut child = cmd.spawn().expect("spawn gf-registry serve");
-    let stdout = child.stdout.take().expect("stdout");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut lines = BufReader::new(stdout).lines();
-        if let Some(Ok(first)) = lines.next() {
-            let _ = tx.send(first);
-        }
-        // Keep draining, so the pipe never fills.
-        for _ in lines {}
-    });
-    let line = match rx.recv_timeout(Duration::from_secs(60)) {
-        Ok(l) => l,
-        Err(_) => {
-            let _ = child.kill();
-            let _ = child.wait();
-            let log =
-                std::fs::read_to_string(sandbox.join("server-stderr.log")).unwrap_or_default();
-            panic!("the server did not start; its log:\n{log}");
-        }
-    };
-    let url = line
-        .trim()
-        .strip_prefix("gf-registry listening on http://")
-        .unwrap_or_else(|| panic!("unexpected first line {line:?}"));
-    let addr = url
-        .trim_end_matches('/')
-        .parse()
-        .expect("listening address");
-    ServerProcess { child, addr }
+        .env("TMPDIR", sandbox.join("tmp"));
+    Spawned::spawn(
+        &mut cmd,
+        Stderr::File(sandbox.join("server-stderr.log")),
+        Duration::from_secs(60),
+    )
 }
 
 /// Files and folders under `root` (symlinks not followed): path -> kind, size and mtime.
@@ -1757,8 +1704,8 @@ async fn run() {
     std::fs::write(sandbox.join("policy/policy.toml"), policy).expect("policy.toml");
     std::fs::write(sandbox.join("config.toml"), config_text(&setup)).expect("config.toml");
 
-    let mut server = spawn_server(&sandbox);
-    let addr = server.addr;
+    let mut server = serve(&sandbox);
+    let addr = server.addr();
     vars.0.insert("server", addr.to_string());
     vars.0.insert("server_port", addr.port().to_string());
     for r in &setup.redirect {

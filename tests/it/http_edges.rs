@@ -1,6 +1,9 @@
 //! Hostile paths, health, readiness and metrics.
 
-use crate::util::{TestServer, copy_tree, example_registry};
+use axum::body::Body;
+use axum::http::Method;
+
+use crate::support::{TestApp, TestServer, copy_tree, example_registry};
 
 #[tokio::test]
 async fn traversal_attempts_never_leave_the_registry() {
@@ -124,41 +127,42 @@ async fn health_readiness_and_metrics() {
 async fn readiness_fails_when_a_storage_role_is_gone() {
     let data = tempfile::tempdir().expect("tempdir");
     let cas = data.path().join("cas");
-    let server = TestServer::start(
+    let app = TestApp::init(
         &example_registry(),
         &[("data", &data.path().display().to_string())],
     )
     .await;
-    assert_eq!(server.get("/readyz").await.status(), 200);
+    assert_eq!(app.get("/readyz").await.status, 200);
     // Replace the cas folder by a file: the backend can no longer list it.
     std::fs::remove_dir_all(&cas).expect("rm");
     std::fs::write(&cas, "not a folder").expect("write");
-    let resp = server.get("/readyz").await;
-    assert_eq!(resp.status(), 503);
-    let body = resp.text().await.expect("text");
+    let resp = app.get("/readyz").await;
+    assert_eq!(resp.status, 503);
+    let body = resp.text();
     assert!(body.contains("cas"), "names the role: {body}");
     // Liveness is unaffected.
-    assert_eq!(server.get("/healthz").await.status(), 200);
-    server.stop().await;
+    assert_eq!(app.get("/healthz").await.status, 200);
 }
 
 #[tokio::test]
 async fn other_methods_are_refused() {
-    let server = TestServer::start(&example_registry(), &[]).await;
-    let resp = server
-        .client
-        .put(server.url("/modules/hello_lib/metadata.json"))
-        .body("x")
-        .send()
-        .await
-        .expect("send");
-    assert_eq!(resp.status(), 405);
-    let resp = server
-        .client
-        .delete(server.url("/modules/hello_lib/1.2.0/source.json"))
-        .send()
-        .await
-        .expect("send");
-    assert_eq!(resp.status(), 405);
-    server.stop().await;
+    let app = TestApp::init(&example_registry(), &[]).await;
+    let resp = app
+        .send(
+            Method::PUT,
+            "/modules/hello_lib/metadata.json",
+            &[],
+            Body::from("x"),
+        )
+        .await;
+    assert_eq!(resp.status, 405);
+    let resp = app
+        .send(
+            Method::DELETE,
+            "/modules/hello_lib/1.2.0/source.json",
+            &[],
+            Body::empty(),
+        )
+        .await;
+    assert_eq!(resp.status, 405);
 }

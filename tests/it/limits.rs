@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 
-use crate::util::{TestServer, example_registry, raw_request};
+use crate::support::{TestServer, example_registry, raw_request};
 
 /// Half-open connections that trickle their headers do not stop normal clients from being
 /// served, and the server cuts them off after `server.header_timeout_seconds`.

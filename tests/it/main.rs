@@ -1,4 +1,7 @@
-//! Integration tests: the real server on `127.0.0.1:0`, talked to over HTTP.
+//! Integration tests, one module per topic. Servers, the upstream double, the spawned binary,
+//! Garage and the shared fixtures and clients all come from [`support`]: the app in process
+//! (`TestApp`, router `oneshot`), the real server on `127.0.0.1:0` (`TestServer`) or the
+//! binary as a child process (`Spawned`).
 
 mod bazel_client;
 mod cli;
@@ -20,5 +23,5 @@ mod replicas;
 mod soak;
 mod storage_conformance;
 mod storage_probe;
+mod support;
 mod upstream;
-mod util;

@@ -8,8 +8,9 @@ use base64::Engine as _;
 use reqwest::Method;
 use serde_json::Value;
 
-use crate::upstream::{Answer, Upstream};
-use crate::util::{TestServer, copy_tree, example_registry, sha256_hex};
+use crate::support::{
+    Answer, TestServer, Upstream, client, copy_tree, example_registry, path_str, sha256_hex,
+};
 
 /// Bound on every request the tests make, body included.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
@@ -61,10 +62,6 @@ impl Dirs {
         )
         .await
     }
-}
-
-fn path_str(path: &Path) -> &str {
-    path.to_str().expect("temp paths are UTF-8")
 }
 
 /// One `[[upstream]]` rule.
@@ -180,11 +177,7 @@ impl Got {
 }
 
 async fn send(server: &TestServer, method: Method, path: &str, range: Option<&str>) -> Got {
-    let client = reqwest::Client::builder()
-        .no_proxy()
-        .timeout(REQUEST_TIMEOUT)
-        .build()
-        .expect("client");
+    let client = client::with_timeout(REQUEST_TIMEOUT);
     let mut req = client.request(method, server.url(path));
     if let Some(r) = range {
         req = req.header(reqwest::header::RANGE, r);

@@ -3,8 +3,8 @@
 
 use std::process::Command;
 
-use crate::upstream::Upstream;
-use crate::util::{TestServer, example_registry, sha256_hex};
+use crate::support::Upstream;
+use crate::support::{TestServer, example_registry, sha256_hex};
 
 /// A data folder, a policy folder allowing `upstream`, and the flags that name them.
 struct Setup {

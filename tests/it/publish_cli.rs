@@ -8,8 +8,8 @@ use std::process::Command;
 
 use git2::{Repository, RepositoryInitOptions, Signature};
 
-use crate::publish::{PUBLISHER, PublishServer, bounded};
-use crate::util::{copy_tree, example_registry, sha256_hex};
+use crate::support::publish::{PUBLISHER, PublishServer, bounded};
+use crate::support::{copy_tree, example_registry, sha256_hex};
 
 fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_gf-registry"))
@@ -243,7 +243,7 @@ async fn a_created_token_works_with_its_snippet() {
     )
     .expect("config");
     let data = dir.path().join("data");
-    let server = crate::publish::Server::start(
+    let server = crate::support::TestServer::start_exact(
         &[
             ("registry", registry.path().to_str().expect("utf-8")),
             ("data", data.to_str().expect("utf-8")),
@@ -252,7 +252,7 @@ async fn a_created_token_works_with_its_snippet() {
         &[],
     )
     .await;
-    let body = crate::publish::upload_body("tok_mod", "1.0.0", "");
+    let body = crate::support::publish::upload_body("tok_mod", "1.0.0", "");
     let allowed = server
         .client
         .post(format!("{}/api/v1/modules/tok_mod/1.0.0", server.base))
@@ -262,7 +262,7 @@ async fn a_created_token_works_with_its_snippet() {
         .await
         .expect("publish");
     assert_eq!(allowed.status(), 201);
-    let other = crate::publish::upload_body("other_mod", "1.0.0", "");
+    let other = crate::support::publish::upload_body("other_mod", "1.0.0", "");
     let refused = server
         .client
         .post(format!("{}/api/v1/modules/other_mod/1.0.0", server.base))

@@ -9,11 +9,10 @@ use git2::build::RepoBuilder;
 use git2::{Oid, Repository, RepositoryInitOptions, Signature};
 use serde_json::{Value, json};
 
-use crate::publish::{
-    ADMIN, PUBLISHER, Server, TEST_TIMEOUT, audit_records, bounded, config_file, path_str,
-    upload_body,
+use crate::support::publish::{
+    ADMIN, PUBLISHER, TEST_TIMEOUT, audit_records, bounded, config_file, upload_body,
 };
-use crate::util::{copy_tree, example_registry};
+use crate::support::{TestServer, copy_tree, example_registry, path_str};
 
 const MODULE: &str = "git_mod";
 /// The URL both replicas are reached at.
@@ -82,17 +81,17 @@ impl Fixture {
     }
 
     /// A replica serving its clone's `refs/heads/main`, with the shared data folder.
-    async fn replica(&self, clone: &str) -> Server {
+    async fn replica(&self, clone: &str) -> TestServer {
         self.replica_on(clone, path_str(&self.data()), &[]).await
     }
 
     /// A replica over the data location `data` (a folder or an `s3://` URL) with `env`.
-    async fn replica_on(&self, clone: &str, data: &str, env: &[(&str, &str)]) -> Server {
+    async fn replica_on(&self, clone: &str, data: &str, env: &[(&str, &str)]) -> TestServer {
         let registry = self.dir.path().join(clone);
         let policy = self.dir.path().join("policy");
         let mut all = vec![("GF_REGISTRY_POLL_INTERVAL_SECONDS", "0")];
         all.extend_from_slice(env);
-        Server::start(
+        TestServer::start_exact(
             &[
                 ("registry", path_str(&registry)),
                 ("registry-ref", "refs/heads/main"),
@@ -179,7 +178,7 @@ fn parse(text: &str) -> Value {
     serde_json::from_str(text).unwrap_or_else(|e| panic!("{e}: {text}"))
 }
 
-async fn refresh(server: &Server) {
+async fn refresh(server: &TestServer) {
     let resp = server
         .client
         .post(server.url("/admin/registry/refresh"))
@@ -248,7 +247,7 @@ fn check_origin(fx: &Fixture, published: &Published) {
 }
 
 /// After a refresh, `server` serves origin's `metadata.json` and every published version.
-async fn check_served(fx: &Fixture, server: &Server, published: &Published) {
+async fn check_served(fx: &Fixture, server: &TestServer, published: &Published) {
     refresh(server).await;
     let (status, served) = server
         .get_bytes(&format!("/modules/{MODULE}/metadata.json"))
@@ -270,7 +269,7 @@ async fn check_served(fx: &Fixture, server: &Server, published: &Published) {
 }
 
 /// Publishes `versions` all at once, the i-th through `replicas[i % len]`; each must be `201`.
-async fn publish_at_once(replicas: &[&Server], versions: &[String], published: &mut Published) {
+async fn publish_at_once(replicas: &[&TestServer], versions: &[String], published: &mut Published) {
     let bodies: Vec<Value> = versions
         .iter()
         .map(|v| upload_body(MODULE, v, ""))
@@ -475,12 +474,12 @@ async fn concurrent_publishes_through_one_replica_with_an_origin_lose_nothing() 
 /// replica then serves every version and every blob, with one upstream fetch per URL.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_replicas_on_one_garage_bucket_and_one_origin() {
-    let Some(garage) = crate::garage::Garage::single() else {
+    let Some(garage) = crate::support::Garage::single() else {
         return;
     };
     bounded(async {
         let fx = Fixture::new();
-        let upstream = crate::upstream::Upstream::start().await;
+        let upstream = crate::support::Upstream::start().await;
         std::fs::write(
             fx.dir.path().join("policy/policy.toml"),
             format!(
@@ -537,7 +536,7 @@ async fn two_replicas_on_one_garage_bucket_and_one_origin() {
                 assert_eq!(status, 200, "archive {sha} at {}", r.base);
             }
             for (path, bytes) in &blobs {
-                let sha = crate::util::sha256_hex(bytes);
+                let sha = crate::support::sha256_hex(bytes);
                 let info = r.get_json(&format!("/api/v1/blobs/{sha}")).await;
                 let url = format!("{}{path}", upstream.origin());
                 assert!(

@@ -1,6 +1,13 @@
 //! The registry read path over a directory: every file, byte for byte, with its headers.
+//!
+//! Tests that only look at one answer go through [`TestApp`]; the ones that read raw bytes
+//! off the wire, refresh in the background or compare the answers given before routing with
+//! the router's use the real server.
 
-use crate::util::{TestServer, copy_tree, example_registry, files_under, sha256_hex};
+use axum::body::Body;
+use axum::http::Method;
+
+use crate::support::{TestApp, TestServer, copy_tree, example_registry, files_under, sha256_hex};
 
 #[tokio::test]
 async fn every_file_is_served_byte_for_byte() {
@@ -40,7 +47,7 @@ async fn every_file_is_served_byte_for_byte() {
 
 #[tokio::test]
 async fn content_types_and_cache_control() {
-    let server = TestServer::start(&example_registry(), &[]).await;
+    let app = TestApp::init(&example_registry(), &[]).await;
     let cases = [
         ("/bazel_registry.json", "application/json", "no-cache"),
         (
@@ -75,17 +82,16 @@ async fn content_types_and_cache_control() {
         ),
     ];
     for (path, content_type, cache) in cases {
-        let resp = server.get(path).await;
-        assert_eq!(resp.status(), 200, "{path}");
-        assert_eq!(resp.headers()["content-type"], content_type, "{path}");
-        let cc = resp.headers()["cache-control"].to_str().expect("cc");
+        let resp = app.get(path).await;
+        assert_eq!(resp.status, 200, "{path}");
+        assert_eq!(resp.headers["content-type"], content_type, "{path}");
+        let cc = resp.headers["cache-control"].to_str().expect("cc");
         assert!(cc.contains(cache), "{path}: cache-control {cc}");
         assert!(
-            resp.headers().get("content-encoding").is_none(),
+            resp.headers.get("content-encoding").is_none(),
             "{path}: never re-encoded"
         );
     }
-    server.stop().await;
 }
 
 #[tokio::test]
@@ -117,7 +123,7 @@ async fn head_matches_get_without_a_body() {
 
 #[tokio::test]
 async fn absent_things_are_a_plain_404() {
-    let server = TestServer::start(&example_registry(), &[]).await;
+    let app = TestApp::init(&example_registry(), &[]).await;
     for path in [
         "/modules/no_such_module/1.0.0/MODULE.bazel",
         "/modules/no_such_module/metadata.json",
@@ -135,77 +141,71 @@ async fn absent_things_are_a_plain_404() {
         "/modules/hello_lib",
         "/modules/hello_lib/1.2.0",
     ] {
-        let resp = server
-            .client
-            .get(server.url(path))
-            .send()
-            .await
-            .expect("send");
-        assert_eq!(resp.status(), 404, "{path}");
+        let resp = app.get(path).await;
+        assert_eq!(resp.status, 404, "{path}");
         assert!(
-            resp.headers().get("location").is_none(),
+            resp.headers.get("location").is_none(),
             "{path}: never a redirect"
         );
-        let ct = resp.headers()["content-type"]
+        let ct = resp.headers["content-type"]
             .to_str()
             .expect("ct")
             .to_owned();
         assert!(ct.starts_with("text/plain"), "{path}: {ct}");
-        let body = resp.text().await.expect("text");
+        let body = resp.text();
         assert!(
             body.len() < 200 && !body.contains('<'),
             "{path}: plain body {body:?}"
         );
     }
-    server.stop().await;
 }
 
 #[tokio::test]
 async fn overlay_is_also_served_where_bazel_7_2_0_looked() {
-    let server = TestServer::start(&example_registry(), &[]).await;
-    let new = server
+    let app = TestApp::init(&example_registry(), &[]).await;
+    let new = app
         .get("/modules/greet_overlay/0.2.0/overlay/src/BUILD.bazel")
         .await;
-    assert_eq!(new.status(), 200);
-    let new = new.bytes().await.expect("body");
-    let old = server
+    assert_eq!(new.status, 200);
+    let new = new.body;
+    let old = app
         .get("/modules/greet_overlay/0.2.0/src/BUILD.bazel")
         .await;
-    assert_eq!(old.status(), 200);
-    assert_eq!(old.bytes().await.expect("body"), new);
-    server.stop().await;
+    assert_eq!(old.status, 200);
+    assert_eq!(old.body, new);
 }
 
 #[tokio::test]
 async fn if_none_match_gives_304() {
-    let server = TestServer::start(&example_registry(), &[]).await;
+    let app = TestApp::init(&example_registry(), &[]).await;
     let path = "/modules/hello_lib/1.2.0/source.json";
-    let etag = server.get(path).await.headers()["etag"].clone();
-    let resp = server
-        .client
-        .get(server.url(path))
-        .header("if-none-match", etag.clone())
-        .send()
-        .await
-        .expect("send");
-    assert_eq!(resp.status(), 304);
-    assert_eq!(resp.headers()["etag"], etag);
-    let resp = server
-        .client
-        .get(server.url(path))
-        .header("if-none-match", "\"other\"")
-        .send()
-        .await
-        .expect("send");
-    assert_eq!(resp.status(), 200);
-    server.stop().await;
+    let etag = app.get(path).await.headers["etag"].clone();
+    let resp = app
+        .send(
+            Method::GET,
+            path,
+            &[("if-none-match", etag.to_str().expect("etag"))],
+            Body::empty(),
+        )
+        .await;
+    assert_eq!(resp.status, 304);
+    assert_eq!(resp.headers["etag"], etag);
+    let resp = app
+        .send(
+            Method::GET,
+            path,
+            &[("if-none-match", "\"other\"")],
+            Body::empty(),
+        )
+        .await;
+    assert_eq!(resp.status, 200);
 }
 
 #[tokio::test]
 async fn gzip_is_never_applied() {
     let server = TestServer::start(&example_registry(), &[]).await;
     let raw =
-        crate::util::raw_request(server.addr(), "GET", "/modules/hello_lib/metadata.json").await;
+        crate::support::raw_request(server.addr(), "GET", "/modules/hello_lib/metadata.json").await;
     assert_eq!(raw.status, 200);
     assert!(raw.header("content-encoding").is_none());
     server.stop().await;

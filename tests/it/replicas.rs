@@ -1,9 +1,9 @@
 //! The server over a live Garage (S3): two replicas sharing one bucket, and the whole backend
 //! going away and coming back.
 
-use crate::garage::Garage;
-use crate::upstream::Upstream;
-use crate::util::{TestServer, example_registry, sha256_hex};
+use crate::support::Garage;
+use crate::support::Upstream;
+use crate::support::{TestServer, example_registry, sha256_hex};
 
 /// A server over `s3://BUCKET/{prefix}` through Garage node 0, with a policy allowing `upstream`.
 async fn server_on(
@@ -179,7 +179,7 @@ async fn a_cluster_node_down_during_a_fill_loses_nothing() {
     let slow: Vec<u8> = (0..4u32 << 20).map(|i| (i % 241) as u8).collect();
     upstream.set(
         "/slow.tar.gz",
-        crate::upstream::Answer::Slow {
+        crate::support::Answer::Slow {
             bytes: slow.clone().into(),
             chunk: 64 << 10,
             delay: std::time::Duration::from_millis(15),
@@ -252,7 +252,7 @@ async fn publishing_with_a_cluster_node_down_loses_nothing() {
         return;
     };
     let registry = tempfile::tempdir().expect("tempdir");
-    crate::util::copy_tree(&example_registry(), registry.path());
+    crate::support::copy_tree(&example_registry(), registry.path());
     let config_dir = tempfile::tempdir().expect("tempdir");
     let token = "gfr_replicas_publisher";
     let config = config_dir.path().join("config.toml");
@@ -274,7 +274,7 @@ async fn publishing_with_a_cluster_node_down_loses_nothing() {
 
     garage.stop_node(1);
     let module = "module(name = \"quorum_mod\", version = \"1.0.0\")\n";
-    let archive = crate::publish::tar_gz(
+    let archive = crate::support::publish::tar_gz(
         "quorum_mod-1.0.0",
         &[("MODULE.bazel", module), ("BUILD.bazel", "")],
     );

@@ -19,11 +19,10 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use crate::crash::{
-    Layout, Outcome, Release, Rng, Served, allow_upstream, client, get_verified, publish,
+use crate::support::load::{Layout, Outcome, Release, Rng, allow_upstream, get_verified, publish};
+use crate::support::{
+    Answer, Spawned, Upstream, client, example_registry, files_under, sha256_hex,
 };
-use crate::upstream::{Answer, Upstream};
-use crate::util::{example_registry, files_under, sha256_hex};
 
 /// Client tasks.
 const CLIENTS: usize = 8;
@@ -182,7 +181,7 @@ struct Shared {
 
 /// One client: random requests until `deadline`.
 async fn client_task(shared: Arc<Shared>, index: usize, deadline: Instant, reads_only: bool) {
-    let c = client(Duration::from_secs(60));
+    let c = client::no_redirects(Duration::from_secs(60));
     let mut rng = Rng::new(SEED + index as u64 + if reads_only { 1000 } else { 0 });
     let mut published = 0u32;
     while Instant::now() < deadline {
@@ -272,8 +271,8 @@ async fn soak_mixed_load_has_no_errors_and_flat_memory() {
     let warm_up = WARM_UP.min(duration / 3);
     let up = Arc::new(Upstream::start().await);
     let layout = Layout::new(&allow_upstream(&up));
-    let mut server: Served = layout.spawn();
-    let c = client(Duration::from_secs(60));
+    let mut server: Spawned = layout.serve();
+    let c = client::no_redirects(Duration::from_secs(60));
 
     // The hits: filled once, then only the store has them.
     let mut rng = Rng::new(SEED);

@@ -18,8 +18,8 @@ use futures::{StreamExt as _, TryStreamExt as _};
 use gf_registry::mirror::records::{PinRecord, Record, Records};
 use gf_registry::storage::{Location, Role, S3Settings, Storage, StorageKey, StorageLayout};
 
-use crate::garage::Garage;
-use crate::util::sha256_hex;
+use crate::support::Garage;
+use crate::support::sha256_hex;
 
 /// Size of the large upload: over 100 MB, with a last part that is not full.
 pub(crate) const LARGE: u64 = 110_000_123;
@@ -608,10 +608,10 @@ async fn conformance_on_file() {
     // asynchronous: bounded wait).
     let cas = dir.path().join("interrupted_upload_leaves_nothing/cas");
     let deadline = Instant::now() + Duration::from_secs(10);
-    while !crate::util::files_under(&cas).is_empty() && Instant::now() < deadline {
+    while !crate::support::files_under(&cas).is_empty() && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert_eq!(crate::util::files_under(&cas), Vec::<String>::new());
+    assert_eq!(crate::support::files_under(&cas), Vec::<String>::new());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

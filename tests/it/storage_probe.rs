@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use gf_registry::storage::probe::{Outcome, ProbeOptions, ProbeReport, probe};
 use gf_registry::storage::{Location, Role, S3Settings, Storage, StorageLayout};
 
-use crate::garage::Garage;
+use crate::support::Garage;
 
 fn open(root: &str, s3: S3Settings) -> Storage {
     let root = Location::parse(root).expect("location");

@@ -8,8 +8,7 @@ use bytes::Bytes;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 
-use crate::upstream::{Answer, Upstream};
-use crate::util::{TestServer, example_registry};
+use crate::support::{Answer, TestServer, Upstream, example_registry};
 
 /// The header timeout the idle tests run with.
 const HEADER_TIMEOUT_SECONDS: &str = "1";

@@ -1,4 +1,5 @@
-//! The app in process, without a listener: `App::build` and the router, requests sent with
+//! The app in process, without a listener: `App::build` and the HTTP layer's one entry point
+//! (`http::service::Front`: the pre-routing layer in front of the router), requests sent with
 //! `oneshot` (the crates.io `TestApp` model). For tests that need only request and response
 //! against one server; tests that need real sockets, timeouts, connection limits, the
 //! answers given before routing, background polling or an external client use
@@ -9,7 +10,6 @@ use std::path::Path;
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::extract::ConnectInfo;
 use axum::http::{HeaderMap, Method, Request};
 use bytes::Bytes;
 use gf_registry::app::App;
@@ -24,7 +24,7 @@ const PEER: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr
 /// The app over a registry, with its own data dir.
 #[derive(Debug)]
 pub(crate) struct TestApp {
-    router: axum::Router,
+    front: gf_registry::http::service::Front,
     _data: tempfile::TempDir,
 }
 
@@ -49,19 +49,21 @@ impl TestApp {
         let data = tempfile::tempdir().expect("tempdir");
         let config = config_over(registry, data.path(), flags, &[]);
         let app = Arc::new(App::build(config).await.expect("app builds"));
-        let router = gf_registry::http::router(app);
-        Self {
-            router,
-            _data: data,
-        }
+        // The server's one entry point: the pre-routing layer in front of the router.
+        let front = gf_registry::http::service::front(app);
+        Self { front, _data: data }
     }
 
     /// Sends one request through the router; the whole answer is bounded by
     /// [`REQUEST_TIMEOUT`].
-    pub(crate) async fn request(&self, mut req: Request<Body>) -> TestResponse {
-        req.extensions_mut().insert(ConnectInfo(PEER));
+    pub(crate) async fn request(&self, req: Request<Body>) -> TestResponse {
         let answer = async {
-            let resp = self.router.clone().oneshot(req).await.expect("infallible");
+            let resp = self
+                .front
+                .connection(PEER)
+                .oneshot(req)
+                .await
+                .expect("infallible");
             let status = resp.status().as_u16();
             let headers = resp.headers().clone();
             let body = axum::body::to_bytes(resp.into_body(), usize::MAX)

@@ -344,6 +344,11 @@ launch nginx "http://127.0.0.1:$NG_REG/bazel_registry.json" \
 launch_gf() { # name port registry data [workers] (TMPDIR: the pull-through spool, in the work dir)
   local env=(env -u GF_REGISTRY_WORKERS) # the server's default: one worker per core
   [[ -z ${5:-} ]] || env=(env "GF_REGISTRY_WORKERS=$5")
+  # No access log, as the baseline nginx has `access_log off` (binaries from before the
+  # setting existed refuse the unknown variable, and have no access log anyway).
+  if "$BIN" config show 2>/dev/null | grep -q '^server.access_log'; then
+    env+=("GF_REGISTRY_ACCESS_LOG=false")
+  fi
   TMPDIR="$WORK/tmp" launch "$1" "http://127.0.0.1:$2/readyz" \
     "${env[@]}" "$BIN" serve --listen "127.0.0.1:$2" --registry "$3" --data "$4" --mirror-policy "$WORK/policy"
 }

@@ -218,10 +218,19 @@ fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
 }
 
 fn init_logging(format: LogFormat) {
+    init_logging_at(format, "info");
+}
+
+/// Logs to stderr in `format`, at `level` unless `RUST_LOG` says otherwise. Colour only on a
+/// terminal: a file or pipe (journald, a container log, `2> file`) gets plain text, not ANSI
+/// escapes.
+fn init_logging_at(format: LogFormat, level: &str) {
+    use std::io::IsTerminal as _;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     let _ = match format {
         LogFormat::Json => builder.json().flatten_event(true).try_init(),

@@ -97,6 +97,7 @@ settings! {
     LISTEN = ("server.listen", "GF_REGISTRY_LISTEN", Some("listen"), Some("127.0.0.1:8080"), "address to listen on");
     PUBLIC_URL = ("server.public_url", "GF_REGISTRY_PUBLIC_URL", Some("public-url"), None, "how clients reach the server (default: http://LISTEN/)");
     LOG_FORMAT = ("server.log_format", "GF_REGISTRY_LOG_FORMAT", Some("log-format"), Some("text"), "log format: text or json");
+    ACCESS_LOG = ("server.access_log", "GF_REGISTRY_ACCESS_LOG", None, Some("true"), "one log line per request (method, path, status, bytes, duration, client, actor), in the log format");
     SHUTDOWN = ("server.shutdown_timeout_seconds", "GF_REGISTRY_SHUTDOWN_TIMEOUT_SECONDS", None, Some("30"), "how long in-flight requests may take to finish on SIGTERM");
     WORKERS = ("server.workers", "GF_REGISTRY_WORKERS", None, None, "HTTP worker threads, each with its own listener and runtime (default: one per core)");
     PIN_WORKERS = ("server.pin_workers", "GF_REGISTRY_PIN_WORKERS", None, Some("false"), "run HTTP worker i only on the i-th CPU the process may use (for hosts whose cores it has to itself)");
@@ -202,6 +203,8 @@ pub struct Config {
     pub workers: usize,
     /// Whether worker `i` runs only on the `i`-th CPU the process may use.
     pub pin_workers: bool,
+    /// One log line per request (`server.access_log`).
+    pub access_log: bool,
     /// Connection limits and timeouts.
     pub conn_limits: ConnLimits,
     /// Requests in progress above which new ones get a `503`.
@@ -387,6 +390,7 @@ impl Config {
             shutdown_timeout: Duration::from_secs(secs(Id::SHUTDOWN)?.unwrap_or(30)),
             workers,
             pin_workers: flag(Id::PIN_WORKERS)?.unwrap_or(false),
+            access_log: flag(Id::ACCESS_LOG)?.unwrap_or(true),
             conn_limits: ConnLimits {
                 max_connections: usize::try_from(secs(Id::MAX_CONNECTIONS)?.unwrap_or(4096))
                     .unwrap_or(usize::MAX)

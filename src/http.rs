@@ -1,6 +1,7 @@
 //! The HTTP edge: routes, typed request parsing, error mapping, metrics middleware.
 //! Handlers parse, call one domain method and map the result; nothing more.
 
+mod access;
 mod admin;
 mod auth;
 mod error;

@@ -9,6 +9,7 @@ use clap::{Args, Subcommand, ValueEnum};
 
 use super::ServeArgs;
 use crate::app::App;
+use crate::config::LogFormat;
 use crate::mirror::ops::{ExportFormat, Selection};
 
 #[derive(Debug, Subcommand)]
@@ -282,12 +283,7 @@ where
             return ExitCode::from(2);
         }
     };
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
+    super::init_logging_at(LogFormat::Text, "warn");
     let runtime = match super::runtime() {
         Ok(r) => r,
         Err(code) => return code,

@@ -9,6 +9,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
+use super::access::LoggedActor;
 use super::auth::Caller;
 use super::error::ApiError;
 use crate::app::AppState;
@@ -104,7 +105,7 @@ fn no_body(body: &Bytes, headers: &HeaderMap, what: &str) -> Result<(), ApiError
     }
 }
 
-fn answer(published: &crate::publish::Published) -> Response {
+fn answer(published: &crate::publish::Published, actor: &Actor) -> Response {
     let status = match published.status {
         Status::Created => StatusCode::CREATED,
         _ => StatusCode::OK,
@@ -112,6 +113,7 @@ fn answer(published: &crate::publish::Published) -> Response {
     (
         status,
         [(header::CACHE_CONTROL, "no-store")],
+        axum::Extension(LoggedActor(actor.name.clone())),
         Json(published),
     )
         .into_response()
@@ -139,7 +141,7 @@ pub(super) async fn publish_version(
             query.dry_run,
         )
         .await?;
-    Ok(answer(&published))
+    Ok(answer(&published, &actor))
 }
 
 async fn edit(
@@ -149,7 +151,7 @@ async fn edit(
     kind: EditKind,
 ) -> Result<Response, ApiError> {
     let done = app.publisher.edit(name, kind, actor).await?;
-    Ok(answer(&done))
+    Ok(answer(&done, actor))
 }
 
 /// `POST /api/v1/modules/{name}/{version}/yank` with `{"reason": ...}`.

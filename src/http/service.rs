@@ -17,7 +17,7 @@ use axum::body::Body;
 use axum::extract::ConnectInfo;
 use axum::http::{Method, Request, header};
 use axum::response::{IntoResponse as _, Response};
-use futures::future::{Either, Ready, ready};
+use futures::future::{BoxFuture, Either, Ready, ready};
 use tower::util::Oneshot;
 use tower::{Layer, Service, ServiceExt as _};
 
@@ -84,13 +84,17 @@ pub struct PreRouting<S> {
 
 impl<S, B> Service<Request<B>> for PreRouting<S>
 where
-    S: Service<Request<Body>, Response = Response, Error = Infallible> + Clone,
+    S: Service<Request<Body>, Response = Response, Error = Infallible> + Clone + Send + 'static,
+    S::Future: Send + 'static,
     B: axum::body::HttpBody<Data = bytes::Bytes> + Send + 'static,
     B::Error: Into<axum::BoxError>,
 {
     type Response = Response;
     type Error = Infallible;
-    type Future = Either<Ready<Result<Response, Infallible>>, Oneshot<S, Request<Body>>>;
+    type Future = Either<
+        Ready<Result<Response, Infallible>>,
+        Either<Oneshot<S, Request<Body>>, BoxFuture<'static, Result<Response, Infallible>>>,
+    >;
 
     fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
         // The router is always ready; each call drives a clone of it to readiness.
@@ -98,11 +102,27 @@ where
     }
 
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
+        let access = self
+            .app
+            .config
+            .access_log
+            .then(|| super::access::Access::start(&req, self.peer));
         if let Some(response) = answer(&self.app, &req) {
+            let response = match access {
+                Some(access) => access.finish(response),
+                None => response,
+            };
             return Either::Left(ready(Ok(response)));
         }
         req.extensions_mut().insert(ConnectInfo(self.peer));
-        Either::Right(self.inner.clone().oneshot(req.map(Body::new)))
+        let routed = self.inner.clone().oneshot(req.map(Body::new));
+        match access {
+            None => Either::Right(Either::Left(routed)),
+            Some(access) => Either::Right(Either::Right(Box::pin(async move {
+                let Ok(response) = routed.await;
+                Ok(access.finish(response))
+            }))),
+        }
     }
 }
 

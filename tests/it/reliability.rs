@@ -8,7 +8,8 @@ use bytes::Bytes;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 
-use crate::support::{Answer, TestServer, Upstream, example_registry};
+use crate::support::spawned::bin;
+use crate::support::{Answer, Spawned, Stderr, TestServer, Upstream, example_registry};
 
 /// The header timeout the idle tests run with.
 const HEADER_TIMEOUT_SECONDS: &str = "1";
@@ -502,4 +503,119 @@ async fn the_fill_cap_answers_503_with_retry_after() {
         assert_eq!(len, 8 * 1024);
     }
     server.stop().await;
+}
+
+/// Starts the binary on the example registry with `args`, its stderr collected (a pipe, so
+/// never a terminal).
+fn spawn_serving(data: &std::path::Path, args: &[&str], env: &[(&str, &str)]) -> Spawned {
+    let mut cmd = bin();
+    cmd.args(["serve", "--listen", "127.0.0.1:0", "--registry"])
+        .arg(example_registry())
+        .arg("--data")
+        .arg(data)
+        .args(args);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    Spawned::spawn(&mut cmd, Stderr::Collect, Duration::from_secs(60))
+}
+
+/// "Also seen": one access-log line per request (method, path with query, status, body
+/// bytes, duration, client, actor), for answers given before routing and routed ones alike, as
+/// JSON with `--log-format json`; and no ANSI colour escapes when the log is not a terminal,
+/// in either format. `server.access_log = false` turns the lines off.
+#[tokio::test]
+async fn access_log_lines_in_both_formats_without_colour_escapes() {
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .expect("client");
+    let data = tempfile::tempdir().expect("tempdir");
+    // JSON: every line parses, and each request has its line.
+    let served = spawn_serving(data.path(), &["--log-format", "json"], &[]);
+    let hit = client
+        .get(served.url("/bazel_registry.json"))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(hit.status(), 200);
+    let hit_bytes = hit.bytes().await.expect("body").len();
+    // Once more: now the answer comes from before routing (the file is cached).
+    let _ = client
+        .get(served.url("/bazel_registry.json"))
+        .send()
+        .await
+        .expect("request");
+    let miss = client
+        .get(served.url("/modules/no_such_module/metadata.json?x=1"))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(miss.status(), 404);
+    let err = served.terminate();
+    assert!(!err.contains('\u{1b}'), "ANSI escapes in a piped JSON log");
+    let access: Vec<serde_json::Value> = err
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .filter(|v: &serde_json::Value| v["target"] == "gf_registry::access")
+        .collect();
+    let registry_json: Vec<_> = access
+        .iter()
+        .filter(|v| v["path"] == "/bazel_registry.json")
+        .collect();
+    assert_eq!(registry_json.len(), 2, "{err}");
+    for line in &registry_json {
+        assert_eq!(line["method"], "GET");
+        assert_eq!(line["status"], 200);
+        assert_eq!(line["bytes"], hit_bytes as u64);
+        assert_eq!(line["client"], "127.0.0.1");
+        assert_eq!(line["actor"], "-");
+        assert_eq!(line["complete"], true);
+        assert!(
+            line["duration_ms"].as_f64().is_some_and(|d| d >= 0.0),
+            "{line}"
+        );
+    }
+    assert!(
+        access
+            .iter()
+            .any(|v| v["path"] == "/modules/no_such_module/metadata.json?x=1" && v["status"] == 404),
+        "the routed 404 has its line, query included: {err}"
+    );
+
+    // Text: one readable line per request, no escapes.
+    let served = spawn_serving(data.path(), &[], &[]);
+    let _ = client
+        .get(served.url("/bazel_registry.json"))
+        .send()
+        .await
+        .expect("request");
+    let err = served.terminate();
+    assert!(
+        !err.contains('\u{1b}'),
+        "ANSI escapes in a piped text log:\n{err}"
+    );
+    let line = err
+        .lines()
+        .find(|l| l.contains("gf_registry::access"))
+        .unwrap_or_else(|| panic!("no access line:\n{err}"));
+    for field in [
+        "method=GET",
+        "path=/bazel_registry.json",
+        "status=200",
+        "client=127.0.0.1",
+    ] {
+        assert!(line.contains(field), "{field} missing: {line}");
+    }
+
+    // Off.
+    let served = spawn_serving(data.path(), &[], &[("GF_REGISTRY_ACCESS_LOG", "false")]);
+    let _ = client
+        .get(served.url("/bazel_registry.json"))
+        .send()
+        .await
+        .expect("request");
+    let err = served.terminate();
+    assert!(!err.contains("gf_registry::access"), "{err}");
 }

@@ -9,6 +9,7 @@ mod fill;
 mod ingest;
 pub mod ops;
 pub mod policy;
+mod record;
 pub mod records;
 pub mod scrub;
 mod service;

@@ -19,7 +19,7 @@ use super::records::{BlobRecord, EventKind, EventRecord, PinRecord, Record, Upst
 use super::service::{Inner, write_state};
 use super::verify::{CHUNK_SIZE, ChunkHashers, Digests, Hashers, ShaHashers};
 use crate::registry::{Algorithm, Integrity};
-use crate::storage::StorageKey;
+use crate::storage::{Spool, StorageKey};
 use crate::upstream::{Allowed, UpstreamError, UpstreamResponse};
 
 /// Bytes gathered before they are hashed, written to the spool and announced.
@@ -99,15 +99,6 @@ impl SpoolBatch {
     }
 }
 
-/// The spool: a temporary file that every reader reads by position through one shared handle,
-/// so the file can be renamed into the file store without disturbing them.
-#[derive(Debug)]
-struct Spool {
-    file: Arc<std::fs::File>,
-    /// Present until the file is adopted by the store (or deleted with the fill).
-    path: std::sync::Mutex<Option<tempfile::TempPath>>,
-}
-
 /// One fill in progress (or just finished).
 #[derive(Debug)]
 pub(super) struct Fill {
@@ -141,23 +132,10 @@ impl Fill {
             return None;
         }
         let (tx, rx) = watch::channel(Progress::default());
-        // In the file store's own folder when it has one, so the verified spool becomes the
-        // blob by a rename instead of a second copy.
-        let dir = inner
-            .storage
-            .local_spool_dir()
-            .unwrap_or_else(std::env::temp_dir);
-        let spool = match tempfile::Builder::new()
-            .prefix(&crate::storage::spool_prefix("fill"))
-            .tempfile_in(&dir)
-        {
-            Ok(f) => {
-                let (file, path) = f.into_parts();
-                Spool {
-                    file: Arc::new(file),
-                    path: std::sync::Mutex::new(Some(path)),
-                }
-            }
+        // The storage puts the spool in the file store's own folder when it has one, so the
+        // verified spool becomes the blob by a rename instead of a second copy.
+        let spool = match inner.blobs.spool("fill") {
+            Ok(spool) => spool,
             Err(e) => {
                 tx.send_modify(|p| {
                     p.done = Some(Err(FillError::Other(format!(
@@ -287,7 +265,7 @@ impl Reader {
             .fill
             .spool
             .as_ref()
-            .map(|s| s.file.clone())
+            .map(|s| s.file().clone())
             .ok_or_else(|| std::io::Error::other("no spool file"))?;
         let pos = self.pos;
         let want = usize::try_from((limit - pos).min(SPOOL_BATCH as u64)).unwrap_or(SPOOL_BATCH);
@@ -518,7 +496,7 @@ impl FillTask {
             .fill
             .spool
             .as_ref()
-            .map(|s| s.file.clone())
+            .map(|s| s.file().clone())
             .ok_or_else(|| FillError::Other("no spool file".to_owned()))?;
         let extra: Vec<Algorithm> = self
             .expected
@@ -630,10 +608,17 @@ impl FillTask {
                 .spool
                 .as_ref()
                 .ok_or_else(|| FillError::Other("no spool file".to_owned()))?;
-            self.place(spool, d, &blob_key, now).await?;
-            check_visible(storage, &blob_key, &d.sha256_hex, d.size)
+            self.inner
+                .blobs
+                .place(spool, &d.sha256_hex, d.size)
                 .await
-                .map_err(FillError::Storage)?;
+                .map_err(|e| {
+                    if e.is_storage() {
+                        FillError::Storage(e.to_string())
+                    } else {
+                        FillError::Other(e.to_string())
+                    }
+                })?;
             new_records.push(Record::Blob(record.clone()));
         }
         let pinned = self
@@ -673,7 +658,7 @@ impl FillTask {
         let inner = self.inner.clone();
         let fill = self.fill.clone();
         self.inner.background.spawn(async move {
-            let Some(file) = fill.spool.as_ref().map(|s| s.file.clone()) else {
+            let Some(file) = fill.spool.as_ref().map(|s| s.file().clone()) else {
                 return;
             };
             // About 2.5 CPU seconds per GB: on a thread of its own at the lowest priority, so
@@ -724,45 +709,6 @@ impl FillTask {
         });
     }
 
-    /// Puts the verified spool at its CAS key: a durable rename inside a file store, otherwise
-    /// an upload to a temporary key moved into place.
-    async fn place(
-        &self,
-        spool: &Spool,
-        d: &Digests,
-        blob_key: &StorageKey,
-        now: chrono::DateTime<Utc>,
-    ) -> Result<(), FillError> {
-        let storage = &self.inner.storage;
-        let file = spool.file.clone();
-        crate::tasks::spawn_blocking(move || file.sync_data())
-            .await
-            .map_err(|e| FillError::Other(e.to_string()))?
-            .map_err(|e| FillError::Other(format!("spool file: {e}")))?;
-        let placed = if let Some(dest) = storage.local_path_of(blob_key) {
-            let temp = spool
-                .path
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .take()
-                .ok_or_else(|| FillError::Other("spool already placed".to_owned()))?;
-            persist_local(temp, dest).await
-        } else {
-            let path = spool
-                .path
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .as_ref()
-                .map(|p| p.to_path_buf())
-                .ok_or_else(|| FillError::Other("no spool path".to_owned()))?;
-            upload_and_move(storage, &path, blob_key, &d.sha256_hex, d.size, now).await
-        };
-        placed.map_err(|e| match e {
-            PlaceError::Storage(m) => FillError::Storage(m),
-            PlaceError::Other(m) => FillError::Other(m),
-        })
-    }
-
     async fn record_drift_if_pinned(&self, actual: &str) {
         let pin = self
             .inner
@@ -784,81 +730,5 @@ impl FillTask {
                 tracing::error!(error = %e, "could not record drift");
             }
         }
-    }
-}
-
-/// Why a verified spool could not be placed.
-#[derive(Debug)]
-pub(super) enum PlaceError {
-    /// The backend failed.
-    Storage(String),
-    /// Anything else (the spool file).
-    Other(String),
-}
-
-/// Moves a verified spool file to its blob file in a local store: a rename, made durable.
-pub(super) async fn persist_local(
-    temp: tempfile::TempPath,
-    dest: std::path::PathBuf,
-) -> Result<(), PlaceError> {
-    crate::tasks::spawn_blocking(move || -> std::io::Result<()> {
-        if let Some(parent) = dest.parent() {
-            std::fs::create_dir_all(parent)?;
-        }
-        temp.persist(&dest).map_err(|e| e.error)?;
-        // Make the rename itself durable.
-        if let Some(parent) = dest.parent() {
-            std::fs::File::open(parent)?.sync_all()?;
-        }
-        Ok(())
-    })
-    .await
-    .map_err(|e| PlaceError::Other(e.to_string()))?
-    .map_err(|e| PlaceError::Storage(format!("moving the spool into the cas role: {e}")))
-}
-
-/// Uploads a verified spool file to a temporary key and moves it to `blob_key`; the temporary
-/// object is removed on any failure.
-pub(super) async fn upload_and_move(
-    storage: &crate::storage::Storage,
-    path: &std::path::Path,
-    blob_key: &StorageKey,
-    sha256_hex: &str,
-    size: u64,
-    now: chrono::DateTime<Utc>,
-) -> Result<(), PlaceError> {
-    let st = |e: crate::storage::StorageError| PlaceError::Storage(e.to_string());
-    let tmp = StorageKey::Temp {
-        id: format!(
-            "{sha256_hex}-{}",
-            now.timestamp_nanos_opt().unwrap_or_default()
-        ),
-    };
-    let sent = storage.put_file(&tmp, path).await.map_err(st)?;
-    if sent != size {
-        let _ = storage.delete(&tmp).await;
-        return Err(PlaceError::Other(format!(
-            "spool held {sent} bytes, expected {size}"
-        )));
-    }
-    if let Err(e) = storage.rename(&tmp, blob_key).await {
-        let _ = storage.delete(&tmp).await;
-        return Err(st(e));
-    }
-    Ok(())
-}
-
-/// Checks that the backend shows `key` with `size` bytes after a write.
-pub(super) async fn check_visible(
-    storage: &crate::storage::Storage,
-    key: &StorageKey,
-    sha256_hex: &str,
-    size: u64,
-) -> Result<(), String> {
-    match storage.size(key).await.map_err(|e| e.to_string())? {
-        Some(n) if n == size => Ok(()),
-        other => Err(format!(
-            "blob {sha256_hex} not visible with its size after the write (backend reports {other:?}, expected {size})"
-        )),
     }
 }

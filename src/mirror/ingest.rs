@@ -7,12 +7,11 @@ use chrono::Utc;
 use url::Url;
 
 use super::MirrorError;
-use super::fill::{self, Fill};
+use super::fill::Fill;
 use super::records::{BlobRecord, Record};
 use super::service::Mirror;
 use super::verify::{CHUNK_SIZE, Hashers};
 use crate::registry::{Algorithm, Integrity};
-use crate::storage::StorageKey;
 
 /// How long a publish waits for the backend to answer before refusing with a 503. Longer than
 /// a pull-through's fail-fast check: a publisher can wait, and a distributed store that just
@@ -116,23 +115,15 @@ impl Mirror {
                 bytes.len()
             )));
         }
-        let spool_dir = self
-            .inner()
-            .storage
-            .local_spool_dir()
-            .unwrap_or_else(std::env::temp_dir);
+        let storage = self.inner().storage.clone();
         let data = bytes.clone();
-        let (digests, temp) = crate::tasks::spawn_blocking(move || {
+        let (digests, spool) = crate::tasks::spawn_blocking(move || {
             let mut h = Hashers::new(&[Algorithm::Sha384, Algorithm::Sha512]);
             h.update(&data);
             let digests = h.finish();
-            std::fs::create_dir_all(&spool_dir)?;
-            let mut f = tempfile::Builder::new()
-                .prefix(&crate::storage::spool_prefix("upload"))
-                .tempfile_in(&spool_dir)?;
-            f.write_all(&data)?;
-            f.as_file().sync_data()?;
-            Ok::<_, std::io::Error>((digests, f.into_temp_path()))
+            let spool = storage.spool("upload")?;
+            (&**spool.file()).write_all(&data)?;
+            Ok::<_, std::io::Error>((digests, spool))
         })
         .await
         .map_err(|e| MirrorError::Storage(e.to_string()))?
@@ -141,23 +132,13 @@ impl Mirror {
         if self.available(&sha).is_some() {
             return Ok(sha);
         }
-        let storage = &self.inner().storage;
-        let blob_key = StorageKey::blob("sha256", &sha);
         let now = Utc::now();
         let _placing = self.inner().placement.lock().await;
-        let placed = match storage.local_path_of(&blob_key) {
-            Some(dest) => fill::persist_local(temp, dest).await,
-            None => {
-                fill::upload_and_move(storage, &temp, &blob_key, &sha, bytes.len() as u64, now)
-                    .await
-            }
-        };
-        placed.map_err(|e| match e {
-            fill::PlaceError::Storage(m) | fill::PlaceError::Other(m) => MirrorError::Storage(m),
-        })?;
-        fill::check_visible(storage, &blob_key, &sha, bytes.len() as u64)
+        self.inner()
+            .blobs
+            .place(&spool, &sha, bytes.len() as u64)
             .await
-            .map_err(MirrorError::Storage)?;
+            .map_err(|e| MirrorError::Storage(e.to_string()))?;
         let record = BlobRecord {
             sha256: sha.clone(),
             integrity: digests.integrity.iter().map(ToString::to_string).collect(),

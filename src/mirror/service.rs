@@ -20,7 +20,7 @@ use super::records::{
 };
 use super::verify::{ReadFault, open_verified};
 use crate::registry::{Integrity, Registry};
-use crate::storage::{Storage, StorageError};
+use crate::storage::{BlobStore, Storage, StorageError};
 use crate::upstream::{UpstreamClient, UpstreamError};
 
 /// How long a response for a URL with a known integrity waits for the fill to be verified
@@ -158,6 +158,7 @@ struct Known {
 #[derive(Debug)]
 pub(super) struct Inner {
     pub(super) storage: Storage,
+    pub(super) blobs: BlobStore,
     pub(super) records: Records,
     pub(super) state: RwLock<MirrorState>,
     pub(super) policy: Policy,
@@ -282,6 +283,7 @@ impl Mirror {
         );
         Ok(Self {
             inner: Arc::new(Inner {
+                blobs: BlobStore::new(storage.clone()),
                 storage,
                 records,
                 state: RwLock::new(state),

@@ -275,6 +275,30 @@ impl UpstreamClient {
     }
 }
 
+/// The upstream seam: a GET that follows the redirects `allow` accepts, body not yet read.
+/// [`UpstreamClient`] is the real one; tests substitute a double.
+pub trait Fetch: Send + Sync + std::fmt::Debug {
+    /// GETs `url` (see [`UpstreamClient::get`]).
+    ///
+    /// # Errors
+    /// [`UpstreamError`] for refused targets, upstream statuses and transport failures.
+    fn fetch<'a>(
+        &'a self,
+        url: &'a Url,
+        allow: &'a (dyn Fn(&Url) -> Option<Allowed> + Send + Sync),
+    ) -> futures::future::BoxFuture<'a, Result<UpstreamResponse, UpstreamError>>;
+}
+
+impl Fetch for UpstreamClient {
+    fn fetch<'a>(
+        &'a self,
+        url: &'a Url,
+        allow: &'a (dyn Fn(&Url) -> Option<Allowed> + Send + Sync),
+    ) -> futures::future::BoxFuture<'a, Result<UpstreamResponse, UpstreamError>> {
+        Box::pin(self.get(url, allow))
+    }
+}
+
 fn transport(url: &Url, e: &reqwest::Error) -> UpstreamError {
     if e.is_timeout() {
         return UpstreamError::Timeout(url.to_string());

@@ -3,13 +3,12 @@
 
 use std::io::Write as _;
 
-use chrono::Utc;
 use url::Url;
 
-use super::MirrorError;
-use super::fill::Fill;
-use super::records::{BlobRecord, Record};
-use super::service::Mirror;
+use super::Mirror;
+use super::error::MirrorError;
+use super::lookup::pinned_integrity;
+use super::record::{BlobRecord, Record};
 use super::verify::{CHUNK_SIZE, Hashers};
 use crate::registry::{Algorithm, Integrity};
 
@@ -31,46 +30,32 @@ impl Mirror {
         expected: Option<&Integrity>,
         requested_by: &str,
     ) -> Result<String, MirrorError> {
-        let pinned = |m: &Mirror| {
-            super::service::read_state(m.inner())
-                .pins
-                .get(url.as_str())
-                .map(|p| p.sha256.to_hex())
-        };
-        let mut pin = pinned(self);
+        let pinned = || self.ledger.pin(url.as_str());
+        let mut pin = pinned();
         if pin.is_none() {
-            self.reload_records().await?;
-            pin = pinned(self);
+            self.ledger.reload().await?;
+            pin = pinned();
         }
         if let Some(sha) = &pin
-            && self.available(sha).is_some()
+            && self.ledger.available(sha).is_some()
         {
             if let Some(e) = expected {
                 self.check_blob_integrity(sha, e, url).await?;
             }
             return Ok(sha.clone());
         }
-        let policy = self.policy();
-        let allowed = policy.allows(url).ok_or_else(|| {
+        let allowed = self.policy.allows(url).ok_or_else(|| {
             MirrorError::BadRequest(format!(
                 "no upstream prefix of the mirror policy allows {url}; ask the operators to add it to mirror-policy/policy.toml, or upload the archive"
             ))
         })?;
         let expected = match (&pin, expected) {
-            (Some(sha), _) => Some(Integrity::of_digest(
-                Algorithm::Sha256,
-                hex::decode(sha)
-                    .map_err(|_| MirrorError::Storage(format!("corrupt pin record for {url}")))?,
-            )),
+            (Some(sha), _) => Some(pinned_integrity(sha, url)?),
             (None, e) => e.cloned(),
         };
         self.check_ingest_allowed().await?;
-        let stored = || {
-            let pin = pinned(self);
-            pin.is_some_and(|sha| self.available(&sha).is_some())
-        };
-        let Some(fill) = Fill::join_or_start(
-            self.inner(),
+        let stored = || pinned().is_some_and(|sha| self.ledger.available(&sha).is_some());
+        let Some(fill) = self.pulls.join_or_start(
             url.clone(),
             allowed,
             expected.clone(),
@@ -83,7 +68,7 @@ impl Mirror {
         fill.finished().await;
         let sha = match fill.outcome() {
             Some(Ok(record)) => record.sha256.clone(),
-            Some(Err(e)) => return Err(super::service::fill_error(url, e)),
+            Some(Err(e)) => return Err(e.into_mirror_error(url)),
             None => {
                 return Err(MirrorError::Storage(format!(
                     "the fetch of {url} ended without a result"
@@ -108,20 +93,20 @@ impl Mirror {
         requested_by: &str,
     ) -> Result<String, MirrorError> {
         self.check_ingest_allowed().await?;
-        let max = self.policy().max_blob_bytes;
+        let max = self.policy.max_blob_bytes;
         if bytes.len() as u64 > max {
             return Err(MirrorError::BadRequest(format!(
                 "the archive is {} bytes, over the mirror's max_blob_bytes ({max})",
                 bytes.len()
             )));
         }
-        let storage = self.inner().storage.clone();
+        let blobs = self.blobs.clone();
         let data = bytes.clone();
         let (digests, spool) = crate::tasks::spawn_blocking(move || {
             let mut h = Hashers::new(&[Algorithm::Sha384, Algorithm::Sha512]);
             h.update(&data);
             let digests = h.finish();
-            let spool = storage.spool("upload")?;
+            let spool = blobs.spool("upload")?;
             (&**spool.file()).write_all(&data)?;
             Ok::<_, std::io::Error>((digests, spool))
         })
@@ -129,13 +114,12 @@ impl Mirror {
         .map_err(|e| MirrorError::Storage(e.to_string()))?
         .map_err(|e| MirrorError::Storage(format!("spooling the upload: {e}")))?;
         let sha = digests.sha256_hex.clone();
-        if self.available(&sha).is_some() {
+        if self.ledger.available(&sha).is_some() {
             return Ok(sha);
         }
-        let now = Utc::now();
-        let _placing = self.inner().placement.lock().await;
-        self.inner()
-            .blobs
+        let now = self.clock.now();
+        let _placing = self.ledger.placement().await;
+        self.blobs
             .place(&spool, &sha, bytes.len() as u64)
             .await
             .map_err(|e| MirrorError::Storage(e.to_string()))?;
@@ -152,7 +136,7 @@ impl Mirror {
             chunks: digests.chunks,
             supplement: false,
         };
-        self.inner()
+        self.ledger
             .record(&Record::Blob(record))
             .await
             .map_err(|e| MirrorError::Storage(e.to_string()))?;
@@ -170,7 +154,7 @@ impl Mirror {
     ) -> Result<u64, MirrorError> {
         use futures::StreamExt as _;
         use tokio::io::AsyncWriteExt as _;
-        let resp = self.read_blob(sha256).await?;
+        let resp = self.serve.read_blob(sha256).await?;
         let mut body = resp.body;
         let mut f = tokio::fs::File::create(dest)
             .await
@@ -191,13 +175,13 @@ impl Mirror {
     }
 
     async fn check_ingest_allowed(&self) -> Result<(), MirrorError> {
-        if let Some(reason) = self.inner().ingest_refused() {
+        if let Some(reason) = self.ledger.ingest_refused() {
             return Err(MirrorError::Storage(format!(
                 "trusted writes are refused: {reason} (set storage.allow_no_go = true to override)"
             )));
         }
-        self.inner()
-            .storage
+        self.blobs
+            .storage()
             .check(PUBLISH_CHECK_TIMEOUT)
             .await
             .map_err(|e| MirrorError::Storage(e.to_string()))
@@ -213,6 +197,7 @@ impl Mirror {
     ) -> Result<(), MirrorError> {
         let want = expected.to_string();
         let recorded = self
+            .ledger
             .available(sha256)
             .map(|b| b.integrity())
             .unwrap_or_default();
@@ -225,7 +210,7 @@ impl Mirror {
             None => {
                 // Hashed as it streams, never held whole in memory.
                 use futures::StreamExt as _;
-                let mut body = self.read_blob(sha256).await?.body;
+                let mut body = self.serve.read_blob(sha256).await?.body;
                 let mut hashers = Hashers::new(&[expected.algorithm()]);
                 while let Some(c) = body.next().await {
                     hashers.update(&c.map_err(|e| {

@@ -321,3 +321,6 @@ impl PullThrough for Mirror {
         Box::pin(self.get_url(host_and_path, None, requested_by, true))
     }
 }
+
+#[cfg(test)]
+mod tests;

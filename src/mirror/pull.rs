@@ -364,3 +364,6 @@ impl FillTask {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -15,7 +15,7 @@
 //! - `serve`: verified reads, the readers retention must spare, access records, quarantine;
 //! - `known`: the integrity the registry and the candidates give each URL;
 //! - `ops/*`: one file per operator feature, each a function over the parts;
-//! - `lookup` and `ingest`: the facade's own flows (by URL, by digest, for publishing).
+//! - `lookup` and `ingest`: the flows by URL, by digest and for publishing, over the parts.
 //!
 //! # Lock order
 //!
@@ -38,6 +38,7 @@ mod known;
 mod ledger;
 mod lookup;
 pub mod ops;
+mod parts;
 pub mod policy;
 mod pull;
 mod record;
@@ -60,11 +61,11 @@ use crate::upstream::{Fetch, UpstreamClient};
 use clock::{Clock, SystemClock};
 use known::Known;
 use ledger::Ledger;
-use ops::parts::{Parts, PullThrough};
 use ops::{
     BlobInfo, CandidateStatus, ExportFormat, ExportReport, GcReport, Probe, Repair, ScrubReport,
     Selection,
 };
+use parts::{Parts, PullThrough};
 use pull::{PullParts, Pulls};
 use serve::Serve;
 
@@ -220,6 +221,70 @@ impl Mirror {
         self.known.references(&self.ledger).await
     }
 
+    /// Serves the archive whose upstream URL is `SCHEME://{host_and_path}`: the pinned blob
+    /// when there is one, otherwise a pull-through when the policy allows it.
+    ///
+    /// # Errors
+    /// [`MirrorError`] for misses that may not be fetched, upstream failures and the like.
+    pub async fn get_url(
+        &self,
+        host_and_path: &str,
+        range: Option<ByteRange>,
+        requested_by: &str,
+        fetch: bool,
+    ) -> Result<BlobResponse, MirrorError> {
+        lookup::get_url(self.parts(), host_and_path, range, requested_by, fetch).await
+    }
+
+    /// Serves a blob by digest (`sha256`, `sha384` or `sha512`, lowercase hex).
+    ///
+    /// # Errors
+    /// [`MirrorError::NotFound`] when no available blob has that digest.
+    pub async fn get_digest(
+        &self,
+        algorithm: &str,
+        hex_digest: &str,
+        range: Option<ByteRange>,
+    ) -> Result<BlobResponse, MirrorError> {
+        lookup::get_digest(self.parts(), algorithm, hex_digest, range).await
+    }
+
+    /// Stores (or finds) the archive at `url` and returns its hex sha256. A URL pinned before
+    /// keeps its first-seen bytes; `expected` must match what is (or gets) stored.
+    ///
+    /// # Errors
+    /// [`MirrorError::NotFound`] when the policy allows no such upstream; upstream failures;
+    /// [`MirrorError::IntegrityMismatch`] when the bytes differ from `expected`.
+    pub async fn ingest_url(
+        &self,
+        url: &url::Url,
+        expected: Option<&Integrity>,
+        requested_by: &str,
+    ) -> Result<String, MirrorError> {
+        ingest::ingest_url(self.parts(), url, expected, requested_by).await
+    }
+
+    /// Stores uploaded bytes as a blob and returns its hex sha256.
+    ///
+    /// # Errors
+    /// [`MirrorError::Storage`] when the backend refuses the write or ingest is refused.
+    pub async fn ingest_bytes(
+        &self,
+        bytes: Arc<Vec<u8>>,
+        label: &str,
+        requested_by: &str,
+    ) -> Result<String, MirrorError> {
+        ingest::ingest_bytes(self.parts(), bytes, label, requested_by).await
+    }
+
+    /// Copies a stored blob, verified chunk by chunk, into `dest`.
+    ///
+    /// # Errors
+    /// [`MirrorError`] when the blob is missing or does not verify.
+    pub async fn copy_blob_to(&self, sha256: &str, dest: &Path) -> Result<u64, MirrorError> {
+        ingest::copy_blob_to(self.parts(), sha256, dest).await
+    }
+
     /// Provenance and state of a blob, for the API.
     ///
     /// # Errors
@@ -318,7 +383,13 @@ impl PullThrough for Mirror {
         host_and_path: &'a str,
         requested_by: &'static str,
     ) -> BoxFuture<'a, Result<BlobResponse, MirrorError>> {
-        Box::pin(self.get_url(host_and_path, None, requested_by, true))
+        Box::pin(lookup::get_url(
+            self.parts(),
+            host_and_path,
+            None,
+            requested_by,
+            true,
+        ))
     }
 }
 

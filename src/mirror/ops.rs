@@ -3,13 +3,12 @@
 //! repository cache and distdir, repair of quarantined blobs, the storage scrub, and the
 //! provenance the API shows. Everything here also runs without a server, from the CLI.
 //!
-//! Each operation is a function over the mirror's [`parts::Parts`]; the facade calls them.
+//! Each operation is a function over the mirror's borrowed parts; the facade calls them.
 
 pub(super) mod candidates;
 pub(super) mod drift;
 pub(super) mod export;
 pub(super) mod gc;
-pub(super) mod parts;
 pub(super) mod provenance;
 pub(super) mod repair;
 pub(super) mod scrub;

@@ -4,8 +4,8 @@ use futures::StreamExt as _;
 use serde::Serialize;
 use url::Url;
 
-use super::parts::Parts;
 use crate::mirror::error::MirrorError;
+use crate::mirror::parts::Parts;
 
 /// A candidate's standing in the durable-authority gate.
 #[derive(Debug, Clone, Serialize)]

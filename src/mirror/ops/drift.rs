@@ -7,8 +7,8 @@ use serde::Serialize;
 use sha2::Digest as _;
 use url::Url;
 
-use super::parts::Parts;
 use crate::mirror::error::MirrorError;
+use crate::mirror::parts::Parts;
 use crate::mirror::record::{EventKind, EventRecord, Record};
 
 /// Drift found by re-probing a pinned URL.

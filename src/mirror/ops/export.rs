@@ -9,8 +9,8 @@ use serde::Serialize;
 use sha2::Digest as _;
 use url::Url;
 
-use super::parts::Parts;
 use crate::mirror::error::MirrorError;
+use crate::mirror::parts::Parts;
 
 /// Export layouts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -2,8 +2,8 @@
 
 use serde::Serialize;
 
-use super::parts::Parts;
 use crate::mirror::error::MirrorError;
+use crate::mirror::parts::Parts;
 use crate::mirror::record::{EventKind, EventRecord, Record};
 use crate::storage::StorageKey;
 

@@ -2,8 +2,8 @@
 
 use serde::Serialize;
 
-use super::parts::Parts;
 use crate::mirror::error::MirrorError;
+use crate::mirror::parts::Parts;
 use crate::mirror::record::{BlobRecord, EventRecord};
 
 /// A blob's provenance and state, as the API returns it.

@@ -3,7 +3,7 @@
 use futures::StreamExt as _;
 use serde::Serialize;
 
-use super::parts::Parts;
+use crate::mirror::parts::Parts;
 
 /// What `mirror repair` did for one quarantined blob.
 #[derive(Debug, Clone, Serialize)]

@@ -1,4 +1,5 @@
-//! What the operations work on: the mirror's parts, borrowed.
+//! The mirror's parts, borrowed: what the flows (`lookup`, `ingest`) and the operations
+//! (`ops/*`) work on.
 
 use std::sync::Arc;
 
@@ -16,7 +17,7 @@ use crate::storage::BlobStore;
 
 /// A pull-through by upstream URL (the facade's `get_url` for a GET), for the operations
 /// that fetch (candidates, repair).
-pub(in crate::mirror) trait PullThrough: Sync {
+pub(super) trait PullThrough: Sync {
     /// Serves `SCHEME://{host_and_path}`, fetching it when the policy allows.
     fn pull<'a>(
         &'a self,
@@ -27,13 +28,13 @@ pub(in crate::mirror) trait PullThrough: Sync {
 
 /// The mirror's parts, for one operation.
 #[derive(Clone, Copy)]
-pub(in crate::mirror) struct Parts<'a> {
-    pub(in crate::mirror) ledger: &'a Ledger,
-    pub(in crate::mirror) blobs: &'a BlobStore,
-    pub(in crate::mirror) serve: &'a Arc<Serve>,
-    pub(in crate::mirror) known: &'a Known,
-    pub(in crate::mirror) pulls: &'a Pulls,
-    pub(in crate::mirror) policy: &'a Policy,
-    pub(in crate::mirror) clock: &'a dyn Clock,
-    pub(in crate::mirror) pull: &'a dyn PullThrough,
+pub(super) struct Parts<'a> {
+    pub(super) ledger: &'a Ledger,
+    pub(super) blobs: &'a BlobStore,
+    pub(super) serve: &'a Arc<Serve>,
+    pub(super) known: &'a Known,
+    pub(super) pulls: &'a Arc<Pulls>,
+    pub(super) policy: &'a Policy,
+    pub(super) clock: &'a dyn Clock,
+    pub(super) pull: &'a dyn PullThrough,
 }

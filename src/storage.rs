@@ -1,7 +1,9 @@
 //! The object-store facade: the mirror's blobs (`cas`) and its records (`records`), each a
 //! role at its own location, chosen by URL. Nothing above this layer imports `object_store`.
 
+mod blobs;
 mod key;
+mod local;
 mod location;
 pub mod probe;
 
@@ -21,7 +23,10 @@ use object_store::{
 };
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
+pub use blobs::{BlobStore, PlaceError, Spool};
 pub use key::{Role, StorageKey};
+use local::file_blocks;
+pub use local::spool_prefix;
 pub use location::{Location, S3Settings};
 
 /// Storage failures.
@@ -166,6 +171,30 @@ impl Storage {
         }
     }
 
+    /// Reads the objects at `keys` (all of one role), in any order, each answered with its
+    /// index in `keys` (`None` when absent). From a local folder a few blocking tasks read
+    /// the files; elsewhere, 16 requests at a time.
+    #[must_use]
+    pub fn get_many(
+        &self,
+        keys: Vec<StorageKey>,
+    ) -> BoxStream<'static, (usize, Result<Option<Bytes>, StorageError>)> {
+        let local = keys
+            .first()
+            .is_some_and(|k| self.local_path_of(k).is_some());
+        if local {
+            return local::read_files(self.clone(), keys);
+        }
+        let storage = self.clone();
+        futures::stream::iter(keys.into_iter().enumerate())
+            .map(move |(i, key)| {
+                let storage = storage.clone();
+                async move { (i, storage.get(&key).await) }
+            })
+            .buffer_unordered(16)
+            .boxed()
+    }
+
     /// Size of an object; `None` when absent.
     ///
     /// # Errors
@@ -251,70 +280,6 @@ impl Storage {
             .map_err(Self::backend(role))?;
         out.sort();
         Ok(out)
-    }
-
-    /// For a `cas` role on the local filesystem: its `tmp/` folder (where `StorageKey::Temp`
-    /// objects live), for spool files, so a verified spool can become a blob by a rename.
-    /// Leftovers there are what `storage verify --fix` cleans up.
-    #[must_use]
-    pub fn local_spool_dir(&self) -> Option<std::path::PathBuf> {
-        let dir = self.layout.cas.local_path()?.join("tmp");
-        std::fs::create_dir_all(&dir).ok()?;
-        Some(dir)
-    }
-
-    /// Removes what a killed process left in the local store: spool files and publish work
-    /// folders (named with their process id, see [`spool_prefix`]) of processes that no longer
-    /// run on this host, and `object_store`'s staging files (`NAME#N`, never listed) in the
-    /// local roles. Returns how many entries were removed.
-    ///
-    /// A staging file of another live process writing to the same folder right now would make
-    /// that write fail (loudly, never silently): replicas sharing one store use S3.
-    #[must_use]
-    pub fn clean_local_leftovers(&self) -> usize {
-        let mut removed = 0;
-        if let Some(spool) = self.local_spool_dir()
-            && let Ok(entries) = std::fs::read_dir(&spool)
-        {
-            for e in entries.flatten() {
-                let name = e.file_name().to_string_lossy().into_owned();
-                if spool_owner(&name).is_some_and(|pid| !process_alive(pid)) {
-                    let path = e.path();
-                    let gone = if path.is_dir() {
-                        std::fs::remove_dir_all(&path)
-                    } else {
-                        std::fs::remove_file(&path)
-                    };
-                    if gone.is_ok() {
-                        removed += 1;
-                    }
-                }
-            }
-        }
-        for root in [
-            self.layout.cas.local_path(),
-            self.layout.records.local_path(),
-        ]
-        .into_iter()
-        .flatten()
-        {
-            removed += remove_staging_files(&root);
-        }
-        removed
-    }
-
-    /// For a key whose role is on the local filesystem: the file that holds it.
-    #[must_use]
-    pub fn local_path_of(&self, key: &StorageKey) -> Option<std::path::PathBuf> {
-        let root = match key.role() {
-            Role::Cas => self.layout.cas.local_path()?,
-            Role::Records => self.layout.records.local_path()?,
-        };
-        Some(
-            key.path()
-                .parts()
-                .fold(root, |p, part| p.join(part.as_ref())),
-        )
     }
 
     /// Uploads a local file to `key` in parts (no reader sees a partial object); returns the
@@ -414,101 +379,6 @@ impl Storage {
         }
         Ok(())
     }
-}
-
-/// Size of the blocks read from a local file.
-const FILE_BLOCK: u64 = 1 << 20;
-
-/// Streams `range` of a local file in 1 MiB positioned reads on the blocking pool.
-fn file_blocks(
-    file: std::fs::File,
-    range: Range<u64>,
-    role: Role,
-) -> BoxStream<'static, Result<Bytes, StorageError>> {
-    let file = Arc::new(file);
-    futures::stream::unfold(range.start, move |pos| {
-        let file = file.clone();
-        let end = range.end;
-        async move {
-            if pos >= end {
-                return None;
-            }
-            let want = usize::try_from((end - pos).min(FILE_BLOCK)).unwrap_or(1 << 20);
-            let read = crate::tasks::spawn_blocking(move || {
-                use std::os::unix::fs::FileExt as _;
-                let mut buf = vec![0u8; want];
-                file.read_exact_at(&mut buf, pos).map(|()| buf)
-            })
-            .await;
-            let item = match read {
-                Ok(Ok(buf)) => Ok(Bytes::from(buf)),
-                Ok(Err(e)) => Err(StorageError::Backend {
-                    role: role.name(),
-                    source: object_store::Error::Generic {
-                        store: "LocalFileSystem",
-                        source: Box::new(e),
-                    },
-                }),
-                Err(e) => Err(StorageError::Backend {
-                    role: role.name(),
-                    source: object_store::Error::Generic {
-                        store: "LocalFileSystem",
-                        source: Box::new(e),
-                    },
-                }),
-            };
-            // After an error the stream ends.
-            let next = if item.is_ok() { pos + want as u64 } else { end };
-            Some((item, next))
-        }
-    })
-    .boxed()
-}
-
-/// The name prefix of this process's spool files and work folders of `kind` (`fill`,
-/// `upload`, `publish`): `gf-registry-{kind}-{pid}-`.
-#[must_use]
-pub fn spool_prefix(kind: &str) -> String {
-    format!("gf-registry-{kind}-{}-", std::process::id())
-}
-
-/// The process id a spool entry's name carries, if it is one.
-fn spool_owner(name: &str) -> Option<u32> {
-    let rest = ["fill", "upload", "publish"]
-        .iter()
-        .find_map(|k| name.strip_prefix(&format!("gf-registry-{k}-")))?;
-    rest.split('-').next()?.parse().ok()
-}
-
-fn process_alive(pid: u32) -> bool {
-    pid == std::process::id() || Path::new(&format!("/proc/{pid}")).exists()
-}
-
-/// Removes `object_store` `LocalFileSystem` staging files (`NAME#N`) under `root`.
-fn remove_staging_files(root: &Path) -> usize {
-    let mut removed = 0;
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&dir) else {
-            continue;
-        };
-        for e in entries.flatten() {
-            let Ok(ft) = e.file_type() else { continue };
-            if ft.is_dir() {
-                stack.push(e.path());
-                continue;
-            }
-            let name = e.file_name();
-            let name = name.to_string_lossy();
-            let staged = name
-                .rsplit_once('#')
-                .is_some_and(|(_, n)| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
-            if staged && std::fs::remove_file(e.path()).is_ok() {
-                removed += 1;
-            }
-        }
-    }
-    removed
 }
 
 #[cfg(test)]

@@ -52,3 +52,20 @@ where
     rx.await
         .map_err(|_| TaskError("the background thread panicked".to_owned()))
 }
+
+/// Starts a named OS thread running `f` inside the current span: for work that lives as long
+/// as one transfer and blocks on its queue between batches (the fill's hashing and spooling),
+/// which would otherwise hold a thread of tokio's blocking pool for its whole length.
+///
+/// # Errors
+/// When the thread cannot start.
+pub fn spawn_thread<F>(name: &str, f: F) -> std::io::Result<()>
+where
+    F: FnOnce() + Send + 'static,
+{
+    let span = tracing::Span::current();
+    std::thread::Builder::new()
+        .name(name.to_owned())
+        .spawn(move || span.in_scope(f))
+        .map(drop)
+}

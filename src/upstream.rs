@@ -275,6 +275,139 @@ impl UpstreamClient {
     }
 }
 
+/// The upstream seam: a GET that follows the redirects `allow` accepts, body not yet read.
+/// [`UpstreamClient`] is the real one; tests substitute a double.
+pub trait Fetch: Send + Sync + std::fmt::Debug {
+    /// GETs `url` (see [`UpstreamClient::get`]).
+    ///
+    /// # Errors
+    /// [`UpstreamError`] for refused targets, upstream statuses and transport failures.
+    fn fetch<'a>(
+        &'a self,
+        url: &'a Url,
+        allow: &'a (dyn Fn(&Url) -> Option<Allowed> + Send + Sync),
+    ) -> futures::future::BoxFuture<'a, Result<UpstreamResponse, UpstreamError>>;
+}
+
+impl Fetch for UpstreamClient {
+    fn fetch<'a>(
+        &'a self,
+        url: &'a Url,
+        allow: &'a (dyn Fn(&Url) -> Option<Allowed> + Send + Sync),
+    ) -> futures::future::BoxFuture<'a, Result<UpstreamResponse, UpstreamError>> {
+        Box::pin(self.get(url, allow))
+    }
+}
+
+/// An upstream double for unit tests: scripted answers per URL, a count of the fetches
+/// started, and a gate that holds every answer until it is opened.
+#[cfg(test)]
+pub(crate) mod testing {
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use bytes::Bytes;
+    use url::Url;
+
+    use super::{Allowed, Fetch, UpstreamError, UpstreamResponse};
+
+    /// What the double answers for one URL.
+    #[derive(Debug, Clone)]
+    pub(crate) enum Answer {
+        /// 200 with these bytes, sent in pieces of at most `piece` bytes.
+        Body { bytes: Bytes, piece: usize },
+        /// This status, as the real client reports it (404/410: not found).
+        Status(u16),
+    }
+
+    /// The double.
+    #[derive(Debug)]
+    pub(crate) struct TestUpstream {
+        answers: Mutex<HashMap<String, Answer>>,
+        fetches: AtomicUsize,
+        gate: tokio::sync::watch::Sender<bool>,
+    }
+
+    impl TestUpstream {
+        /// A double with no answers and the gate open.
+        pub(crate) fn new() -> Self {
+            Self {
+                answers: Mutex::new(HashMap::new()),
+                fetches: AtomicUsize::new(0),
+                gate: tokio::sync::watch::channel(true).0,
+            }
+        }
+
+        /// Answers `url` with `answer` from now on.
+        pub(crate) fn answer(&self, url: &str, answer: Answer) {
+            self.answers
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .insert(url.to_owned(), answer);
+        }
+
+        /// Holds every answer (`false`) or lets them through (`true`).
+        pub(crate) fn set_gate(&self, open: bool) {
+            self.gate.send_replace(open);
+        }
+
+        /// Fetches started so far.
+        pub(crate) fn fetches(&self) -> usize {
+            self.fetches.load(Ordering::SeqCst)
+        }
+    }
+
+    impl Fetch for TestUpstream {
+        fn fetch<'a>(
+            &'a self,
+            url: &'a Url,
+            allow: &'a (dyn Fn(&Url) -> Option<Allowed> + Send + Sync),
+        ) -> futures::future::BoxFuture<'a, Result<UpstreamResponse, UpstreamError>> {
+            Box::pin(async move {
+                self.fetches.fetch_add(1, Ordering::SeqCst);
+                let allowed =
+                    allow(url).ok_or_else(|| UpstreamError::NotAllowed(url.to_string()))?;
+                let mut gate = self.gate.subscribe();
+                let _ = gate.wait_for(|open| *open).await;
+                let answer = self
+                    .answers
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .get(url.as_str())
+                    .cloned()
+                    .unwrap_or(Answer::Status(404));
+                match answer {
+                    Answer::Status(status @ (404 | 410)) => Err(UpstreamError::NotFound {
+                        url: url.to_string(),
+                        status,
+                    }),
+                    Answer::Status(status) => Err(UpstreamError::Status {
+                        url: url.to_string(),
+                        status,
+                    }),
+                    Answer::Body { bytes, piece } => {
+                        let pieces: Vec<Result<Bytes, UpstreamError>> = (0..bytes.len())
+                            .step_by(piece.max(1))
+                            .map(|i| Ok(bytes.slice(i..(i + piece.max(1)).min(bytes.len()))))
+                            .collect();
+                        Ok(UpstreamResponse {
+                            final_url: url.clone(),
+                            allowed,
+                            status: 200,
+                            content_length: Some(bytes.len() as u64),
+                            etag: None,
+                            last_modified: None,
+                            content_type: None,
+                            body: Box::pin(futures::stream::iter(pieces)),
+                        })
+                    }
+                }
+            })
+        }
+    }
+}
+
 fn transport(url: &Url, e: &reqwest::Error) -> UpstreamError {
     if e.is_timeout() {
         return UpstreamError::Timeout(url.to_string());

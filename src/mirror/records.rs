@@ -14,151 +14,15 @@ use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use futures::StreamExt as _;
 use futures::stream::BoxStream;
-use serde::{Deserialize, Serialize};
 
+use super::record::key_time;
+pub use super::record::{BlobRecord, EventKind, EventRecord, PinRecord, Record, UpstreamMeta};
 pub use super::state::{BlobState, MirrorState, NewRecord, Pin, RecordKey, Sha256Digest};
 use super::state::{Folded, RELIST_WINDOW, Strings};
 use crate::storage::{Role, Storage, StorageError, StorageKey};
 
-/// What the upstream said when a blob was fetched.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct UpstreamMeta {
-    /// The status (200).
-    pub status: u16,
-    /// The URL that answered, after redirects.
-    pub final_url: String,
-    /// `ETag`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub etag: Option<String>,
-    /// `Last-Modified`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub last_modified: Option<String>,
-    /// `Content-Type`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub content_type: Option<String>,
-}
-
-/// Provenance of one stored blob (one record per ingest).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct BlobRecord {
-    /// Lowercase hex sha256: the CAS address.
-    pub sha256: String,
-    /// SRI values computed at ingest (sha256 always; sha384/sha512 when an integrity asked).
-    pub integrity: Vec<String>,
-    /// Size in bytes.
-    pub size: u64,
-    /// The URL it was fetched for, if it came from an upstream.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub url: Option<String>,
-    /// When the transfer completed.
-    pub fetched_at: DateTime<Utc>,
-    /// Upstream response facts.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub upstream: Option<UpstreamMeta>,
-    /// The policy rule that allowed the fetch.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub rule: Option<String>,
-    /// Who asked (client address or identity).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub requested_by: Option<String>,
-    /// Size of the verification chunks.
-    pub chunk_size: u64,
-    /// BLAKE3 of each chunk, hex: the read path verifies every chunk before serving it.
-    pub chunks: Vec<String>,
-    /// A supplement to an earlier record of the same ingest (more digests computed after the
-    /// transfer): it adds facts and never changes the blob's quarantine or eviction state.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub supplement: bool,
-}
-
-/// A URL pinned to a digest: first seen wins.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PinRecord {
-    /// The upstream URL.
-    pub url: String,
-    /// Hex sha256 it is pinned to.
-    pub sha256: String,
-    /// When.
-    pub at: DateTime<Utc>,
-}
-
-/// Kinds of events.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum EventKind {
-    /// Stored bytes did not match their digest; the blob is no longer served.
-    Quarantine,
-    /// The upstream now serves other bytes for a pinned URL.
-    Drift,
-    /// The blob was removed by retention.
-    Evict,
-    /// The blob was read (coalesced; feeds retention by age).
-    Access,
-}
-
-/// An event about a blob.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct EventRecord {
-    /// What happened.
-    pub event: EventKind,
-    /// The blob.
-    pub sha256: String,
-    /// The URL concerned, if any.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub url: Option<String>,
-    /// When.
-    pub at: DateTime<Utc>,
-    /// Details for people.
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub detail: String,
-}
-
-/// Any record.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-pub enum Record {
-    /// Provenance of a stored blob.
-    Blob(BlobRecord),
-    /// A URL pin.
-    Pin(PinRecord),
-    /// An event.
-    Event(EventRecord),
-}
-
-impl Record {
-    fn stream(&self) -> &'static str {
-        match self {
-            Self::Blob(_) => "blobs",
-            Self::Pin(_) => "pins",
-            Self::Event(_) => "events",
-        }
-    }
-
-    fn time(&self) -> DateTime<Utc> {
-        match self {
-            Self::Blob(b) => b.fetched_at,
-            Self::Pin(p) => p.at,
-            Self::Event(e) => e.at,
-        }
-    }
-}
-
-/// Blocking tasks that read the records of a local folder.
-const LOCAL_READERS: usize = 4;
-
 /// A record's bytes (`None` when it is gone).
 type Fetched = Result<Option<Bytes>, StorageError>;
-
-/// Records being read from a local folder by blocking tasks.
-struct LocalRead {
-    keys: Arc<[RecordKey]>,
-    rx: tokio::sync::mpsc::Receiver<(usize, Option<Fetched>)>,
-    /// Which keys were answered.
-    received: Vec<bool>,
-    /// Once every reader is done: no key before this one is unanswered.
-    next_unanswered: usize,
-    storage: Storage,
-}
 
 /// Where the record under `key` is stored.
 fn storage_key(key: &RecordKey) -> StorageKey {
@@ -173,11 +37,6 @@ fn storage_key(key: &RecordKey) -> StorageKey {
         stream,
         id: id.to_owned(),
     }
-}
-
-/// The time part of a record key: sorts like the time.
-pub(super) fn key_time(t: DateTime<Utc>) -> String {
-    t.format("%Y%m%dT%H%M%S%.9fZ").to_string()
 }
 
 /// Writes and reads records.
@@ -297,75 +156,15 @@ impl Records {
         Ok((records, bad))
     }
 
-    /// Reads the records at `keys`, in any order. From a local folder, a few blocking tasks
-    /// read the files one after another: one blocking task per file (the object store's way)
-    /// grows tokio's blocking pool to hundreds of threads during a start, each keeping its
-    /// stack and allocator arena. Elsewhere, 16 requests at a time.
+    /// Reads the records at `keys`, in any order (the storage reads a local folder with a
+    /// few blocking tasks, elsewhere 16 requests at a time).
     fn read(&self, keys: Vec<RecordKey>) -> BoxStream<'static, (RecordKey, Fetched)> {
-        let storage = self.storage.clone();
-        let local = keys
-            .first()
-            .is_some_and(|k| storage.local_path_of(&storage_key(k)).is_some());
-        if !local {
-            return futures::stream::iter(keys)
-                .map(move |key| {
-                    let storage = storage.clone();
-                    async move {
-                        let got = storage.get(&storage_key(&key)).await;
-                        (key, got)
-                    }
-                })
-                .buffer_unordered(16)
-                .boxed();
-        }
+        let objects = keys.iter().map(storage_key).collect();
         let keys: Arc<[RecordKey]> = keys.into();
-        let (tx, rx) = tokio::sync::mpsc::channel::<(usize, Option<Fetched>)>(64);
-        let share = keys.len().div_ceil(LOCAL_READERS).max(1);
-        for first in (0..keys.len()).step_by(share) {
-            let (tx, storage, keys) = (tx.clone(), storage.clone(), keys.clone());
-            tokio::spawn(crate::tasks::spawn_blocking(move || {
-                for (i, key) in keys.iter().enumerate().skip(first).take(share) {
-                    let path = storage.local_path_of(&storage_key(key));
-                    let got = match path.map(std::fs::read) {
-                        Some(Ok(bytes)) => Some(Ok(Some(Bytes::from(bytes)))),
-                        Some(Err(e)) if e.kind() == std::io::ErrorKind::NotFound => Some(Ok(None)),
-                        // Any other failure: read it through the store, for its error.
-                        _ => None,
-                    };
-                    if tx.blocking_send((i, got)).is_err() {
-                        return; // the caller stopped reading
-                    }
-                }
-            }));
-        }
-        drop(tx);
-        let state = LocalRead {
-            received: vec![false; keys.len()],
-            keys,
-            rx,
-            next_unanswered: 0,
-            storage,
-        };
-        futures::stream::unfold(state, |mut st| async move {
-            let (i, got) = match st.rx.recv().await {
-                Some((i, got)) => (i, got),
-                // Every reader is done. A key one did not answer (it failed) is read through
-                // the store, like the ones it could not read.
-                None => {
-                    let i = (st.next_unanswered..st.keys.len()).find(|&i| !st.received[i])?;
-                    st.next_unanswered = i + 1;
-                    (i, None)
-                }
-            };
-            st.received[i] = true;
-            let key = st.keys[i].clone();
-            let got = match got {
-                Some(got) => got,
-                None => st.storage.get(&storage_key(&key)).await,
-            };
-            Some(((key, got), st))
-        })
-        .boxed()
+        self.storage
+            .get_many(objects)
+            .map(move |(i, got)| (keys[i].clone(), got))
+            .boxed()
     }
 }
 

@@ -10,126 +10,32 @@
 //! Blob and pin records whose sha256 is not 64 lowercase hex digits (never written by this
 //! server) are unreadable records: they are skipped and reported, like invalid JSON.
 
-use std::collections::{HashMap, HashSet};
-use std::fmt;
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 
-use super::records::{EventKind, EventRecord, Record};
+use super::record::{EventKind, EventRecord, Record};
 use crate::registry::{Algorithm, Integrity};
 
 mod aliases;
 mod blob;
+mod digest;
 mod key;
 mod packed;
+mod strings;
 
 use aliases::{AliasKey, Aliases};
 pub use blob::BlobState;
 use blob::{Provenance, Upstream};
+pub use digest::Sha256Digest;
 pub use key::RecordKey;
 use key::Seen;
 use packed::{Chunks, Sris};
+pub(crate) use strings::Strings;
 
 /// How far back an incremental listing reaches before the newest record seen.
 pub(super) const RELIST_WINDOW: chrono::TimeDelta = chrono::TimeDelta::minutes(5);
-
-/// A sha256 digest, held as its 32 bytes; shown as lowercase hex.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Sha256Digest([u8; 32]);
-
-impl Sha256Digest {
-    /// Parses 64 lowercase hex digits, the only form records and CAS keys use.
-    #[must_use]
-    pub fn from_hex(s: &str) -> Option<Self> {
-        if s.len() != 64 || !s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
-            return None;
-        }
-        let mut out = [0u8; 32];
-        hex::decode_to_slice(s, &mut out).ok()?;
-        Some(Self(out))
-    }
-
-    /// Lowercase hex.
-    #[must_use]
-    pub fn to_hex(&self) -> String {
-        hex::encode(self.0)
-    }
-
-    fn hex_bytes(&self) -> [u8; 64] {
-        let mut buf = [0u8; 64];
-        // 32 bytes always fit 64 hex digits.
-        let _ = hex::encode_to_slice(self.0, &mut buf);
-        buf
-    }
-}
-
-impl fmt::Display for Sha256Digest {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let buf = self.hex_bytes();
-        f.write_str(std::str::from_utf8(&buf).map_err(|_| fmt::Error)?)
-    }
-}
-
-impl fmt::Debug for Sha256Digest {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Display::fmt(self, f)
-    }
-}
-
-impl PartialEq<str> for Sha256Digest {
-    fn eq(&self, other: &str) -> bool {
-        self.hex_bytes() == other.as_bytes()
-    }
-}
-
-impl PartialEq<&str> for Sha256Digest {
-    fn eq(&self, other: &&str) -> bool {
-        *self == **other
-    }
-}
-
-impl PartialEq<String> for Sha256Digest {
-    fn eq(&self, other: &String) -> bool {
-        *self == **other
-    }
-}
-
-/// Shared copies of strings that many blobs and pins name (URLs, rules, clients).
-#[derive(Debug, Default, Clone)]
-pub(super) struct Strings(HashSet<Arc<str>>);
-
-impl Strings {
-    /// The shared copy of `s`.
-    pub(super) fn intern(&mut self, s: &str) -> Arc<str> {
-        if let Some(a) = self.0.get(s) {
-            return a.clone();
-        }
-        let a: Arc<str> = Arc::from(s);
-        self.0.insert(a.clone());
-        a
-    }
-
-    /// The shared copy equal to `a` (`a` itself when there is none yet).
-    fn adopt(&mut self, a: &mut Arc<str>) {
-        match self.0.get(&**a) {
-            Some(have) => {
-                if !Arc::ptr_eq(have, a) {
-                    *a = have.clone();
-                }
-            }
-            None => {
-                self.0.insert(a.clone());
-            }
-        }
-    }
-
-    fn adopt_opt(&mut self, a: &mut Option<Arc<str>>) {
-        if let Some(a) = a {
-            self.adopt(a);
-        }
-    }
-}
 
 /// A URL pin: first seen wins.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

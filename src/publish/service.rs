@@ -467,13 +467,9 @@ impl Publisher {
     ) -> Result<Prepared, PublishError> {
         // In the data folder's spool when the store is local (cleaned at start after a
         // crash), else the system's temporary folder.
-        let work_parent = self
+        let work = self
             .storage
-            .local_spool_dir()
-            .unwrap_or_else(std::env::temp_dir);
-        let work = tempfile::Builder::new()
-            .prefix(&crate::storage::spool_prefix("publish"))
-            .tempdir_in(work_parent)
+            .work_dir("publish")
             .map_err(|e| PublishError::Unavailable(format!("cannot create a work folder: {e}")))?;
         let archive_path = work.path().join("archive");
         let requested_by = format!("publish by {} from {}", actor.name, actor.address);

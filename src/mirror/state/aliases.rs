@@ -3,8 +3,9 @@
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 
+use super::blob::BlobState;
+use super::digest::Sha256Digest;
 use super::packed::Sris;
-use super::{BlobState, Sha256Digest};
 use crate::registry::Algorithm;
 
 /// A sha384 or sha512 digest: what an alias is looked up by.

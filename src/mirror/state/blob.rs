@@ -4,9 +4,10 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 
+use super::digest::Sha256Digest;
 use super::packed::{Chunks, Sris};
-use super::{Sha256Digest, Strings};
-use crate::mirror::records::{BlobRecord, UpstreamMeta};
+use super::strings::Strings;
+use crate::mirror::record::{BlobRecord, UpstreamMeta};
 
 /// Upstream response facts of a blob (see [`UpstreamMeta`]).
 #[derive(Debug, Clone)]

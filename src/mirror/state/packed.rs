@@ -3,7 +3,7 @@
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 
-use super::Sha256Digest;
+use super::digest::Sha256Digest;
 use crate::registry::Algorithm;
 
 /// 64 lowercase hex digits as 32 bytes.

@@ -4,7 +4,7 @@ use chrono::{DateTime, Utc};
 
 use super::key::Floor;
 use super::*;
-use crate::mirror::records::{
+use crate::mirror::record::{
     BlobRecord, EventKind, EventRecord, PinRecord, Record, UpstreamMeta, key_time,
 };
 

@@ -7,12 +7,13 @@
 //! resolve. Only then is the entry ([`entry`]) written, in one transaction of the registry
 //! source, and an audit record ([`audit`]) appended.
 
-pub mod archive;
 pub mod audit;
 pub mod entry;
-pub mod patch;
 pub mod request;
 mod service;
+
+// Archives and patches live in the pure `unpack` crate (which `fuzz/` links); these paths stay.
+pub use unpack::{archive, patch};
 
 pub use archive::{ArchiveError, ArchiveType, Extracted, Limits, extract};
 pub use service::{Actor, EditKind, Published, Publisher, PublisherSettings, Status};

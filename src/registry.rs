@@ -2,15 +2,15 @@
 //! read path over a source snapshot, and `registry check`.
 //!
 //! No HTTP, object store or git types here: the source layer hands out [`crate::source::Tree`]s.
+//! The formats themselves live in the pure `bzlmod` crate (shared with the CLI and `fuzz/`);
+//! they are re-exported under their old paths.
 
 pub mod check;
-pub mod files;
-pub mod integrity;
 pub mod module_file;
-pub mod name;
-pub mod path;
 pub mod service;
-pub mod version;
+
+pub use bzlmod::registry_json as files;
+pub use bzlmod::{integrity, name, path, version};
 
 pub use integrity::{Algorithm, Integrity};
 pub use name::{ModuleName, RelativePath};

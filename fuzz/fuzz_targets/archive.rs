@@ -1,4 +1,4 @@
-//! `publish::archive::extract` on arbitrary bytes, with small limits (1000 entries, 16 MiB).
+//! `unpack::archive::extract` on arbitrary bytes, with small limits (1000 entries, 16 MiB).
 //!
 //! Input: byte 0 picks the archive type (bits 0-2, `% 7`, in `TYPES` order) and, in bits 3-4, the
 //! `strip_prefix` (`""`, `pkg`, `pkg/sub`, `a`); the rest is the archive file. Layout:
@@ -16,8 +16,8 @@ mod fs_check;
 
 use std::fs;
 
-use gf_registry::publish::archive::{ArchiveType, Limits, extract};
 use libfuzzer_sys::fuzz_target;
+use unpack::archive::{ArchiveType, Limits, extract};
 
 const TYPES: [ArchiveType; 7] = [
     ArchiveType::TarGz,

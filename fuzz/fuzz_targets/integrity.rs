@@ -3,7 +3,7 @@
 //! Also `Integrity::of` on the raw bytes round-trips through its text and matches its input.
 #![no_main]
 
-use gf_registry::registry::integrity::{Algorithm, Integrity};
+use bzlmod::integrity::{Algorithm, Integrity};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -1,5 +1,6 @@
 //! `module_file::parse` (a real Starlark parser) on arbitrary strings: must never panic, and
-//! is deterministic.
+//! is deterministic. The server's wrapper, so the parse runs on the thread and stack the
+//! server gives `bzlmod::module_file::parse`.
 #![no_main]
 
 use gf_registry::registry::module_file;

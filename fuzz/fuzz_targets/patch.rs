@@ -1,4 +1,4 @@
-//! `publish::patch::apply` with an arbitrary patch against a small fixed tree.
+//! `unpack::patch::apply` with an arbitrary patch against a small fixed tree.
 //!
 //! Input: byte 0 picks the strip count (`% 3`); the rest is the patch. Layout:
 //! `base/root/{tree,outside/secret.txt}`; the patch is applied to `tree`, which holds
@@ -20,8 +20,8 @@ use std::fs;
 use std::os::unix::fs::{PermissionsExt, symlink};
 use std::path::Path;
 
-use gf_registry::publish::patch::{Patch, PatchError, apply};
 use libfuzzer_sys::fuzz_target;
+use unpack::patch::{Patch, PatchError, apply};
 
 const BUILD: &str = r#"cc_library(
     name = "hello_lib",

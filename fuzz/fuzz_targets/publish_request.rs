@@ -1,9 +1,10 @@
-//! `PublishRequest::from_json` on arbitrary bytes, then `validate("foo", "1.0")`: must never
-//! panic. A request that validates keeps its bounds (at most `MAX_FILES` patches and overlay
+//! `PublishRequest::from_json` on arbitrary bytes, then `validate("foo", "1.0")` with the
+//! server's `MODULE.bazel` parser (on its big-stack thread): must never panic. A request that validates keeps its bounds (at most `MAX_FILES` patches and overlay
 //! files, overlay sorted by path without duplicates).
 #![no_main]
 
-use gf_registry::publish::request::{MAX_FILES, PublishRequest};
+use bzlmod::publish_request::{MAX_FILES, PublishRequest};
+use gf_registry::registry::module_file;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -17,7 +18,7 @@ fuzz_target!(|data: &[u8]| {
             return;
         }
     };
-    let valid = match request.validate("foo", "1.0") {
+    let valid = match request.validate("foo", "1.0", module_file::parse) {
         Ok(v) => v,
         Err(e) => {
             if debug {

@@ -1,6 +1,6 @@
 //! The registry's JSON readers and `metadata.json` editors on arbitrary bytes: none may panic.
 //!
-//! - `files::parse_object`: what parses survives `entry::to_registry_json` and re-parses with the
+//! - `registry_json::parse_object`: what parses survives `entry::to_registry_json` and re-parses with the
 //!   same keys; `archive_ref` and `overlay_lists` agree with it.
 //! - `entry::add_version(Some(bytes), ..)`: `None` exactly when `lists_version` says the version
 //!   is there already; new bytes re-parse, list the version once, keep parseable versions in
@@ -10,12 +10,10 @@
 //!   bytes re-parse, and the same edit again changes nothing (`Ok(None)`).
 #![no_main]
 
-use gf_registry::publish::entry::{
-    MetadataEdit, add_version, edit_metadata, lists_version, to_registry_json,
-};
-use gf_registry::publish::request::MetadataSpec;
-use gf_registry::registry::files::{archive_ref, overlay_lists, parse_object};
-use gf_registry::registry::version::ModuleVersion;
+use bzlmod::entry::{MetadataEdit, add_version, edit_metadata, lists_version, to_registry_json};
+use bzlmod::publish_request::MetadataSpec;
+use bzlmod::registry_json::{archive_ref, overlay_lists, parse_object};
+use bzlmod::version::ModuleVersion;
 use libfuzzer_sys::fuzz_target;
 use serde_json::Value;
 

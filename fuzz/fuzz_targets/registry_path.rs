@@ -3,7 +3,7 @@
 //! or NUL, and (when it needs no percent-decoding) parses back to the same tree path.
 #![no_main]
 
-use gf_registry::registry::RegistryPath;
+use bzlmod::RegistryPath;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -9,7 +9,7 @@
 
 use std::cmp::Ordering;
 
-use gf_registry::registry::version::ModuleVersion;
+use bzlmod::version::ModuleVersion;
 use libfuzzer_sys::fuzz_target;
 
 fn check_one(s: &str, v: &ModuleVersion) {

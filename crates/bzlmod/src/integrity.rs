@@ -1,4 +1,5 @@
-//! Subresource-integrity strings (`sha256-<base64>`), as Bazel accepts them in `source.json`.
+//! Subresource-integrity strings (`sha256-<base64>`), as Bazel accepts them in `source.json`,
+//! and [`Sha256Digest`], the digest that names a blob in the mirror.
 
 use std::fmt;
 use std::str::FromStr;
@@ -184,6 +185,114 @@ impl fmt::Display for Integrity {
     }
 }
 
+/// A SHA-256 digest: 32 bytes, shown as 64 lowercase hex digits.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Sha256Digest([u8; 32]);
+
+/// Why a string is not a SHA-256 digest.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DigestError {
+    /// Not 64 hex digits.
+    #[error("`{0}` is not a sha256 digest (64 hex digits)")]
+    Hex(String),
+    /// Not a valid SRI value.
+    #[error(transparent)]
+    Integrity(#[from] IntegrityError),
+    /// A valid SRI value of another algorithm.
+    #[error("integrity `{value}` is {algorithm}, not sha256")]
+    NotSha256 {
+        /// The value as given.
+        value: String,
+        /// The algorithm it names.
+        algorithm: &'static str,
+    },
+}
+
+impl Sha256Digest {
+    /// The digest of `data`.
+    #[must_use]
+    pub fn of(data: &[u8]) -> Self {
+        Self(sha2::Sha256::digest(data).into())
+    }
+
+    /// A digest from its bytes.
+    #[must_use]
+    pub fn from_bytes(bytes: [u8; 32]) -> Self {
+        Self(bytes)
+    }
+
+    /// Parses 64 hex digits (either case; shown in lowercase).
+    ///
+    /// # Errors
+    /// [`DigestError::Hex`].
+    pub fn parse_hex(s: &str) -> Result<Self, DigestError> {
+        let mut bytes = [0u8; 32];
+        hex::decode_to_slice(s, &mut bytes).map_err(|_| DigestError::Hex(s.to_owned()))?;
+        Ok(Self(bytes))
+    }
+
+    /// Parses an SRI value, which must be `sha256-<base64>`.
+    ///
+    /// # Errors
+    /// [`DigestError::Integrity`] for a malformed value, [`DigestError::NotSha256`] for
+    /// another algorithm.
+    pub fn parse_sri(s: &str) -> Result<Self, DigestError> {
+        let integrity = Integrity::parse(s)?;
+        integrity.sha256().ok_or(DigestError::NotSha256 {
+            value: s.to_owned(),
+            algorithm: integrity.algorithm.name(),
+        })
+    }
+
+    /// The raw bytes.
+    #[must_use]
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+
+    /// Lowercase hex, as in mirror paths (`blobs/sha256/<hex>`).
+    #[must_use]
+    pub fn to_hex(&self) -> String {
+        hex::encode(self.0)
+    }
+
+    /// The SRI form, `sha256-<base64>`.
+    #[must_use]
+    pub fn integrity(&self) -> Integrity {
+        Integrity::of_digest(Algorithm::Sha256, self.0.to_vec())
+    }
+}
+
+impl FromStr for Sha256Digest {
+    type Err = DigestError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::parse_hex(s)
+    }
+}
+
+impl fmt::Display for Sha256Digest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_hex())
+    }
+}
+
+impl fmt::Debug for Sha256Digest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Sha256Digest({self})")
+    }
+}
+
+impl Integrity {
+    /// The digest, when the algorithm is SHA-256.
+    #[must_use]
+    pub fn sha256(&self) -> Option<Sha256Digest> {
+        match self.algorithm {
+            Algorithm::Sha256 => self.digest.as_slice().try_into().ok().map(Sha256Digest),
+            Algorithm::Sha384 | Algorithm::Sha512 => None,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -240,5 +349,41 @@ mod tests {
             Integrity::parse("sha256-47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU= sha256-x")
                 .is_err()
         );
+    }
+
+    #[test]
+    fn sha256_digest_forms() {
+        let d = Sha256Digest::of(b"hello");
+        let hex = "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824";
+        assert_eq!(d.to_string(), hex);
+        assert_eq!(Sha256Digest::parse_hex(hex), Ok(d));
+        assert_eq!(Sha256Digest::parse_hex(&hex.to_uppercase()), Ok(d));
+        assert_eq!(hex.parse::<Sha256Digest>(), Ok(d));
+        let sri = d.integrity().to_string();
+        assert_eq!(sri, "sha256-LPJNul+wow4m6DsqxbninhsWHlwfp0JecwQzYpOLmCQ=");
+        assert_eq!(Sha256Digest::parse_sri(&sri), Ok(d));
+        assert_eq!(Integrity::of(Algorithm::Sha256, b"hello").sha256(), Some(d));
+        assert_eq!(Integrity::of(Algorithm::Sha512, b"hello").sha256(), None);
+        assert!(matches!(
+            Sha256Digest::parse_sri(&Integrity::of(Algorithm::Sha384, b"x").to_string()),
+            Err(DigestError::NotSha256 {
+                algorithm: "sha384",
+                ..
+            })
+        ));
+        assert!(matches!(
+            Sha256Digest::parse_sri("sha256-xx"),
+            Err(DigestError::Integrity(_))
+        ));
+        for bad in [
+            "",
+            "2cf2",
+            &hex[1..],
+            &format!("{hex}00"),
+            &hex.replace('2', "g"),
+        ] {
+            assert!(Sha256Digest::parse_hex(bad).is_err(), "{bad}");
+        }
+        assert_eq!(format!("{d:?}"), format!("Sha256Digest({hex})"));
     }
 }

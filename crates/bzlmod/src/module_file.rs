@@ -1,0 +1,332 @@
+//! Reading the facts a registry needs out of a `MODULE.bazel`, with a real Starlark parser.
+//!
+//! Only literal arguments are understood; `MODULE.bazel` files in a registry are declarative,
+//! and Bazel itself forbids most computation in them.
+
+use starlark_syntax::lexer::TokenInt;
+use starlark_syntax::syntax::ast::{ArgumentP, AstExpr, AstLiteral, ExprP, StmtP};
+use starlark_syntax::syntax::top_level_stmts::top_level_stmts;
+use starlark_syntax::syntax::{AstModule, Dialect};
+
+/// The declarations of a `MODULE.bazel` that a registry checks.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ModuleFile {
+    /// `module(name = ...)`.
+    pub name: Option<String>,
+    /// `module(version = ...)`.
+    pub version: Option<String>,
+    /// `module(compatibility_level = ...)`.
+    pub compatibility_level: Option<i64>,
+    /// `module(bazel_compatibility = [...])`.
+    pub bazel_compatibility: Vec<String>,
+    /// Every top-level `bazel_dep(name = ..., version = ...)`.
+    pub deps: Vec<BazelDep>,
+    /// Whether a `module()` call was present.
+    pub has_module_call: bool,
+}
+
+/// One `bazel_dep`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BazelDep {
+    /// The dependency's module name.
+    pub name: String,
+    /// The requested version (empty when not given).
+    pub version: String,
+    /// `dev_dependency = True`.
+    pub dev_dependency: bool,
+}
+
+/// Largest `MODULE.bazel` parsed (real ones are a few kilobytes).
+pub const MAX_BYTES: usize = 1024 * 1024;
+
+/// Deepest bracket nesting, and longest run of unary operators, accepted. The parser
+/// (`starlark_syntax`) recurses once per level: 6,000 nested `(` overflow a 2 MiB thread stack
+/// and abort the process (found by `fuzz/`, target `module_file`).
+pub const MAX_NESTING: usize = 200;
+
+/// Stack of the thread a parse runs on: long flat operator chains (`1+1+...`, one level per
+/// operator, about 100 bytes each) within [`MAX_BYTES`] fit in it.
+pub const PARSE_STACK: usize = 256 * 1024 * 1024;
+
+/// Why a `MODULE.bazel` could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ModuleFileError {
+    /// Too large or too deeply nested to parse safely.
+    #[error("MODULE.bazel is refused: {0}")]
+    TooComplex(String),
+    /// Not valid Starlark.
+    #[error("MODULE.bazel is not valid Starlark: {0}")]
+    Syntax(String),
+    /// More than one `module()` call.
+    #[error("MODULE.bazel calls module() more than once")]
+    DuplicateModuleCall,
+    /// An argument that must be a literal is not.
+    #[error("MODULE.bazel: `{call}({arg} = ...)` must be a literal {want}")]
+    NotLiteral {
+        /// The call.
+        call: &'static str,
+        /// The keyword.
+        arg: String,
+        /// The expected literal kind.
+        want: &'static str,
+    },
+}
+
+/// How a caller has `MODULE.bazel` parsed: [`parse`], on a thread with [`PARSE_STACK`] of
+/// stack. This crate starts no threads; the server passes its own big-stack wrapper.
+pub type ParseFn = fn(&str) -> Result<ModuleFile, ModuleFileError>;
+
+/// Refuses sources too large or too deeply nested to parse safely ([`MAX_BYTES`],
+/// [`MAX_NESTING`]). [`parse`] checks this itself; callers that start a thread for the parse
+/// check it first, so a refused source never costs one.
+///
+/// # Errors
+/// [`ModuleFileError::TooComplex`].
+pub fn check_limits(source: &str) -> Result<(), ModuleFileError> {
+    if source.len() > MAX_BYTES {
+        return Err(ModuleFileError::TooComplex(format!(
+            "{} bytes, over the {MAX_BYTES}-byte limit",
+            source.len()
+        )));
+    }
+    check_nesting(source)
+}
+
+/// Parses `MODULE.bazel` source, on the current thread.
+///
+/// The parser's recursion is bounded by [`check_limits`], not by the caller's stack: a long
+/// flat operator chain within [`MAX_BYTES`] needs up to [`PARSE_STACK`]. Run it on a thread
+/// with that much stack (reserved, touched only as deep as the parse goes) unless the input is
+/// known to be small.
+///
+/// # Errors
+/// [`ModuleFileError`] for syntax errors and non-literal arguments the registry needs.
+pub fn parse(source: &str) -> Result<ModuleFile, ModuleFileError> {
+    check_limits(source)?;
+    parse_here(source)
+}
+
+/// Refuses bracket nesting or unary-operator runs deeper than [`MAX_NESTING`], outside
+/// strings and comments.
+fn check_nesting(source: &str) -> Result<(), ModuleFileError> {
+    let bytes = source.as_bytes();
+    let (mut depth, mut unary, mut i) = (0usize, 0usize, 0usize);
+    let too_deep = |what: &str| {
+        Err(ModuleFileError::TooComplex(format!(
+            "{what} nested deeper than {MAX_NESTING} levels"
+        )))
+    };
+    while i < bytes.len() {
+        let b = bytes[i];
+        match b {
+            b'#' => {
+                while i < bytes.len() && bytes[i] != b'\n' {
+                    i += 1;
+                }
+                continue;
+            }
+            b'"' | b'\'' => {
+                let triple = bytes.get(i..i + 3) == Some(&[b, b, b][..]);
+                i += if triple { 3 } else { 1 };
+                while i < bytes.len() {
+                    if bytes[i] == b'\\' {
+                        i += 2;
+                        continue;
+                    }
+                    if triple {
+                        if bytes.get(i..i + 3) == Some(&[b, b, b][..]) {
+                            i += 3;
+                            break;
+                        }
+                    } else if bytes[i] == b || bytes[i] == b'\n' {
+                        i += 1;
+                        break;
+                    }
+                    i += 1;
+                }
+                unary = 0;
+                continue;
+            }
+            b'(' | b'[' | b'{' => {
+                depth += 1;
+                if depth > MAX_NESTING {
+                    return too_deep("brackets");
+                }
+                unary = 0;
+            }
+            b')' | b']' | b'}' => {
+                depth = depth.saturating_sub(1);
+                unary = 0;
+            }
+            b'-' | b'+' | b'~' => {
+                unary += 1;
+                if unary > MAX_NESTING {
+                    return too_deep("unary operators");
+                }
+            }
+            b if b.is_ascii_whitespace() => {}
+            b'n' if bytes.get(i..i + 4) == Some(b"not ") => {
+                unary += 1;
+                if unary > MAX_NESTING {
+                    return too_deep("`not` operators");
+                }
+                i += 3;
+            }
+            _ => unary = 0,
+        }
+        i += 1;
+    }
+    Ok(())
+}
+
+fn parse_here(source: &str) -> Result<ModuleFile, ModuleFileError> {
+    let ast =
+        AstModule::parse("MODULE.bazel", source.to_owned(), &Dialect::Standard).map_err(|e| {
+            ModuleFileError::Syntax(e.to_string().lines().next().unwrap_or_default().to_owned())
+        })?;
+    let mut out = ModuleFile::default();
+    for stmt in top_level_stmts(ast.statement()) {
+        let StmtP::Expression(expr) = &stmt.node else {
+            continue;
+        };
+        let ExprP::Call(callee, args) = &expr.node else {
+            continue;
+        };
+        let ExprP::Identifier(ident) = &callee.node else {
+            continue;
+        };
+        match ident.node.ident.as_str() {
+            "module" => {
+                if out.has_module_call {
+                    return Err(ModuleFileError::DuplicateModuleCall);
+                }
+                out.has_module_call = true;
+                for arg in &args.args {
+                    let ArgumentP::Named(key, value) = &arg.node else {
+                        continue;
+                    };
+                    match key.node.as_str() {
+                        "name" => out.name = Some(string_arg("module", key, value)?),
+                        "version" => out.version = Some(string_arg("module", key, value)?),
+                        "compatibility_level" => {
+                            out.compatibility_level = Some(int_arg("module", key, value)?)
+                        }
+                        "bazel_compatibility" => {
+                            out.bazel_compatibility = string_list_arg("module", key, value)?
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            "bazel_dep" => {
+                let mut dep = BazelDep {
+                    name: String::new(),
+                    version: String::new(),
+                    dev_dependency: false,
+                };
+                for arg in &args.args {
+                    let ArgumentP::Named(key, value) = &arg.node else {
+                        continue;
+                    };
+                    match key.node.as_str() {
+                        "name" => dep.name = string_arg("bazel_dep", key, value)?,
+                        "version" => dep.version = string_arg("bazel_dep", key, value)?,
+                        "dev_dependency" => {
+                            dep.dev_dependency = matches!(&value.node, ExprP::Identifier(i) if i.node.ident == "True");
+                        }
+                        _ => {}
+                    }
+                }
+                out.deps.push(dep);
+            }
+            _ => {}
+        }
+    }
+    Ok(out)
+}
+
+fn not_literal(call: &'static str, key: &str, want: &'static str) -> ModuleFileError {
+    ModuleFileError::NotLiteral {
+        call,
+        arg: key.to_owned(),
+        want,
+    }
+}
+
+fn string_arg(call: &'static str, key: &str, value: &AstExpr) -> Result<String, ModuleFileError> {
+    match &value.node {
+        ExprP::Literal(AstLiteral::String(s)) => Ok(s.node.clone()),
+        _ => Err(not_literal(call, key, "string")),
+    }
+}
+
+fn int_arg(call: &'static str, key: &str, value: &AstExpr) -> Result<i64, ModuleFileError> {
+    match &value.node {
+        ExprP::Literal(AstLiteral::Int(i)) => match &i.node {
+            TokenInt::I32(n) => Ok(i64::from(*n)),
+            TokenInt::BigInt(_) => Err(not_literal(call, key, "32-bit integer")),
+        },
+        _ => Err(not_literal(call, key, "integer")),
+    }
+}
+
+fn string_list_arg(
+    call: &'static str,
+    key: &str,
+    value: &AstExpr,
+) -> Result<Vec<String>, ModuleFileError> {
+    match &value.node {
+        ExprP::List(items) => items
+            .iter()
+            .map(|item| string_arg(call, key, item))
+            .collect(),
+        _ => Err(not_literal(call, key, "list of strings")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_module_and_deps() {
+        let src = r#"
+# A comment with module(name = "fake")
+module(
+    name = "app_toolkit",
+    version = "1.0.0",
+    compatibility_level = 1,
+    bazel_compatibility = [">=7.2.1"],
+)
+
+bazel_dep(name = "hello_lib", version = "1.1.0.bcr.1")
+bazel_dep(name = "rules_testing", version = "0.6.0", dev_dependency = True)
+"#;
+        let m = parse(src).unwrap();
+        assert_eq!(m.name.as_deref(), Some("app_toolkit"));
+        assert_eq!(m.version.as_deref(), Some("1.0.0"));
+        assert_eq!(m.compatibility_level, Some(1));
+        assert_eq!(m.bazel_compatibility, [">=7.2.1"]);
+        assert_eq!(m.deps.len(), 2);
+        assert_eq!(m.deps[0].name, "hello_lib");
+        assert!(m.deps[1].dev_dependency);
+    }
+
+    #[test]
+    fn errors() {
+        assert!(matches!(
+            parse("module(name = \"x\""),
+            Err(ModuleFileError::Syntax(_))
+        ));
+        assert!(matches!(
+            parse("module(name = NAME)"),
+            Err(ModuleFileError::NotLiteral { .. })
+        ));
+        assert_eq!(
+            parse("module()\nmodule()"),
+            Err(ModuleFileError::DuplicateModuleCall)
+        );
+        let empty = parse("").unwrap();
+        assert!(!empty.has_module_call);
+    }
+}

@@ -1,6 +1,6 @@
 //! The access log: one line per request, written when the response's last byte has been handed
 //! to the connection (or the client went away first), in the server's log format (JSON with
-//! `--log-format json`). Off with `server.access_log = false`.
+//! `--log-format json`). Off with `server.access_log = false`. Query values are left out.
 
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -21,7 +21,8 @@ pub(super) struct LoggedActor(pub(super) String);
 pub(super) struct Access {
     start: Instant,
     method: String,
-    target: String,
+    path: String,
+    query: Option<String>,
     client: SocketAddr,
 }
 
@@ -31,10 +32,8 @@ impl Access {
         Self {
             start: Instant::now(),
             method: req.method().as_str().to_owned(),
-            target: req
-                .uri()
-                .path_and_query()
-                .map_or_else(|| req.uri().path().to_owned(), |p| p.as_str().to_owned()),
+            path: req.uri().path().to_owned(),
+            query: req.uri().query().map(redacted),
             client,
         }
     }
@@ -58,6 +57,19 @@ impl Access {
         };
         Response::from_parts(parts, Body::new(logged))
     }
+}
+
+/// A query with its values left out (`a=…&b=…`): clients put tokens in queries too
+/// (`?access_token=`), and a log must never hold one.
+fn redacted(query: &str) -> String {
+    query
+        .split('&')
+        .map(|pair| match pair.split_once('=') {
+            Some((key, _)) => format!("{key}=…"),
+            None => pair.to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join("&")
 }
 
 #[derive(Debug)]
@@ -114,7 +126,8 @@ impl Drop for Logged {
         tracing::info!(
             target: "gf_registry::access",
             method = %line.access.method,
-            path = %line.access.target,
+            path = %line.access.path,
+            query = line.access.query.as_deref(),
             status = line.status,
             bytes = self.bytes,
             duration_ms = line.access.start.elapsed().as_secs_f64() * 1000.0,

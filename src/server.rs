@@ -83,9 +83,9 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         let serve_rx = rx.clone();
         let open = open.clone();
         let cpu = pin_to.as_ref().map(|cpus| cpus[i]);
-        let thread = std::thread::Builder::new()
-            .name(format!("gf-http-{i}"))
-            .spawn(move || -> std::io::Result<()> {
+        let thread = crate::tasks::spawn_joinable(
+            format!("gf-http-{i}"),
+            move || -> std::io::Result<()> {
                 if let Some(cpu) = cpu
                     && let Err(e) = steer::pin_current_thread(cpu)
                 {
@@ -98,15 +98,20 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
                     let listener = TcpListener::from_std(listener)?;
                     conn::serve(listener, front, limits, open, serve_rx).await
                 })
-            })?;
+            },
+        )?;
         threads.push(thread);
     }
-    let serve = tokio::task::spawn_blocking(move || {
-        for t in threads {
-            t.join()
-                .map_err(|_| std::io::Error::other("an HTTP worker thread panicked"))??;
-        }
-        Ok(())
+    let serve = tokio::spawn(async move {
+        crate::tasks::spawn_blocking(move || {
+            for t in threads {
+                t.join()
+                    .map_err(|_| std::io::Error::other("an HTTP worker thread panicked"))??;
+            }
+            Ok(())
+        })
+        .await
+        .map_err(std::io::Error::other)?
     });
     let poll_app = app.clone();
     let poll = every(app.config.poll_interval, rx.clone(), move || {

@@ -1,5 +1,12 @@
 //! The one place that moves blocking work (git2, filesystem walks, large hashing) off the
-//! async runtime, carrying the caller's tracing span into the worker thread.
+//! async runtime, carrying the caller's tracing span into the worker thread, and the one place
+//! that starts OS threads. `clippy.toml` disallows `tokio::task::spawn_blocking`,
+//! `std::thread::spawn` and `std::thread::Builder::spawn` everywhere else, so a new thread or
+//! blocking hop is one of these functions, never a hand-rolled one.
+#![allow(
+    clippy::disallowed_methods,
+    reason = "the one module allowed to start threads and blocking tasks"
+)]
 
 use tracing::Instrument as _;
 
@@ -7,6 +14,17 @@ use tracing::Instrument as _;
 #[derive(Debug, thiserror::Error)]
 #[error("blocking task failed: {0}")]
 pub struct TaskError(String);
+
+/// Why [`run_with_stack`] has no result.
+#[derive(Debug, thiserror::Error)]
+pub enum ThreadError {
+    /// The thread could not start.
+    #[error("cannot start the thread: {0}")]
+    Start(#[source] std::io::Error),
+    /// The work panicked.
+    #[error("the thread panicked")]
+    Panicked,
+}
 
 /// Runs `f` on tokio's blocking pool inside the current span.
 ///
@@ -68,4 +86,40 @@ where
         .name(name.to_owned())
         .spawn(move || span.in_scope(f))
         .map(drop)
+}
+
+/// Starts a named OS thread that runs `f` (inside the current span) and can be joined: the
+/// HTTP workers, each with a runtime of its own.
+///
+/// # Errors
+/// When the thread cannot start.
+pub fn spawn_joinable<F, T>(name: String, f: F) -> std::io::Result<std::thread::JoinHandle<T>>
+where
+    F: FnOnce() -> T + Send + 'static,
+    T: Send + 'static,
+{
+    let span = tracing::Span::current();
+    std::thread::Builder::new()
+        .name(name)
+        .spawn(move || span.in_scope(f))
+}
+
+/// Runs `f` to completion on a new named thread with a stack of `stack_bytes` (reserved, and
+/// touched only as deep as `f` goes), blocking the caller until it ends: for a recursive parser
+/// whose depth is bounded by its input checks, not by the caller's stack.
+///
+/// # Errors
+/// [`ThreadError`] when the thread cannot start or `f` panics.
+pub fn run_with_stack<F, T>(name: &str, stack_bytes: usize, f: F) -> Result<T, ThreadError>
+where
+    F: FnOnce() -> T + Send + 'static,
+    T: Send + 'static,
+{
+    std::thread::Builder::new()
+        .name(name.to_owned())
+        .stack_size(stack_bytes)
+        .spawn(f)
+        .map_err(ThreadError::Start)?
+        .join()
+        .map_err(|_| ThreadError::Panicked)
 }

@@ -17,17 +17,17 @@ pub fn parse(source: &str) -> Result<ModuleFile, ModuleFileError> {
     // On a thread with a large stack (reserved, touched only as deep as the parse goes): the
     // parser's recursion is bounded by the checks above, not by the caller's stack.
     let owned = source.to_owned();
-    std::thread::Builder::new()
-        .name("module-file-parse".to_owned())
-        .stack_size(PARSE_STACK)
-        .spawn(move || bzlmod::module_file::parse(&owned))
-        .map_err(|e| ModuleFileError::TooComplex(format!("cannot start the parser: {e}")))?
-        .join()
-        .unwrap_or_else(|_| {
-            Err(ModuleFileError::Syntax(
-                "the parser failed on this input".to_owned(),
-            ))
-        })
+    match crate::tasks::run_with_stack("module-file-parse", PARSE_STACK, move || {
+        bzlmod::module_file::parse(&owned)
+    }) {
+        Ok(parsed) => parsed,
+        Err(crate::tasks::ThreadError::Start(e)) => Err(ModuleFileError::TooComplex(format!(
+            "cannot start the parser: {e}"
+        ))),
+        Err(crate::tasks::ThreadError::Panicked) => Err(ModuleFileError::Syntax(
+            "the parser failed on this input".to_owned(),
+        )),
+    }
 }
 
 #[cfg(test)]

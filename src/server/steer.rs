@@ -96,6 +96,10 @@ mod tests {
     }
 
     #[test]
+    #[allow(
+        clippy::disallowed_methods,
+        reason = "a client thread pinned to a CPU, not server work"
+    )]
     fn connections_go_to_the_listener_of_the_clients_cpu() {
         let cpus = allowed_cpus();
         if cpus.len() < 2 {

@@ -3,6 +3,10 @@
 //! (`TestApp`, router `oneshot`), the real server on `127.0.0.1:0` (`TestServer`) or the
 //! binary as a child process (`Spawned`).
 
+// The server starts threads only through `tasks` (clippy.toml); the tests drive clients, child
+// processes and blocking tools from threads of their own.
+#![allow(clippy::disallowed_methods)]
+
 mod bazel_client;
 mod cli;
 mod crash;

@@ -9,6 +9,7 @@ pub mod metrics;
 pub mod mirror;
 pub mod publish;
 pub mod registry;
+pub mod release;
 pub mod server;
 pub mod source;
 pub mod storage;

@@ -6,7 +6,6 @@
 
 mod dir;
 mod git;
-pub mod git_archive;
 pub mod writer;
 
 use std::fmt;
@@ -139,3 +138,6 @@ impl RegistrySource {
         }
     }
 }
+
+/// The old home of [`crate::release`], kept while callers move over.
+pub use crate::release as git_archive;

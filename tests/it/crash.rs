@@ -38,8 +38,22 @@ use crate::support::load::{
 };
 use crate::support::{Answer, Spawned, Upstream, client, files_under, sha256_hex};
 
-/// Rounds of start, load, SIGKILL, restart, check.
+/// Rounds of start, load, SIGKILL, restart, check: 20 in the test suite; `GF_CRASH_ROUNDS`
+/// sets another count (1 to 1,000) for a longer run outside CI (`bench/crash.sh` runs 100).
 const ROUNDS: u32 = 20;
+/// The time one round may take at most, for the whole test's bound.
+const ROUND_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The rounds to run: `GF_CRASH_ROUNDS` when set, else [`ROUNDS`].
+fn rounds() -> u32 {
+    match std::env::var("GF_CRASH_ROUNDS") {
+        Ok(v) => match v.parse::<u32>() {
+            Ok(n @ 1..=1000) => n,
+            _ => panic!("GF_CRASH_ROUNDS: expected a whole number from 1 to 1000, got {v:?}"),
+        },
+        Err(_) => ROUNDS,
+    }
+}
 /// Publishes fired at once per round.
 const PUBLISHES: usize = 24;
 /// Mirror fills fired at once per round.
@@ -703,16 +717,18 @@ fn report(name: &str, rounds: u32, t: &Tally, started: Instant) {
     }
 }
 
-/// The crash-consistency harness: 20 rounds of concurrent publishes and fills, SIGKILL at a
+/// The crash-consistency harness: 20 rounds (see [`rounds`]) of concurrent publishes and fills, SIGKILL at a
 /// seeded random point, restart, and the checks above. No acknowledged write may be lost and
 /// nothing partial may be visible.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sigkill_during_publishes_and_fills_loses_nothing() {
     let started = Instant::now();
-    let t = tokio::time::timeout(CRASH_TEST_TIMEOUT, run_rounds(ROUNDS, SEED))
+    let rounds = rounds();
+    let limit = CRASH_TEST_TIMEOUT.max(ROUND_TIMEOUT * rounds);
+    let t = tokio::time::timeout(limit, run_rounds(rounds, SEED))
         .await
         .expect("the crash test finishes in time");
-    report("crash", ROUNDS, &t, started);
+    report("crash", rounds, &t, started);
     assert!(
         t.losses.is_empty(),
         "acknowledged writes lost: {:#?}",

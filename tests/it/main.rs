@@ -4,6 +4,7 @@
 //! binary as a child process (`Spawned`).
 
 mod bazel_client;
+mod check_bcr;
 mod cli;
 mod crash;
 mod deploy;

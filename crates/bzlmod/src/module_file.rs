@@ -376,4 +376,40 @@ bazel_dep(name = "rules_testing", version = "0.6.0", dev_dependency = True)
         let empty = parse("").unwrap();
         assert!(!empty.has_module_call);
     }
+
+    /// What Bazel accepts and the BCR has: variables, `.format`, `+=`, tabs inside brackets.
+    #[test]
+    fn evaluates_what_bazel_evaluates() {
+        let src = "V = \"1.0\"\nDEPS = [\"a\"]\nDEPS += [\"b\"]\n\
+                   module(\n\tname = \"m\",\n\tversion = V,\n\tbazel_compatibility = [\">=\" + \"7.2.1\"],\n)\n\
+                   bazel_dep(name = \"p\", version = \"{v}.{0}\".format(3, v = V), dev_dependency = True)\n\
+                   bazel_dep(name = \"q\", version = \"x\t\ty\")\n\
+                   bazel_dep(name = \"r\", version = \"1.0\" if True else \"2.0\")\n";
+        let m = parse(src).unwrap();
+        assert_eq!(
+            (m.name.as_deref(), m.version.as_deref()),
+            (Some("m"), Some("1.0"))
+        );
+        assert_eq!(m.bazel_compatibility, [">=7.2.1"]);
+        assert_eq!(m.deps[0].version, "1.0.3");
+        assert!(m.deps[0].dev_dependency);
+        // A tab inside a string literal is the string's own.
+        assert_eq!(m.deps[1].version, "x\t\ty");
+        // Not evaluated here: listed, not refused.
+        assert_eq!(m.deps[2].version, "");
+        assert_eq!(m.unresolved, ["bazel_dep(version)"]);
+        // What Bazel refuses: a tab indenting a statement, an undefined name, a wrong type.
+        assert!(matches!(
+            parse("module(name = \"m\")\n\tx = 1\n"),
+            Err(ModuleFileError::Syntax(e)) if e.contains("line 2: tab")
+        ));
+        assert!(matches!(
+            parse("module(name = \"m\", version = UNDEFINED)"),
+            Err(ModuleFileError::NotLiteral { .. })
+        ));
+        assert!(matches!(
+            parse("bazel_dep(name = \"p\", version = 1)"),
+            Err(ModuleFileError::NotLiteral { .. })
+        ));
+    }
 }

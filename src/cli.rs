@@ -12,7 +12,7 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 
 use crate::config::{Config, Inputs, LogFormat};
-use crate::registry::check::check_registry;
+use crate::registry::check::{Severity, check_registry};
 use crate::source::RegistrySource;
 
 /// gf-registry: a Bazel registry and content-addressed mirror.
@@ -56,7 +56,8 @@ enum ConfigCommand {
 
 #[derive(Debug, Subcommand)]
 enum RegistryCommand {
-    /// Validate a registry tree: one line per problem (file: what is wrong), exit 1 if any.
+    /// Validate a registry tree: one line per problem (file: error|warning: what is wrong); exit
+    /// 1 on an error (Bazel would fail), 0 with only warnings (irregular, Bazel accepts it).
     Check {
         /// The registry folder or git repository [default: registry.path of the configuration,
         /// `./registry` unless set].
@@ -67,6 +68,9 @@ enum RegistryCommand {
         /// TOML configuration file to take the defaults from (env GF_REGISTRY_CONFIG).
         #[arg(long)]
         config: Option<PathBuf>,
+        /// Exit 1 on warnings too.
+        #[arg(long)]
+        strict: bool,
     },
     /// Validate a release and write it into a local registry (directory or git repository),
     /// with no server: the same checks and the same atomic write as `publish`. The archive is
@@ -168,6 +172,7 @@ impl Cli {
                 path,
                 git_ref,
                 config,
+                strict,
             }) => {
                 let inputs = Inputs {
                     config_file: config,
@@ -184,7 +189,7 @@ impl Cli {
                         return ExitCode::from(2);
                     }
                 };
-                registry_check(&path, git_ref.as_deref())
+                registry_check(&path, git_ref.as_deref(), strict)
             }
         }
     }
@@ -349,7 +354,7 @@ fn registry_add(args: AddArgs) -> ExitCode {
     }
 }
 
-fn registry_check(path: &std::path::Path, git_ref: Option<&str>) -> ExitCode {
+fn registry_check(path: &std::path::Path, git_ref: Option<&str>, strict: bool) -> ExitCode {
     let result = RegistrySource::open(path, git_ref)
         .and_then(|s| s.current())
         .and_then(|tree| check_registry(tree.as_ref()));
@@ -358,15 +363,28 @@ fn registry_check(path: &std::path::Path, git_ref: Option<&str>) -> ExitCode {
             for p in &report.problems {
                 println!("{p}");
             }
+            let (errors, warnings) = (
+                report.count(Severity::Error),
+                report.count(Severity::Warning),
+            );
+            let by_rule: Vec<String> = report
+                .by_rule(Severity::Warning)
+                .iter()
+                .map(|(rule, n)| format!("{rule} {n}"))
+                .collect();
             eprintln!(
-                "{}: {} modules, {} versions, {} files checked, {} problem(s)",
+                "{}: {} modules, {} versions, {} files checked, {errors} error(s), {warnings} warning(s){}",
                 path.display(),
                 report.modules,
                 report.versions,
                 report.files,
-                report.problems.len()
+                if by_rule.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({})", by_rule.join(", "))
+                }
             );
-            if report.problems.is_empty() {
+            if errors == 0 && (warnings == 0 || !strict) {
                 ExitCode::SUCCESS
             } else {
                 ExitCode::FAILURE

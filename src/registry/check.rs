@@ -2,7 +2,7 @@
 //! [`crate::source::Tree`], with `MODULE.bazel` parsed on the server's big-stack thread.
 
 use bzlmod::check::{Entry, EntryKind as Kind, Files};
-pub use bzlmod::check::{Problem, Report};
+pub use bzlmod::check::{Problem, Report, Rule, Severity};
 
 use super::module_file;
 use crate::source::{EntryKind, SourceError, Tree};

@@ -130,12 +130,12 @@ fn registry_check_catches_what_bazel_would_choke_on() {
     assert_eq!(code, 1, "{out}{err}");
     assert!(
         out.contains(
-            "modules/hello_lib/1.2.0/source.json: is not valid JSON: duplicate key `strip_prefix`"
+            "modules/hello_lib/1.2.0/source.json: error: is not valid JSON: duplicate key `strip_prefix`"
         ),
         "{out}"
     );
     assert!(
-        out.contains("modules/hello_lib/1.2.0/evil: is a symlink"),
+        out.contains("modules/hello_lib/1.2.0/evil: warning: is a symlink"),
         "{out}"
     );
     std::fs::remove_file(real.join("modules/hello_lib/1.2.0/evil")).expect("rm");

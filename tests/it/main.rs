@@ -8,6 +8,7 @@
 #![allow(clippy::disallowed_methods)]
 
 mod bazel_client;
+mod check_bcr;
 mod cli;
 mod crash;
 mod deploy;

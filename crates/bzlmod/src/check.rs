@@ -7,21 +7,26 @@
 //! per file kind are in `check/metadata.rs`, `check/module_bazel.rs` and
 //! `check/source_json.rs`.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
 
 use serde_json::Value;
 
-use crate::integrity::Integrity;
 use crate::module_file::ParseFn;
 use crate::name::ModuleName;
 use crate::path::VersionFile;
 use crate::registry_json::{is_fetchable_url, parse_object};
 use crate::version::ModuleVersion;
 
+mod attestations;
 mod metadata;
 mod module_bazel;
+pub mod rules;
 mod source_json;
+#[cfg(test)]
+mod tests;
+
+pub use rules::{Rule, Severity};
 
 /// Read access to a registry tree: what a check needs of it.
 pub trait Files {
@@ -68,13 +73,29 @@ pub enum EntryKind {
 pub struct Problem {
     /// The file or folder at fault, relative to the registry root.
     pub path: String,
+    /// The rule broken (its severity and id; see [`rules`]).
+    pub rule: Rule,
     /// What is wrong.
     pub message: String,
 }
 
+impl Problem {
+    /// Error or warning.
+    #[must_use]
+    pub fn severity(&self) -> Severity {
+        self.rule.severity
+    }
+}
+
 impl fmt::Display for Problem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.path, self.message)
+        write!(
+            f,
+            "{}: {}: {}",
+            self.path,
+            self.rule.severity.as_str(),
+            self.message
+        )
     }
 }
 
@@ -89,6 +110,27 @@ pub struct Report {
     pub versions: usize,
     /// Files read.
     pub files: usize,
+}
+
+impl Report {
+    /// How many problems have this severity.
+    #[must_use]
+    pub fn count(&self, severity: Severity) -> usize {
+        self.problems
+            .iter()
+            .filter(|p| p.severity() == severity)
+            .count()
+    }
+
+    /// Problems per rule id, for a summary.
+    #[must_use]
+    pub fn by_rule(&self, severity: Severity) -> BTreeMap<&'static str, usize> {
+        let mut out = BTreeMap::new();
+        for p in self.problems.iter().filter(|p| p.severity() == severity) {
+            *out.entry(p.rule.id).or_default() += 1;
+        }
+        out
+    }
 }
 
 struct Checker<'a, F: Files + ?Sized> {
@@ -118,19 +160,21 @@ pub fn check_registry<F: Files + ?Sized>(
 }
 
 impl<F: Files + ?Sized> Checker<'_, F> {
-    fn problem(&mut self, path: impl Into<String>, message: impl Into<String>) {
+    fn problem(&mut self, rule: Rule, path: impl Into<String>, message: impl Into<String>) {
         self.report.problems.push(Problem {
             path: path.into(),
+            rule,
             message: message.into(),
         });
     }
 
     fn fail(
         &mut self,
+        rule: Rule,
         path: impl Into<String>,
         message: impl Into<String>,
     ) -> Result<(), F::Error> {
-        self.problem(path, message);
+        self.problem(rule, path, message);
         Ok(())
     }
 
@@ -150,10 +194,16 @@ impl<F: Files + ?Sized> Checker<'_, F> {
             }
             let path = join(dir, &entry.name);
             match entry.kind {
-                EntryKind::Symlink => {
-                    self.problem(&path, "is a symlink; registries may not contain symlinks")
-                }
-                EntryKind::Other => self.problem(&path, "is not a regular file or folder"),
+                EntryKind::Symlink => self.problem(
+                    rules::LINK,
+                    &path,
+                    "is a symlink; this server does not serve symlinks",
+                ),
+                EntryKind::Other => self.problem(
+                    rules::LINK,
+                    &path,
+                    "is not a regular file or folder; this server does not serve it",
+                ),
                 EntryKind::Dir => self.check_links(&path)?,
                 EntryKind::File => {}
             }
@@ -171,7 +221,7 @@ impl<F: Files + ?Sized> Checker<'_, F> {
         }
         let obj = match parse_object(&bytes) {
             Ok(o) => o,
-            Err(e) => return self.fail(path, e),
+            Err(e) => return self.fail(rules::REGISTRY_JSON, path, e),
         };
         match obj.get("mirrors") {
             None => {}
@@ -179,14 +229,22 @@ impl<F: Files + ?Sized> Checker<'_, F> {
                 for item in items {
                     match item.as_str().map(is_fetchable_url) {
                         Some(true) => {}
-                        _ => self.problem(path, format!("`mirrors` entry {item} is not a URL (Bazel fails with \"Malformed mirror URL\")")),
+                        _ => self.problem(rules::MIRRORS, path, format!("`mirrors` entry {item} is not a URL (Bazel fails with \"Malformed mirror URL\")")),
                     }
                 }
             }
-            Some(_) => self.problem(path, "`mirrors` must be an array of URL strings"),
+            Some(_) => self.problem(
+                rules::MIRRORS,
+                path,
+                "`mirrors` must be an array of URL strings",
+            ),
         }
         if obj.get("module_base_path").is_some_and(|v| !v.is_string()) {
-            self.problem(path, "`module_base_path` must be a string");
+            self.problem(
+                rules::REGISTRY_JSON,
+                path,
+                "`module_base_path` must be a string",
+            );
         }
         Ok(())
     }
@@ -194,6 +252,7 @@ impl<F: Files + ?Sized> Checker<'_, F> {
     fn check_modules(&mut self) -> Result<(), F::Error> {
         let Some(entries) = self.files.list("modules")? else {
             self.problem(
+                rules::NO_MODULES,
                 "modules",
                 "missing: a registry keeps its modules in modules/{name}/",
             );
@@ -204,18 +263,27 @@ impl<F: Files + ?Sized> Checker<'_, F> {
             let path = format!("modules/{}", entry.name);
             if entry.kind != EntryKind::Dir {
                 if entry.kind == EntryKind::File {
-                    self.problem(&path, "unexpected file; modules/ holds only module folders");
+                    self.problem(
+                        rules::STRAY,
+                        &path,
+                        "unexpected file; modules/ holds only module folders",
+                    );
                 }
                 continue;
             }
             if let Err(e) = ModuleName::parse(&entry.name) {
-                self.problem(&path, e.to_string());
+                self.problem(
+                    rules::BAD_MODULE_NAME,
+                    &path,
+                    format!("{e}; Bazel never requests it"),
+                );
                 continue;
             }
             if let Some(other) =
                 lowercase.insert(entry.name.to_ascii_lowercase(), entry.name.clone())
             {
                 self.problem(
+                    rules::NAME_CASE,
                     &path,
                     format!("module name equals `{other}` case-insensitively"),
                 );
@@ -232,17 +300,27 @@ impl<F: Files + ?Sized> Checker<'_, F> {
         for entry in self.files.list(&dir)?.unwrap_or_default() {
             let path = join(&dir, &entry.name);
             match entry.kind {
+                EntryKind::Dir if !self.has_version_files(&path)? => self.problem(
+                    rules::STRAY,
+                    &path,
+                    "a folder with no MODULE.bazel or source.json; Bazel never requests it",
+                ),
                 EntryKind::Dir => match ModuleVersion::parse(&entry.name) {
                     Ok(v) => {
                         if !v.is_portable() {
-                            self.problem(&path, "version has a numeric part of 2^31 or more, which crashes Bazel before 7.6.0 / 8.2.0");
+                            self.problem(rules::NON_PORTABLE_VERSION, &path, "version has a numeric part of 2^31 or more, which crashes Bazel before 7.6.0 / 8.2.0");
                         }
                         version_dirs.insert(entry.name.clone());
                     }
-                    Err(e) => self.problem(&path, e.to_string()),
+                    Err(e) => self.problem(
+                        rules::BAD_VERSION_DIR,
+                        &path,
+                        format!("{e}; Bazel never requests it"),
+                    ),
                 },
                 EntryKind::File if entry.name == "metadata.json" => {}
                 EntryKind::File => self.problem(
+                    rules::STRAY,
                     &path,
                     "unexpected file; a module folder holds metadata.json and version folders",
                 ),
@@ -269,6 +347,7 @@ impl<F: Files + ?Sized> Checker<'_, F> {
             };
             if !ok {
                 self.problem(
+                    rules::STRAY,
                     join(&dir, &entry.name),
                     "unexpected entry in a version folder",
                 );
@@ -282,29 +361,11 @@ impl<F: Files + ?Sized> Checker<'_, F> {
         Ok(())
     }
 
-    /// Every `{url, integrity}` entry of `attestations.json` carries a well-formed SRI value.
-    fn check_attestations(&mut self, path: &str, bytes: &[u8]) {
-        let obj = match parse_object(bytes) {
-            Ok(o) => o,
-            Err(e) => return self.problem(path, e),
-        };
-        let Some(Value::Object(entries)) = obj.get("attestations") else {
-            return self.problem(
-                path,
-                "`attestations` must be an object of file -> {url, integrity}",
-            );
-        };
-        for (name, entry) in entries {
-            match entry
-                .get("integrity")
-                .and_then(Value::as_str)
-                .map(Integrity::parse)
-            {
-                Some(Ok(_)) => {}
-                Some(Err(e)) => self.problem(path, format!("`attestations.{name}.integrity`: {e}")),
-                None => self.problem(path, format!("`attestations.{name}.integrity` is missing")),
-            }
-        }
+    /// Whether a folder holds a `MODULE.bazel` or `source.json` (is a version, not scripts).
+    fn has_version_files(&self, dir: &str) -> Result<bool, F::Error> {
+        Ok(self.files.list(dir)?.unwrap_or_default().iter().any(|e| {
+            e.kind != EntryKind::Dir && (e.name == "MODULE.bazel" || e.name == "source.json")
+        }))
     }
 
     fn list_files(&self, base: &str, rel: &str, out: &mut Vec<String>) -> Result<(), F::Error> {
@@ -321,8 +382,8 @@ impl<F: Files + ?Sized> Checker<'_, F> {
 }
 
 fn join(dir: &str, name: &str) -> String {
-    if dir.is_empty() {
-        name.to_owned()
+    if dir.is_empty() || name.is_empty() {
+        format!("{dir}{name}")
     } else {
         format!("{dir}/{name}")
     }

@@ -1,12 +1,20 @@
 //! Reading the facts a registry needs out of a `MODULE.bazel`, with a real Starlark parser.
 //!
-//! Only literal arguments are understood; `MODULE.bazel` files in a registry are declarative,
-//! and Bazel itself forbids most computation in them.
+//! Bazel executes `MODULE.bazel` as Starlark (no `def`, `if` or `for`, but top-level variables):
+//! arguments are evaluated here as far as constant strings, numbers and lists go (literals,
+//! variables assigned earlier, `+`, `"...".format(...)`); what is computed otherwise is listed in
+//! [`ModuleFile::unresolved`] rather than refused, since Bazel accepts it.
 
-use starlark_syntax::lexer::TokenInt;
-use starlark_syntax::syntax::ast::{ArgumentP, AstExpr, AstLiteral, ExprP, StmtP};
+use std::borrow::Cow;
+use std::collections::HashMap;
+
+use starlark_syntax::syntax::ast::{ArgumentP, AssignOp, AssignTargetP, ExprP, StmtP};
 use starlark_syntax::syntax::top_level_stmts::top_level_stmts;
 use starlark_syntax::syntax::{AstModule, Dialect};
+
+use eval::{Arg, Val, add, eval};
+
+mod eval;
 
 /// The declarations of a `MODULE.bazel` that a registry checks.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -23,6 +31,9 @@ pub struct ModuleFile {
     pub deps: Vec<BazelDep>,
     /// Whether a `module()` call was present.
     pub has_module_call: bool,
+    /// Arguments computed in a way this parser does not evaluate, as `call(arg)`
+    /// (`module(version)`, `bazel_dep(version)`): their fields above are left unset or empty.
+    pub unresolved: Vec<String>,
 }
 
 /// One `bazel_dep`.
@@ -60,8 +71,8 @@ pub enum ModuleFileError {
     /// More than one `module()` call.
     #[error("MODULE.bazel calls module() more than once")]
     DuplicateModuleCall,
-    /// An argument that must be a literal is not.
-    #[error("MODULE.bazel: `{call}({arg} = ...)` must be a literal {want}")]
+    /// An argument of a type Bazel refuses, or a name that is not defined (Bazel fails).
+    #[error("MODULE.bazel: `{call}({arg} = ...)` must be a {want}")]
     NotLiteral {
         /// The call.
         call: &'static str,
@@ -100,10 +111,70 @@ pub fn check_limits(source: &str) -> Result<(), ModuleFileError> {
 /// known to be small.
 ///
 /// # Errors
-/// [`ModuleFileError`] for syntax errors and non-literal arguments the registry needs.
+/// [`ModuleFileError`] for what Bazel refuses too: syntax errors (tabs in the indentation of a
+/// statement included), a second `module()`, arguments of the wrong type or undefined names.
 pub fn parse(source: &str) -> Result<ModuleFile, ModuleFileError> {
     check_limits(source)?;
-    parse_here(source)
+    parse_here(&accept_tabs(source)?)
+}
+
+/// Bazel's lexer (`Lexer.java`) takes a tab as a blank anywhere but in the indentation of a
+/// statement, where it is an error; this parser refuses tabs everywhere. Tabs Bazel accepts
+/// become spaces (offsets unchanged); those in string literals stay.
+fn accept_tabs(source: &str) -> Result<Cow<'_, str>, ModuleFileError> {
+    if !source.contains('\t') {
+        return Ok(Cow::Borrowed(source));
+    }
+    let b = source.as_bytes();
+    let mut out = b.to_vec();
+    let (mut i, mut depth, mut line_start) = (0usize, 0usize, true);
+    while i < b.len() {
+        match b[i] {
+            b'\t' if line_start && depth == 0 => {
+                let line = b[..i].iter().filter(|&&c| c == b'\n').count() + 1;
+                return Err(ModuleFileError::Syntax(format!(
+                    "line {line}: tab characters are not allowed for indentation (Bazel refuses them too)"
+                )));
+            }
+            b'\t' => out[i] = b' ',
+            b' ' | b'\r' => {}
+            b'\n' => line_start = depth == 0,
+            b'#' => {
+                while i + 1 < b.len() && b[i + 1] != b'\n' {
+                    i += 1;
+                }
+            }
+            b'\\' if b.get(i + 1) == Some(&b'\n') => i += 1,
+            q @ (b'"' | b'\'') => {
+                line_start = false;
+                let triple = b.get(i..i + 3) == Some(&[q, q, q][..]);
+                i += if triple { 3 } else { 1 };
+                while i < b.len() {
+                    if b[i] == b'\\' {
+                        i += 2;
+                    } else if triple && b.get(i..i + 3) == Some(&[q, q, q][..]) {
+                        i += 2;
+                        break;
+                    } else if !triple && (b[i] == q || b[i] == b'\n') {
+                        break;
+                    } else {
+                        i += 1;
+                    }
+                }
+            }
+            c => {
+                line_start = false;
+                match c {
+                    b'(' | b'[' | b'{' => depth += 1,
+                    b')' | b']' | b'}' => depth = depth.saturating_sub(1),
+                    _ => {}
+                }
+            }
+        }
+        i += 1;
+    }
+    // Only ASCII tabs were replaced, so the bytes are still UTF-8.
+    Ok(Cow::Owned(String::from_utf8(out).unwrap_or_default()))
 }
 
 /// Refuses bracket nesting or unary-operator runs deeper than [`MAX_NESTING`], outside
@@ -185,9 +256,25 @@ fn parse_here(source: &str) -> Result<ModuleFile, ModuleFileError> {
             ModuleFileError::Syntax(e.to_string().lines().next().unwrap_or_default().to_owned())
         })?;
     let mut out = ModuleFile::default();
+    let mut env: HashMap<String, Val> = HashMap::new();
     for stmt in top_level_stmts(ast.statement()) {
-        let StmtP::Expression(expr) = &stmt.node else {
-            continue;
+        let expr = match &stmt.node {
+            StmtP::Expression(expr) => expr,
+            StmtP::Assign(a) => {
+                if let AssignTargetP::Identifier(id) = &a.lhs.node {
+                    let v = eval(&a.rhs, &env);
+                    env.insert(id.node.ident.clone(), v);
+                }
+                continue;
+            }
+            StmtP::AssignModify(lhs, AssignOp::Add, rhs) => {
+                if let AssignTargetP::Identifier(id) = &lhs.node {
+                    let old = env.get(&id.node.ident).cloned().unwrap_or(Val::Unknown);
+                    env.insert(id.node.ident.clone(), add(old, eval(rhs, &env)));
+                }
+                continue;
+            }
+            _ => continue,
         };
         let ExprP::Call(callee, args) = &expr.node else {
             continue;
@@ -195,93 +282,53 @@ fn parse_here(source: &str) -> Result<ModuleFile, ModuleFileError> {
         let ExprP::Identifier(ident) = &callee.node else {
             continue;
         };
-        match ident.node.ident.as_str() {
-            "module" => {
-                if out.has_module_call {
-                    return Err(ModuleFileError::DuplicateModuleCall);
-                }
-                out.has_module_call = true;
-                for arg in &args.args {
-                    let ArgumentP::Named(key, value) = &arg.node else {
-                        continue;
-                    };
-                    match key.node.as_str() {
-                        "name" => out.name = Some(string_arg("module", key, value)?),
-                        "version" => out.version = Some(string_arg("module", key, value)?),
-                        "compatibility_level" => {
-                            out.compatibility_level = Some(int_arg("module", key, value)?)
-                        }
-                        "bazel_compatibility" => {
-                            out.bazel_compatibility = string_list_arg("module", key, value)?
-                        }
-                        _ => {}
-                    }
-                }
+        let call: &'static str = match ident.node.ident.as_str() {
+            "module" if out.has_module_call => return Err(ModuleFileError::DuplicateModuleCall),
+            "module" => "module",
+            "bazel_dep" => "bazel_dep",
+            _ => continue,
+        };
+        let mut dep = BazelDep {
+            name: String::new(),
+            version: String::new(),
+            dev_dependency: false,
+        };
+        for arg in &args.args {
+            let ArgumentP::Named(key, value) = &arg.node else {
+                continue;
+            };
+            let key = key.node.as_str();
+            let v = Arg {
+                call,
+                key,
+                val: eval(value, &env),
+                undefined: matches!(&value.node, ExprP::Identifier(i) if !env.contains_key(&i.node.ident)),
+            };
+            if v.unknown() {
+                out.unresolved.push(format!("{call}({key})"));
             }
-            "bazel_dep" => {
-                let mut dep = BazelDep {
-                    name: String::new(),
-                    version: String::new(),
-                    dev_dependency: false,
-                };
-                for arg in &args.args {
-                    let ArgumentP::Named(key, value) = &arg.node else {
-                        continue;
-                    };
-                    match key.node.as_str() {
-                        "name" => dep.name = string_arg("bazel_dep", key, value)?,
-                        "version" => dep.version = string_arg("bazel_dep", key, value)?,
-                        "dev_dependency" => {
-                            dep.dev_dependency = matches!(&value.node, ExprP::Identifier(i) if i.node.ident == "True");
-                        }
-                        _ => {}
-                    }
+            match (call, key) {
+                ("module", "name") => out.name = v.string()?,
+                ("module", "version") => out.version = v.string()?,
+                ("module", "compatibility_level") => out.compatibility_level = v.int()?,
+                ("module", "bazel_compatibility") => {
+                    out.bazel_compatibility = v.strings()?.unwrap_or_default();
                 }
-                out.deps.push(dep);
+                ("bazel_dep", "name") => dep.name = v.string()?.unwrap_or_default(),
+                ("bazel_dep", "version") => dep.version = v.string()?.unwrap_or_default(),
+                ("bazel_dep", "dev_dependency") => {
+                    dep.dev_dependency = matches!(v.val, Val::Bool(true))
+                }
+                _ => {}
             }
-            _ => {}
+        }
+        if call == "module" {
+            out.has_module_call = true;
+        } else {
+            out.deps.push(dep);
         }
     }
     Ok(out)
-}
-
-fn not_literal(call: &'static str, key: &str, want: &'static str) -> ModuleFileError {
-    ModuleFileError::NotLiteral {
-        call,
-        arg: key.to_owned(),
-        want,
-    }
-}
-
-fn string_arg(call: &'static str, key: &str, value: &AstExpr) -> Result<String, ModuleFileError> {
-    match &value.node {
-        ExprP::Literal(AstLiteral::String(s)) => Ok(s.node.clone()),
-        _ => Err(not_literal(call, key, "string")),
-    }
-}
-
-fn int_arg(call: &'static str, key: &str, value: &AstExpr) -> Result<i64, ModuleFileError> {
-    match &value.node {
-        ExprP::Literal(AstLiteral::Int(i)) => match &i.node {
-            TokenInt::I32(n) => Ok(i64::from(*n)),
-            TokenInt::BigInt(_) => Err(not_literal(call, key, "32-bit integer")),
-        },
-        _ => Err(not_literal(call, key, "integer")),
-    }
-}
-
-fn string_list_arg(
-    call: &'static str,
-    key: &str,
-    value: &AstExpr,
-) -> Result<Vec<String>, ModuleFileError> {
-    match &value.node {
-        ExprP::List(items) => items
-            .iter()
-            .map(|item| string_arg(call, key, item))
-            .collect(),
-        _ => Err(not_literal(call, key, "list of strings")),
-    }
 }
 
 #[cfg(test)]
@@ -328,5 +375,41 @@ bazel_dep(name = "rules_testing", version = "0.6.0", dev_dependency = True)
         );
         let empty = parse("").unwrap();
         assert!(!empty.has_module_call);
+    }
+
+    /// What Bazel accepts and the BCR has: variables, `.format`, `+=`, tabs inside brackets.
+    #[test]
+    fn evaluates_what_bazel_evaluates() {
+        let src = "V = \"1.0\"\nDEPS = [\"a\"]\nDEPS += [\"b\"]\n\
+                   module(\n\tname = \"m\",\n\tversion = V,\n\tbazel_compatibility = [\">=\" + \"7.2.1\"],\n)\n\
+                   bazel_dep(name = \"p\", version = \"{v}.{0}\".format(3, v = V), dev_dependency = True)\n\
+                   bazel_dep(name = \"q\", version = \"x\t\ty\")\n\
+                   bazel_dep(name = \"r\", version = \"1.0\" if True else \"2.0\")\n";
+        let m = parse(src).unwrap();
+        assert_eq!(
+            (m.name.as_deref(), m.version.as_deref()),
+            (Some("m"), Some("1.0"))
+        );
+        assert_eq!(m.bazel_compatibility, [">=7.2.1"]);
+        assert_eq!(m.deps[0].version, "1.0.3");
+        assert!(m.deps[0].dev_dependency);
+        // A tab inside a string literal is the string's own.
+        assert_eq!(m.deps[1].version, "x\t\ty");
+        // Not evaluated here: listed, not refused.
+        assert_eq!(m.deps[2].version, "");
+        assert_eq!(m.unresolved, ["bazel_dep(version)"]);
+        // What Bazel refuses: a tab indenting a statement, an undefined name, a wrong type.
+        assert!(matches!(
+            parse("module(name = \"m\")\n\tx = 1\n"),
+            Err(ModuleFileError::Syntax(e)) if e.contains("line 2: tab")
+        ));
+        assert!(matches!(
+            parse("module(name = \"m\", version = UNDEFINED)"),
+            Err(ModuleFileError::NotLiteral { .. })
+        ));
+        assert!(matches!(
+            parse("bazel_dep(name = \"p\", version = 1)"),
+            Err(ModuleFileError::NotLiteral { .. })
+        ));
     }
 }

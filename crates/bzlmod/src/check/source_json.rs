@@ -2,7 +2,7 @@
 
 use serde_json::{Map, Value};
 
-use super::{Checker, Files};
+use super::{Checker, Files, rules};
 use crate::integrity::Integrity;
 use crate::name::RelativePath;
 use crate::registry_json::{SourceType, is_fetchable_url, parse_object};
@@ -12,15 +12,16 @@ impl<F: Files + ?Sized> Checker<'_, F> {
         let dir = format!("modules/{name}/{version}");
         let path = format!("{dir}/source.json");
         let Some(bytes) = self.read(&path)? else {
-            self.problem(&path, "missing; Bazel fails without it");
+            self.problem(rules::SOURCE_JSON, &path, "missing; Bazel fails without it");
             return Ok(());
         };
         let obj = match parse_object(&bytes) {
             Ok(o) => o,
-            Err(e) => return self.fail(&path, e),
+            Err(e) => return self.fail(rules::SOURCE_JSON, &path, e),
         };
         let Some(kind) = SourceType::from_field(obj.get("type")) else {
             return self.fail(
+                rules::SOURCE_JSON,
                 &path,
                 format!(
                     "unknown `type` {}; use archive, git_repository or local_path",
@@ -40,19 +41,21 @@ impl<F: Files + ?Sized> Checker<'_, F> {
                 match obj.get("integrity") {
                     Some(Value::String(i)) => {
                         if let Err(e) = Integrity::parse(i) {
-                            self.problem(&path, e.to_string());
+                            self.problem(rules::SOURCE_FIELD, &path, e.to_string());
                         }
                     }
-                    Some(_) => self.problem(&path, "`integrity` must be a string (an SRI value)"),
-                    None => self.problem(&path, "`integrity` is missing (an SRI value; Bazel fails with \"Missing integrity\")"),
+                    Some(_) => self.problem(rules::SOURCE_FIELD, &path, "`integrity` must be a string (an SRI value)"),
+                    None => self.problem(rules::SOURCE_FIELD, &path, "`integrity` is missing (an SRI value; Bazel fails with \"Missing integrity\")"),
                 }
                 match obj.get("mirror_urls") {
                     None => {}
                     Some(Value::Array(a))
                         if a.iter().all(|u| u.as_str().is_some_and(is_fetchable_url)) => {}
-                    Some(_) => {
-                        self.problem(&path, "`mirror_urls` must be an array of absolute URLs")
-                    }
+                    Some(_) => self.problem(
+                        rules::SOURCE_FIELD,
+                        &path,
+                        "`mirror_urls` must be an array of absolute URLs",
+                    ),
                 }
                 self.optional_string(&path, &obj, "strip_prefix");
                 self.optional_string(&path, &obj, "archive_type");
@@ -61,15 +64,20 @@ impl<F: Files + ?Sized> Checker<'_, F> {
             SourceType::GitRepository => {
                 self.require_string(&path, &obj, "remote", |s| !s.is_empty(), "a git remote URL");
                 if obj.get("commit").is_none() && obj.get("tag").is_none() {
-                    self.problem(&path, "a git_repository source needs `commit` (or `tag`)");
+                    self.problem(
+                        rules::SOURCE_FIELD,
+                        &path,
+                        "a git_repository source needs `commit` (or `tag`)",
+                    );
                 }
                 self.optional_string(&path, &obj, "commit");
                 self.optional_string(&path, &obj, "tag");
                 self.optional_string(&path, &obj, "strip_prefix");
                 if obj.contains_key("overlay") {
                     self.problem(
+                        rules::SOURCE_IGNORED_FIELD,
                         &path,
-                        "`overlay` is not supported for git_repository sources",
+                        "`overlay` is ignored for git_repository sources",
                     );
                 }
             }
@@ -78,11 +86,20 @@ impl<F: Files + ?Sized> Checker<'_, F> {
             }
         }
         if kind != SourceType::LocalPath {
-            if obj
-                .get("patch_strip")
-                .is_some_and(|v| v.as_u64().is_none_or(|n| n > u64::from(u32::MAX)))
-            {
-                self.problem(&path, "`patch_strip` must be a non-negative integer");
+            let small = |n: u64| n <= u64::from(u32::MAX);
+            match obj.get("patch_strip") {
+                None | Some(Value::Null) => {}
+                Some(Value::Number(n)) if n.as_u64().is_some_and(small) => {}
+                Some(Value::String(s)) if s.parse::<u64>().is_ok_and(small) => self.problem(
+                    rules::PATCH_STRIP_STRING,
+                    &path,
+                    format!("`patch_strip` is the string {s:?}; Gson reads it as the integer"),
+                ),
+                Some(_) => self.problem(
+                    rules::SOURCE_FIELD,
+                    &path,
+                    "`patch_strip` must be a non-negative integer",
+                ),
             }
             self.check_file_map(&dir, &path, &obj, "patches")?;
         }
@@ -99,15 +116,32 @@ impl<F: Files + ?Sized> Checker<'_, F> {
     ) {
         match obj.get(key) {
             Some(Value::String(s)) if valid(s) => {}
-            Some(Value::String(s)) => self.problem(path, format!("`{key}` {s:?} is not {what}")),
-            Some(_) => self.problem(path, format!("`{key}` must be a string ({what})")),
-            None => self.problem(path, format!("`{key}` is missing ({what})")),
+            Some(Value::String(s)) => {
+                self.problem(
+                    rules::SOURCE_FIELD,
+                    path,
+                    format!("`{key}` {s:?} is not {what}"),
+                );
+            }
+            Some(_) => {
+                let m = format!("`{key}` must be a string ({what})");
+                self.problem(rules::SOURCE_FIELD, path, m);
+            }
+            None => self.problem(
+                rules::SOURCE_FIELD,
+                path,
+                format!("`{key}` is missing ({what})"),
+            ),
         }
     }
 
     fn optional_string(&mut self, path: &str, obj: &Map<String, Value>, key: &str) {
         if obj.get(key).is_some_and(|v| !v.is_string()) {
-            self.problem(path, format!("`{key}` must be a string"));
+            self.problem(
+                rules::SOURCE_FIELD,
+                path,
+                format!("`{key}` must be a string"),
+            );
         }
     }
 
@@ -125,6 +159,7 @@ impl<F: Files + ?Sized> Checker<'_, F> {
             Some(Value::Object(m)) => m.clone(),
             Some(_) => {
                 self.problem(
+                    rules::SOURCE_FIELD,
                     source_path,
                     format!("`{key}` must be an object of file -> integrity"),
                 );
@@ -132,43 +167,34 @@ impl<F: Files + ?Sized> Checker<'_, F> {
             }
         };
         for (file, integrity) in &listed {
-            let rel = match RelativePath::parse(file) {
-                Ok(r) => r,
-                Err(e) => {
-                    self.problem(source_path, format!("`{key}` entry: {e}"));
-                    continue;
-                }
-            };
-            if key == "patches" && rel.as_str().contains('/') {
-                self.problem(
-                    source_path,
-                    format!("`patches` entry `{rel}` must be a file directly inside patches/"),
-                );
+            let Some(file_path) = self.listed_path(dir, source_path, key, file) else {
                 continue;
-            }
+            };
             let Some(integrity) = integrity.as_str() else {
                 self.problem(
+                    rules::SOURCE_FIELD,
                     source_path,
-                    format!("`{key}` entry `{rel}` must map to an integrity string"),
+                    format!("`{key}` entry `{file}` must map to an integrity string"),
                 );
                 continue;
             };
             let integrity = match Integrity::parse(integrity) {
                 Ok(i) => i,
                 Err(e) => {
-                    self.problem(source_path, format!("`{key}` entry `{rel}`: {e}"));
+                    let m = format!("`{key}` entry `{file}`: {e}");
+                    self.problem(rules::SOURCE_FIELD, source_path, m);
                     continue;
                 }
             };
-            let file_path = format!("{dir}/{key}/{rel}");
             match self.read(&file_path)? {
                 None => self.problem(
+                    rules::LISTED_FILE,
                     &file_path,
                     format!("listed in source.json `{key}` but missing (or not a regular file)"),
                 ),
                 Some(bytes) if !integrity.matches(&bytes) => {
                     let actual = Integrity::of(integrity.algorithm(), &bytes);
-                    self.problem(&file_path, format!("integrity mismatch: source.json says {integrity}, the file hashes to {actual}"));
+                    self.problem(rules::LISTED_FILE, &file_path, format!("integrity mismatch: source.json says {integrity}, the file hashes to {actual}"));
                 }
                 Some(_) => {}
             }
@@ -178,11 +204,61 @@ impl<F: Files + ?Sized> Checker<'_, F> {
         for file in present {
             if !listed.contains_key(&file) {
                 self.problem(
+                    rules::UNLISTED_FILE,
                     format!("{dir}/{key}/{file}"),
-                    format!("not listed in source.json `{key}`"),
+                    format!("not listed in source.json `{key}`; Bazel never fetches it"),
                 );
             }
         }
         Ok(())
     }
+
+    /// Where a `patches` / `overlay` entry is read from, or `None` (reported) when Bazel could
+    /// not fetch or place it. A patch path is appended to the version's patches/ URL as is:
+    /// `..` segments (grpc's `../../1.62.1/patches/x.patch`) resolve on the server.
+    fn listed_path(&mut self, dir: &str, source: &str, key: &str, file: &str) -> Option<String> {
+        let rel = match RelativePath::parse(file) {
+            Ok(rel) => rel,
+            Err(e) if key == "patches" && !file.starts_with('/') && !file.contains("//") => {
+                let Some(resolved) = resolve(&format!("{dir}/patches"), file) else {
+                    let m = format!("`patches` entry `{file}` leaves the registry: {e}");
+                    self.problem(rules::LISTED_FILE, source, m);
+                    return None;
+                };
+                self.problem(
+                    rules::PATCH_PATH_IRREGULAR,
+                    source,
+                    format!("`patches` entry `{file}` has `..` segments; it is {resolved}"),
+                );
+                return Some(resolved);
+            }
+            Err(e) => {
+                self.problem(rules::LISTED_FILE, source, format!("`{key}` entry: {e}"));
+                return None;
+            }
+        };
+        if key == "patches" && rel.as_str().contains('/') {
+            self.problem(
+                rules::PATCH_PATH_IRREGULAR,
+                source,
+                format!("`patches` entry `{rel}` is in a sub-folder of patches/"),
+            );
+        }
+        Some(format!("{dir}/{key}/{rel}"))
+    }
+}
+
+/// `base/rel` with `.` and `..` segments resolved, or `None` when it climbs above the root.
+fn resolve(base: &str, rel: &str) -> Option<String> {
+    let mut parts: Vec<&str> = base.split('/').collect();
+    for segment in rel.split('/') {
+        match segment {
+            "." => {}
+            ".." => {
+                parts.pop()?;
+            }
+            s => parts.push(s),
+        }
+    }
+    (!parts.is_empty()).then(|| parts.join("/"))
 }

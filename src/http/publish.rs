@@ -14,6 +14,7 @@ use super::auth::Caller;
 use super::error::ApiError;
 use crate::app::AppState;
 use crate::auth::Action;
+use crate::publish::request::ValidRequest;
 use crate::publish::{Actor, EditKind, Status};
 
 /// `{name}` of a module route. The name's grammar is checked by the publisher, which names
@@ -132,16 +133,10 @@ pub(super) async fn publish_version(
 ) -> Result<Response, ApiError> {
     let actor = caller.may(&app.config.auth, &Action::Publish(&name))?;
     require_json(&headers)?;
+    let request = ValidRequest::decode(name, version, body).await?;
     let published = app
         .publisher
-        .publish(
-            &name,
-            &version,
-            &body,
-            &actor,
-            &app.public_url(),
-            query.dry_run,
-        )
+        .publish(request, &actor, &app.public_url(), query.dry_run)
         .await?;
     Ok(answer(&published, &actor))
 }

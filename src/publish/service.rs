@@ -14,7 +14,7 @@ use super::archive::{self, ArchiveError, Limits};
 use super::audit::{self, AuditRecord};
 use super::entry::{self, MetadataEdit, SourceFacts};
 use super::patch;
-use super::request::{ArchiveSource, PublishRequest, ValidRequest, parse_coordinates};
+use super::request::{ArchiveSource, ValidRequest, parse_coordinates};
 use crate::mirror::{Mirror, MirrorError};
 use crate::registry::Registry;
 use crate::registry::integrity::{Algorithm, Integrity};
@@ -190,6 +190,49 @@ struct Prepared {
     /// An uploaded archive, stored only once the entry is known to be accepted: file name,
     /// bytes, who asked.
     upload: Option<(String, Arc<Vec<u8>>, String)>,
+    /// Every file of the entry but `metadata.json`: registry path -> hex sha256.
+    digests: BTreeMap<String, String>,
+}
+
+/// A publish's work folder. Removing it (many files, once an archive is extracted) is blocking
+/// work: [`WorkDir::remove`] does it on the blocking pool, and a publish cut off before that
+/// (the client went away) leaves it to the pool too.
+#[derive(Debug)]
+struct WorkDir(Option<tempfile::TempDir>);
+
+impl WorkDir {
+    async fn create(storage: &Storage) -> Result<Self, PublishError> {
+        let storage = storage.clone();
+        tasks_blocking(move || {
+            storage
+                .work_dir("publish")
+                .map(|d| Self(Some(d)))
+                .map_err(|e| PublishError::Unavailable(format!("cannot create a work folder: {e}")))
+        })
+        .await
+    }
+
+    fn path(&self) -> &Path {
+        self.0
+            .as_ref()
+            .map_or_else(|| Path::new(""), tempfile::TempDir::path)
+    }
+
+    async fn remove(mut self) {
+        if let Some(dir) = self.0.take()
+            && let Err(e) = crate::tasks::spawn_blocking(move || drop(dir)).await
+        {
+            tracing::warn!(error = %e, "could not remove a publish work folder");
+        }
+    }
+}
+
+impl Drop for WorkDir {
+    fn drop(&mut self) {
+        if let Some(dir) = self.0.take() {
+            crate::tasks::spawn_blocking_detached(move || drop(dir));
+        }
+    }
 }
 
 impl Publisher {
@@ -211,33 +254,39 @@ impl Publisher {
         }
     }
 
-    /// Validates and publishes one version. `public_url` (ending in `/`) is where consumers
+    /// Decodes a JSON body ([`ValidRequest::decode`]) and publishes it ([`Self::publish`]):
+    /// for callers that hold the body as bytes (`registry add`).
+    ///
+    /// # Errors
+    /// [`PublishError`] naming the field at fault; nothing is written then.
+    pub async fn publish_body(
+        &self,
+        name: &str,
+        version: &str,
+        body: Vec<u8>,
+        actor: &Actor,
+        public_url: &str,
+        dry_run: bool,
+    ) -> Result<Published, PublishError> {
+        let req = ValidRequest::decode(name.to_owned(), version.to_owned(), body).await?;
+        self.publish(req, actor, public_url, dry_run).await
+    }
+
+    /// Publishes one validated version. `public_url` (ending in `/`) is where consumers
     /// reach this server: `source.json`'s mirror URLs point there.
     ///
     /// # Errors
     /// [`PublishError`] naming the field at fault; nothing is written then.
     pub async fn publish(
         &self,
-        name: &str,
-        version: &str,
-        body: &[u8],
+        req: ValidRequest,
         actor: &Actor,
         public_url: &str,
         dry_run: bool,
     ) -> Result<Published, PublishError> {
-        let req = PublishRequest::from_json(body)?.validate(name, version)?;
         let prepared = Arc::new(self.prepare(req, actor, public_url).await?);
         let source = self.registry.source().clone();
-        let mut files: BTreeMap<String, String> = prepared
-            .files
-            .iter()
-            .map(|(rel, b)| {
-                (
-                    format!("modules/{}/{}/{rel}", prepared.name, prepared.version),
-                    sha256_hex(b),
-                )
-            })
-            .collect();
+        let mut files = prepared.digests.clone();
         if dry_run || prepared.upload.is_some() {
             // The plan on the tree served now: its refusals (409, a new module without
             // metadata, a dropping compatibility_level) come before an upload is stored.
@@ -467,18 +516,34 @@ impl Publisher {
     ) -> Result<Prepared, PublishError> {
         // In the data folder's spool when the store is local (cleaned at start after a
         // crash), else the system's temporary folder.
-        let work = self
-            .storage
-            .work_dir("publish")
-            .map_err(|e| PublishError::Unavailable(format!("cannot create a work folder: {e}")))?;
+        let work = WorkDir::create(&self.storage).await?;
+        let checked = self.acquire_and_check(&work, req, actor, public_url).await;
+        // Removing a work folder of many files takes seconds: off the HTTP worker.
+        work.remove().await;
+        let (req, acquired) = checked?;
+        self.check_deps(&req).await?;
+        // Digests of every entry file, and the entry itself: hashing up to the body's size.
+        tasks_blocking(move || entry_of(&req, acquired)).await
+    }
+
+    /// Gets the archive into the work folder, then extracts, overlays, patches and compares
+    /// `MODULE.bazel` there.
+    async fn acquire_and_check(
+        &self,
+        work: &WorkDir,
+        mut req: ValidRequest,
+        actor: &Actor,
+        public_url: &str,
+    ) -> Result<(Arc<ValidRequest>, Acquired), PublishError> {
         let archive_path = work.path().join("archive");
-        let requested_by = format!("publish by {} from {}", actor.name, actor.address);
         let mut archive_sha256 = None;
         let facts_url;
         let mut mirror_urls = Vec::new();
+        let mut upload = None;
         let archive_type = req.archive.as_ref().map(|(_, t)| *t);
-        match &req.archive {
+        match &mut req.0.archive {
             Some((ArchiveSource::Url { url, integrity }, _)) => {
+                let requested_by = format!("publish by {} from {}", actor.name, actor.address);
                 let sha = self
                     .mirror
                     .ingest_url(url, integrity.as_ref(), &requested_by)
@@ -495,12 +560,22 @@ impl Publisher {
             }
             Some((ArchiveSource::Upload { file_name, bytes }, _)) => {
                 // Stored only once everything validates (below): a refused upload leaves
-                // nothing in the mirror.
-                let sha = sha256_hex(bytes);
-                tokio::fs::write(&archive_path, bytes)
-                    .await
-                    .map_err(|e| PublishError::Unavailable(format!("work folder: {e}")))?;
+                // nothing in the mirror. The bytes leave the request (no copy of a large
+                // upload); hashing and writing them is blocking work.
+                let bytes = Arc::new(std::mem::take(bytes));
+                let (b, path) = (bytes.clone(), archive_path.clone());
+                let sha = tasks_blocking(move || {
+                    std::fs::write(&path, b.as_slice())
+                        .map_err(|e| PublishError::Unavailable(format!("work folder: {e}")))?;
+                    Ok(sha256_hex(&b))
+                })
+                .await?;
                 facts_url = format!("{public_url}cas/sha256/{sha}/{file_name}");
+                upload = Some((
+                    file_name.clone(),
+                    bytes,
+                    format!("publish by {} from {}", actor.name, actor.address),
+                ));
                 archive_sha256 = Some(sha);
             }
             None => facts_url = String::new(),
@@ -554,69 +629,15 @@ impl Publisher {
             )
         })
         .await?;
-        drop(work);
-        self.check_deps(&req).await?;
-        let upload = match &req.archive {
-            Some((ArchiveSource::Upload { file_name, bytes }, _)) => Some((
-                file_name.clone(),
-                Arc::new(bytes.clone()),
-                requested_by.clone(),
-            )),
-            _ => None,
-        };
-        let integrity_of = |b: &[u8]| Integrity::of(Algorithm::Sha256, b);
-        let patches: Vec<(String, Integrity)> = req
-            .patches
-            .iter()
-            .map(|(n, b)| (n.clone(), integrity_of(b)))
-            .collect();
-        let overlay: Vec<(String, Integrity)> = req
-            .overlay
-            .iter()
-            .map(|(p, b)| (p.as_str().to_owned(), integrity_of(b)))
-            .collect();
-        let facts = match (&req.git, &archive_sha256) {
-            (Some((remote, commit)), _) => SourceFacts::Git { remote, commit },
-            (None, Some(sha)) => SourceFacts::Archive {
-                url: &facts_url,
-                mirror_urls: &mirror_urls,
-                integrity: &Integrity::of_digest(
-                    Algorithm::Sha256,
-                    hex::decode(sha).map_err(task_err)?,
-                ),
-                archive_type: req.archive_type_declared(),
+        Ok((
+            req,
+            Acquired {
+                archive_sha256,
+                facts_url,
+                mirror_urls,
+                upload,
             },
-            (None, None) => return Err(task_err("no source")),
-        };
-        let source_json = entry::source_json(
-            &facts,
-            &req.strip_prefix,
-            &patches,
-            req.patch_strip,
-            &overlay,
-        );
-        let mut files = vec![
-            (
-                "MODULE.bazel".to_owned(),
-                req.module_bazel.as_bytes().to_vec(),
-            ),
-            ("source.json".to_owned(), source_json),
-        ];
-        for (n, b) in &req.patches {
-            files.push((format!("patches/{n}"), b.clone()));
-        }
-        for (p, b) in &req.overlay {
-            files.push((format!("overlay/{}", p.as_str()), b.clone()));
-        }
-        Ok(Prepared {
-            name: req.name.clone(),
-            version: req.version.clone(),
-            files,
-            compatibility_level: req.module_file.compatibility_level.unwrap_or(0),
-            metadata: req.metadata.clone(),
-            archive_sha256,
-            upload,
-        })
+        ))
     }
 
     /// Every non-dev `bazel_dep` must resolve here or in an upstream registry.
@@ -701,6 +722,89 @@ impl Publisher {
             ))
         }
     }
+}
+
+/// What acquiring the sources found out, for the entry.
+#[derive(Debug)]
+struct Acquired {
+    archive_sha256: Option<String>,
+    facts_url: String,
+    mirror_urls: Vec<String>,
+    /// An uploaded archive: file name, bytes, who asked.
+    upload: Option<(String, Arc<Vec<u8>>, String)>,
+}
+
+/// The entry's files (`MODULE.bazel`, `source.json`, patches, overlay) and their digests.
+fn entry_of(req: &ValidRequest, acquired: Acquired) -> Result<Prepared, PublishError> {
+    let integrity_of = |b: &[u8]| Integrity::of(Algorithm::Sha256, b);
+    let patches: Vec<(String, Integrity)> = req
+        .patches
+        .iter()
+        .map(|(n, b)| (n.clone(), integrity_of(b)))
+        .collect();
+    let overlay: Vec<(String, Integrity)> = req
+        .overlay
+        .iter()
+        .map(|(p, b)| (p.as_str().to_owned(), integrity_of(b)))
+        .collect();
+    let Acquired {
+        archive_sha256,
+        facts_url,
+        mirror_urls,
+        upload,
+    } = acquired;
+    let facts = match (&req.git, &archive_sha256) {
+        (Some((remote, commit)), _) => SourceFacts::Git { remote, commit },
+        (None, Some(sha)) => SourceFacts::Archive {
+            url: &facts_url,
+            mirror_urls: &mirror_urls,
+            integrity: &Integrity::of_digest(
+                Algorithm::Sha256,
+                hex::decode(sha).map_err(task_err)?,
+            ),
+            archive_type: req.archive_type_declared(),
+        },
+        (None, None) => return Err(task_err("no source")),
+    };
+    let source_json = entry::source_json(
+        &facts,
+        &req.strip_prefix,
+        &patches,
+        req.patch_strip,
+        &overlay,
+    );
+    let mut files = vec![
+        (
+            "MODULE.bazel".to_owned(),
+            req.module_bazel.as_bytes().to_vec(),
+        ),
+        ("source.json".to_owned(), source_json),
+    ];
+    for (n, b) in &req.patches {
+        files.push((format!("patches/{n}"), b.clone()));
+    }
+    for (p, b) in &req.overlay {
+        files.push((format!("overlay/{}", p.as_str()), b.clone()));
+    }
+    let digests = files
+        .iter()
+        .map(|(rel, b)| {
+            (
+                format!("modules/{}/{}/{rel}", req.name, req.version),
+                sha256_hex(b),
+            )
+        })
+        .collect();
+    Ok(Prepared {
+        name: req.name.clone(),
+        version: req.version.clone(),
+        files,
+        compatibility_level: req.module_file.compatibility_level.unwrap_or(0),
+        metadata: req.metadata.clone(),
+        archive_sha256,
+        upload,
+        digests,
+    })
 }
 
 impl ValidRequest {

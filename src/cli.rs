@@ -322,10 +322,10 @@ fn registry_add(args: AddArgs) -> ExitCode {
         };
         let published = app
             .publisher
-            .publish(
+            .publish_body(
                 &request.name,
                 &request.version,
-                &body,
+                body,
                 &actor,
                 &public_url,
                 dry_run,

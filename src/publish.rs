@@ -7,8 +7,15 @@
 //! resolve. Only then is the entry ([`entry`]) written, in one transaction of the registry
 //! source, and an audit record ([`audit`]) appended.
 
+mod acquire;
 pub mod audit;
+mod check;
+mod deps;
+mod edit;
 pub mod entry;
+mod error;
+mod model;
+mod plan;
 pub mod request;
 mod service;
 
@@ -16,7 +23,8 @@ mod service;
 pub use unpack::{archive, patch};
 
 pub use archive::{ArchiveError, ArchiveType, Extracted, Limits, extract};
-pub use service::{Actor, EditKind, Published, Publisher, PublisherSettings, Status};
+pub use model::{Actor, EditKind, Published, PublisherSettings, Status};
+pub use service::Publisher;
 
 /// Why a publish, yank or deprecation was refused or failed. Every refusal names the field or
 /// file at fault.

@@ -123,3 +123,19 @@ where
         .join()
         .map_err(|_| ThreadError::Panicked)
 }
+
+/// Runs `f` on tokio's blocking pool inside the current span without waiting for it: for
+/// clean-up started from a `Drop` (a work folder of a request that was cut off). Outside a
+/// runtime, `f` runs on the calling thread.
+pub fn spawn_blocking_detached<F>(f: F)
+where
+    F: FnOnce() + Send + 'static,
+{
+    match tokio::runtime::Handle::try_current() {
+        Ok(handle) => {
+            let span = tracing::Span::current();
+            drop(handle.spawn_blocking(move || span.in_scope(f)));
+        }
+        Err(_) => f(),
+    }
+}

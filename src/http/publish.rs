@@ -14,6 +14,7 @@ use super::auth::Caller;
 use super::error::ApiError;
 use crate::app::AppState;
 use crate::auth::Action;
+use crate::publish::request::ValidRequest;
 use crate::publish::{Actor, EditKind, Status};
 
 /// `{name}` of a module route. The name's grammar is checked by the publisher, which names
@@ -75,10 +76,10 @@ fn reason_from(body: &Bytes, headers: &HeaderMap, allow_empty: bool) -> Result<S
     }
     require_json(headers)?;
     // Strict: an object (a JSON array would deserialize into the struct by position), no
-    // duplicate keys.
-    let value = crate::registry::files::parse_object(body)
+    // duplicate keys (refused naming their path).
+    let value = bzlmod::publish_request::parse_body_object(body)
         .map(serde_json::Value::Object)
-        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("body: {e}")))?;
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.to_string()))?;
     let parsed: ReasonBody = serde_json::from_value(value)
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("body: {e}")))?;
     if !allow_empty && parsed.reason.trim().is_empty() {
@@ -96,8 +97,10 @@ fn no_body(body: &Bytes, headers: &HeaderMap, what: &str) -> Result<(), ApiError
         return Ok(());
     }
     require_json(headers)?;
-    match serde_json::from_slice::<serde_json::Value>(body) {
+    match bzlmod::publish_request::parse_body(body) {
         Ok(serde_json::Value::Object(o)) if o.is_empty() => Ok(()),
+        // A duplicate key is named, as in every other body.
+        Err(e) if e.field != "body" => Err(ApiError::new(StatusCode::BAD_REQUEST, e.to_string())),
         _ => Err(ApiError::new(
             StatusCode::BAD_REQUEST,
             format!("body: {what} takes no body (or an empty JSON object)"),
@@ -130,16 +133,10 @@ pub(super) async fn publish_version(
 ) -> Result<Response, ApiError> {
     let actor = caller.may(&app.config.auth, &Action::Publish(&name))?;
     require_json(&headers)?;
+    let request = ValidRequest::decode(name, version, body).await?;
     let published = app
         .publisher
-        .publish(
-            &name,
-            &version,
-            &body,
-            &actor,
-            &app.public_url(),
-            query.dry_run,
-        )
+        .publish(request, &actor, &app.public_url(), query.dry_run)
         .await?;
     Ok(answer(&published, &actor))
 }

@@ -67,6 +67,26 @@ impl PublishRequest {
 #[derive(Debug, Clone)]
 pub struct ValidRequest(pub wire::ValidRequest);
 
+impl ValidRequest {
+    /// Decodes and validates a JSON body on the blocking pool: parsing and base64-decoding a
+    /// body of hundreds of megabytes takes most of a second, which would stall every
+    /// connection of an HTTP worker. The body is dropped there too.
+    ///
+    /// # Errors
+    /// [`PublishError::Invalid`] naming the field at fault.
+    pub async fn decode(
+        name: String,
+        version: String,
+        body: impl AsRef<[u8]> + Send + 'static,
+    ) -> Result<Self, PublishError> {
+        crate::tasks::spawn_blocking(move || {
+            PublishRequest::from_json(body.as_ref())?.validate(&name, &version)
+        })
+        .await
+        .map_err(|e| PublishError::Registry(format!("internal task failed: {e}")))?
+    }
+}
+
 impl Deref for ValidRequest {
     type Target = wire::ValidRequest;
     fn deref(&self) -> &Self::Target {

@@ -20,6 +20,7 @@ mod limits;
 mod mirror;
 mod mirror_cli;
 mod publish;
+mod publish_bodies;
 mod publish_cli;
 mod publish_git;
 mod registry_dir;

@@ -161,7 +161,9 @@ pub fn add_version(
         Some(bytes) => parse_object(bytes).map_err(stored_err)?,
         None => {
             let spec = spec.ok_or_else(|| {
-                meta_err("is required for a new module (homepage, maintainers, repository)")
+                meta_err(
+                    "is required for a new module (homepage, maintainers, repository; `gf-registry publish` reads it from `.bcr/metadata.template.json`)",
+                )
             })?;
             if spec.maintainers.is_empty() {
                 return Err(FieldError::new(

@@ -16,7 +16,10 @@ use crate::name::{ModuleName, RelativePath};
 use crate::version::ModuleVersion;
 
 mod decode;
+mod strict;
 mod validate;
+
+pub use strict::{parse_body, parse_body_object};
 
 /// Largest `MODULE.bazel`, patch or overlay file accepted.
 pub const MAX_TEXT_FILE: usize = 4 * 1024 * 1024;

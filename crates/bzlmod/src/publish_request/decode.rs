@@ -1,29 +1,22 @@
 //! Decoding a publish request body, with errors that name the field at fault.
 
-use serde::Deserialize as _;
 use serde_json::{Map, Value};
 
 use super::{MetadataSpec, NamedText, PathText, PublishRequest, SourceSpec, field};
 use crate::FieldError;
 
 impl PublishRequest {
-    /// Parses a JSON body.
+    /// Parses a JSON body. Duplicate keys are refused at every level ([`super::parse_body`]).
     ///
     /// # Errors
     /// A [`FieldError`] naming the field that is wrong.
     pub fn from_json(body: &[u8]) -> Result<Self, FieldError> {
-        deserialize_naming_fields(&mut serde_json::Deserializer::from_slice(body))
+        deserialize_naming_fields(super::parse_body(body)?)
     }
 }
 
 /// Deserializes, turning serde's error into one that names the field.
-fn deserialize_naming_fields(
-    de: &mut serde_json::Deserializer<serde_json::de::SliceRead<'_>>,
-) -> Result<PublishRequest, FieldError> {
-    let value: Value = Value::deserialize(&mut *de)
-        .map_err(|e| field("body", format!("is not valid JSON: {e}")))?;
-    de.end()
-        .map_err(|e| field("body", format!("is not valid JSON: {e}")))?;
+fn deserialize_naming_fields(value: Value) -> Result<PublishRequest, FieldError> {
     let Value::Object(obj) = &value else {
         return Err(field("body", "must be a JSON object"));
     };

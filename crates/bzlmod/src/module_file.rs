@@ -411,5 +411,17 @@ bazel_dep(name = "rules_testing", version = "0.6.0", dev_dependency = True)
             parse("bazel_dep(name = \"p\", version = 1)"),
             Err(ModuleFileError::NotLiteral { .. })
         ));
+        assert_eq!(
+            parse("module(compatibility_level = -1)")
+                .unwrap()
+                .compatibility_level,
+            Some(-1)
+        );
+        for big in ["1 << 40", "3000000000", "99999999999999999999999"] {
+            let src = format!("module(compatibility_level = {big})");
+            let r = parse(&src);
+            // `<<` is not evaluated here (unresolved); the literals are out of range.
+            assert!(big.contains("<<") || r.is_err(), "{src}: {r:?}");
+        }
     }
 }

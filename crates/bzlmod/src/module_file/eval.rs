@@ -25,7 +25,12 @@ pub(super) fn eval(expr: &AstExpr, env: &HashMap<String, Val>) -> Val {
         ExprP::Literal(AstLiteral::String(s)) => Val::Str(s.node.clone()),
         ExprP::Literal(AstLiteral::Int(i)) => match &i.node {
             TokenInt::I32(n) => Val::Int(i64::from(*n)),
-            TokenInt::BigInt(_) => Val::Unknown,
+            // Beyond 64 bits: a definite integer, out of range for every argument Bazel takes.
+            TokenInt::BigInt(_) => Val::Int(i64::MAX),
+        },
+        ExprP::Minus(e) => match eval(e, env) {
+            Val::Int(n) => n.checked_neg().map_or(Val::Unknown, Val::Int),
+            _ => Val::Unknown,
         },
         ExprP::Identifier(id) => match (env.get(&id.node.ident), id.node.ident.as_str()) {
             (Some(v), _) => v.clone(),
@@ -148,7 +153,8 @@ impl Arg<'_> {
 
     pub(super) fn int(&self) -> Result<Option<i64>, ModuleFileError> {
         match &self.val {
-            Val::Int(n) => Ok(Some(*n)),
+            // Bazel reads an `int` argument as a 32-bit value and fails beyond it.
+            Val::Int(n) if i32::try_from(*n).is_ok() => Ok(Some(*n)),
             Val::Unknown if !self.undefined => Ok(None),
             _ => Err(self.wrong("32-bit integer")),
         }

@@ -274,7 +274,7 @@ impl Upstreams {
                 self.state().status(base).hits += 1;
                 return self.serve_blob(i, &url, &seen.sha256, kind).await;
             }
-            if known.is_none() && self.is_negative(&url) {
+            if self.is_negative(&url) {
                 continue;
             }
             match self.fetch_bytes(i, &url).await {

@@ -14,11 +14,30 @@ use crate::registry::path::FileKind;
 use crate::registry::service::RegistryFile;
 use crate::upstream::{Allowed, UpstreamError};
 
+/// How long after a failure an upstream is not asked again.
+const RETRY_AFTER_ERROR: chrono::TimeDelta = chrono::TimeDelta::seconds(1);
+
 impl Upstreams {
     /// GETs one upstream file, whole; counts the contact or the error.
     pub(super) async fn fetch_bytes(&self, i: usize, url: &str) -> Result<Bytes, UpstreamError> {
         let base = &self.bases[i];
-        self.state().status(base).misses += 1;
+        {
+            let mut state = self.state();
+            let s = state.status(base);
+            // An upstream that just failed is not asked again at once: during an outage
+            // (a black hole waits out the connect timeout) a pin or a stale metadata.json is
+            // answered at once, and the upstream sees one attempt per second at most.
+            if let (Some(err), Some(at)) = (&s.last_error, s.last_error_at)
+                && s.last_contact.is_none_or(|c| c < at)
+                && Utc::now() - at < RETRY_AFTER_ERROR
+            {
+                return Err(UpstreamError::Transport {
+                    url: url.to_owned(),
+                    message: format!("{err} (failed under a second ago; not retried yet)"),
+                });
+            }
+            s.misses += 1;
+        }
         let got = self.fetch_once(base, url).await;
         let mut state = self.state();
         let s = state.status(base);

@@ -100,6 +100,7 @@ impl App {
                         urls: config.upstreams.clone(),
                         ttl: config.upstream_ttl,
                         negative_ttl: config.upstream_negative_ttl,
+                        modules: config.upstream_modules.clone(),
                     },
                     storage.clone(),
                     Arc::new(upstream.clone()),

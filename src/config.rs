@@ -113,6 +113,7 @@ settings! {
     CACHE_TTL = ("registry.cache_ttl_seconds", "GF_REGISTRY_CACHE_TTL_SECONDS", None, Some("3600"), "how long a cached registry file may stay");
     UPSTREAMS = ("registry.upstreams", "GF_REGISTRY_UPSTREAMS", Some("upstream"), None, "upstream registries read through, in order, for modules this one does not hold (`[[registry.upstreams]] url = ...`; comma-separated; default: none)");
     UPSTREAM_TTL = ("registry.upstream_ttl_seconds", "GF_REGISTRY_UPSTREAM_TTL_SECONDS", None, Some("600"), "how long an upstream metadata.json is served before it is revalidated (pinned files are re-checked for drift as often)");
+    UPSTREAM_MODULES = ("registry.upstream_modules", "GF_REGISTRY_UPSTREAM_MODULES", None, None, "which upstream modules are served: globs over module names, `!glob` denies (deny wins; with allow globs only matching modules; comma-separated; default: every module)");
     UPSTREAM_NEGATIVE_TTL = ("registry.upstream_negative_ttl_seconds", "GF_REGISTRY_UPSTREAM_NEGATIVE_TTL_SECONDS", None, Some("60"), "how long an upstream's 404 for a registry file is believed");
     DATA = ("storage.data", "GF_REGISTRY_DATA", Some("data"), Some("./data"), "object-store root of the mirror (URL or local path)");
     CAS = ("storage.cas", "GF_REGISTRY_CAS", None, None, "location of the cas role (default: DATA/cas)");
@@ -230,6 +231,8 @@ pub struct Config {
     pub upstream_ttl: Duration,
     /// How long an upstream's 404 is believed.
     pub upstream_negative_ttl: Duration,
+    /// Which upstream modules are served (`registry.upstream_modules`).
+    pub upstream_modules: crate::registry::ModuleFilter,
     /// Storage roles.
     pub storage: StorageLayout,
     /// Mirror policy folder.
@@ -440,6 +443,9 @@ impl Config {
                 secs(Id::UPSTREAM_NEGATIVE_TTL)?.unwrap_or(60),
             ),
             upstreams,
+            upstream_modules: r
+                .parse(Id::UPSTREAM_MODULES, crate::registry::ModuleFilter::parse)?
+                .unwrap_or_default(),
             storage,
             mirror_policy: r
                 .parse(Id::MIRROR_POLICY, |s| Ok::<_, String>(PathBuf::from(s)))?
@@ -809,6 +815,12 @@ mod tests {
         .unwrap();
         let e = Config::resolve(&i).unwrap_err().to_string();
         assert!(e.contains("clone"), "{e}");
+        let c = Config::resolve(&inputs(
+            &[],
+            &[("GF_REGISTRY_UPSTREAM_MODULES", "rules_*,!rules_evil")],
+        ))
+        .unwrap();
+        assert!(c.upstream_modules.serves("rules_cc") && !c.upstream_modules.serves("rules_evil"));
         let e = Config::resolve(&inputs(&[], &[("GF_REGISTRY_UPSTREAMS", "ftp://x/")]))
             .unwrap_err()
             .to_string();

@@ -17,5 +17,7 @@ pub use integrity::{Algorithm, Integrity};
 pub use name::{ModuleName, RelativePath};
 pub use path::{FileKind, RegistryPath};
 pub use service::{CacheSettings, CacheStats, Registry, RegistryError, RegistryFile};
-pub use upstream::{BlobStash, UpstreamReadError, UpstreamSettings, UpstreamStatus, Upstreams};
+pub use upstream::{
+    BlobStash, ModuleFilter, UpstreamReadError, UpstreamSettings, UpstreamStatus, Upstreams,
+};
 pub use version::ModuleVersion;

@@ -49,6 +49,42 @@ pub struct UpstreamSettings {
     pub ttl: Duration,
     /// How long an upstream's 404 is believed.
     pub negative_ttl: Duration,
+    /// Which upstream modules are served.
+    pub modules: ModuleFilter,
+}
+
+/// Which upstream modules are served at all (`registry.upstream_modules`): a module matching a
+/// deny glob (`!glob`) never is; with allow globs, only a module matching one is.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ModuleFilter {
+    /// Globs a module must match one of (none: every module).
+    pub allow: Vec<crate::auth::Glob>,
+    /// Globs no served module matches.
+    pub deny: Vec<crate::auth::Glob>,
+}
+
+impl ModuleFilter {
+    /// Parses `glob,!glob,...`.
+    ///
+    /// # Errors
+    /// A glob that is not one (only module-name characters, `*` and `?`).
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let mut out = Self::default();
+        for item in s.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+            match item.strip_prefix('!') {
+                Some(deny) => out.deny.push(deny.parse()?),
+                None => out.allow.push(item.parse()?),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Whether upstream module `name` may be served.
+    #[must_use]
+    pub fn serves(&self, name: &str) -> bool {
+        !self.deny.iter().any(|g| g.matches(name))
+            && (self.allow.is_empty() || self.allow.iter().any(|g| g.matches(name)))
+    }
 }
 
 /// Where the bytes of pinned files live: content-addressed blobs (the mirror's `cas`).
@@ -175,7 +211,11 @@ impl Upstreams {
         self: &Arc<Self>,
         path: &RegistryPath,
     ) -> Result<Arc<RegistryFile>, UpstreamReadError> {
-        if matches!(path, RegistryPath::LegacyOverlay(..)) {
+        if matches!(path, RegistryPath::LegacyOverlay(..))
+            || path
+                .module()
+                .is_some_and(|m| !self.settings.modules.serves(m.as_str()))
+        {
             return Err(UpstreamReadError::NotFound);
         }
         let rel = path.tree_path();
@@ -326,5 +366,22 @@ impl Upstreams {
             }
         }
         Err(UpstreamReadError::NotFound)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ModuleFilter;
+
+    #[test]
+    fn module_filter_deny_beats_allow() {
+        let every = ModuleFilter::parse("").unwrap();
+        assert!(every.serves("zlib"));
+        let f = ModuleFilter::parse("rules_*, zlib, !rules_evil*").unwrap();
+        assert!(f.serves("rules_cc") && f.serves("zlib"));
+        assert!(!f.serves("rules_evil_twin") && !f.serves("abseil-cpp"));
+        let deny_only = ModuleFilter::parse("!internal_*").unwrap();
+        assert!(deny_only.serves("zlib") && !deny_only.serves("internal_x"));
+        assert!(ModuleFilter::parse("a/b").is_err());
     }
 }

@@ -372,3 +372,33 @@ async fn drift_is_recorded_and_metadata_follows_the_upstream_after_the_ttl() {
     assert_eq!((status, body), (200, drifted));
     server.stop().await;
 }
+
+/// `registry.upstream_modules` deny globs hold through the named door: a denied module is a
+/// 404 and its name is never asked upstream; others are served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn denied_upstream_modules_are_never_asked_for() {
+    let zlib = one_module("zlib");
+    let other = servable()
+        .into_iter()
+        .find(|(p, _)| !p.starts_with("/modules/zlib/") && p.ends_with("/metadata.json"))
+        .expect("another module");
+    let upstream = Upstream::start_with_files(
+        zlib.iter()
+            .chain(std::iter::once(&other))
+            .map(|(p, b)| ((*p).clone(), (*b).clone())),
+    )
+    .await;
+    let data = tempfile::tempdir().expect("tempdir");
+    let server = server(
+        data.path(),
+        &upstream,
+        &[("GF_REGISTRY_UPSTREAM_MODULES", "!zl*")],
+    )
+    .await;
+    for (path, _) in &zlib {
+        assert_eq!(server.get_bytes(path).await.0, 404, "{path}");
+        assert_eq!(upstream.gets(path), 0, "{path} was asked upstream");
+    }
+    assert_eq!(server.get_bytes(other.0).await, (200, other.1.clone()));
+    server.stop().await;
+}

@@ -37,6 +37,8 @@ pub use state::{DriftEvent, UpstreamStatus};
 
 /// Largest upstream registry file accepted.
 const MAX_FILE_BYTES: usize = 16 << 20;
+/// Upstream 404s remembered at most.
+const MAX_NEGATIVE: usize = 100_000;
 /// Decoded files kept in memory, in bytes.
 const MEMORY_BYTES: u64 = 64 << 20;
 
@@ -270,7 +272,7 @@ impl Upstreams {
             match self.fetch_bytes(i, &url).await {
                 Ok(bytes) => return self.pin_new(i, rel, bytes, kind).await,
                 Err(UpstreamError::NotFound { .. }) => {
-                    self.state().negative.insert(url, Instant::now());
+                    self.note_not_found(url);
                 }
                 Err(e) => {
                     return Err(UpstreamReadError::Unavailable(format!(
@@ -280,6 +282,20 @@ impl Upstreams {
             }
         }
         Err(UpstreamReadError::NotFound)
+    }
+
+    /// Remembers an upstream's 404 for `url`; expired answers are dropped when many are held
+    /// (the names asked for are the clients' choice).
+    fn note_not_found(&self, url: String) {
+        let mut state = self.state();
+        if state.negative.len() >= MAX_NEGATIVE {
+            let ttl = self.settings.negative_ttl;
+            state.negative.retain(|_, t| t.elapsed() < ttl);
+            if state.negative.len() >= MAX_NEGATIVE {
+                state.negative.clear();
+            }
+        }
+        state.negative.insert(url, Instant::now());
     }
 
     fn is_negative(&self, url: &str) -> bool {
@@ -343,7 +359,7 @@ impl Upstreams {
                     }));
                 }
                 Err(UpstreamError::NotFound { .. }) => {
-                    self.state().negative.insert(url, Instant::now());
+                    self.note_not_found(url);
                 }
                 Err(e) => match known {
                     Some(seen) => {

@@ -8,7 +8,7 @@ use crate::metrics::Metrics;
 use crate::mirror::Mirror;
 use crate::mirror::policy::Policy;
 use crate::publish::{Publisher, PublisherSettings};
-use crate::registry::{CacheSettings, Registry};
+use crate::registry::{BlobStash, CacheSettings, Registry, UpstreamSettings, Upstreams};
 use crate::source::RegistrySource;
 use crate::storage::Storage;
 use crate::upstream::{UpstreamClient, UpstreamTimeouts};
@@ -26,6 +26,8 @@ pub struct App {
     pub mirror: Mirror,
     /// Publishing, yanking and deprecation.
     pub publisher: Publisher,
+    /// The read-through of upstream registries, when `registry.upstreams` are configured.
+    pub upstreams: Option<Arc<Upstreams>>,
     /// Prometheus metrics.
     pub metrics: Metrics,
     /// The public base URL (ending in `/`), known once the listener is bound.
@@ -89,6 +91,24 @@ impl App {
         let upstream = UpstreamClient::new(UpstreamTimeouts::default())?;
         let mirror =
             Mirror::load(storage.clone(), policy, registry.clone(), upstream.clone()).await?;
+        let upstreams = if config.upstreams.is_empty() {
+            None
+        } else {
+            Some(Arc::new(
+                Upstreams::load(
+                    UpstreamSettings {
+                        urls: config.upstreams.clone(),
+                        ttl: config.upstream_ttl,
+                        negative_ttl: config.upstream_negative_ttl,
+                        modules: config.upstream_modules.clone(),
+                    },
+                    storage.clone(),
+                    Arc::new(upstream.clone()),
+                    Arc::new(MirrorStash(mirror.clone())),
+                )
+                .await?,
+            ))
+        };
         let publisher = Publisher::new(
             registry.clone(),
             mirror.clone(),
@@ -127,6 +147,7 @@ impl App {
             storage,
             mirror,
             publisher,
+            upstreams,
             metrics,
             public_url: std::sync::OnceLock::new(),
             in_flight: std::sync::atomic::AtomicUsize::new(0),
@@ -148,5 +169,44 @@ impl App {
     /// The first backend failure.
     pub async fn check_ready(&self) -> Result<(), crate::storage::StorageError> {
         self.storage.check(Duration::from_secs(2)).await
+    }
+}
+
+/// The mirror's `cas` role holds the upstream read-through's pinned files: each is a blob with
+/// provenance, reachable by digest (`/cas/sha256/HEX`) and read back verified.
+#[derive(Debug)]
+struct MirrorStash(Mirror);
+
+impl BlobStash for MirrorStash {
+    fn put(
+        &self,
+        bytes: bytes::Bytes,
+        label: String,
+    ) -> futures::future::BoxFuture<'_, Result<String, String>> {
+        Box::pin(async move {
+            self.0
+                .ingest_bytes(Arc::new(bytes.to_vec()), &label, "registry.upstreams")
+                .await
+                .map_err(|e| e.to_string())
+        })
+    }
+
+    fn get(
+        &self,
+        sha256: String,
+    ) -> futures::future::BoxFuture<'_, Result<Option<bytes::Bytes>, String>> {
+        use futures::StreamExt as _;
+        Box::pin(async move {
+            let mut blob = match self.0.read_blob(&sha256).await {
+                Ok(b) => b,
+                Err(crate::mirror::MirrorError::NotFound(_)) => return Ok(None),
+                Err(e) => return Err(e.to_string()),
+            };
+            let mut out = Vec::new();
+            while let Some(piece) = blob.body.next().await {
+                out.extend_from_slice(&piece.map_err(|e| e.to_string())?);
+            }
+            Ok(Some(bytes::Bytes::from(out)))
+        })
     }
 }

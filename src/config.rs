@@ -111,6 +111,10 @@ settings! {
     POLL = ("registry.poll_interval_seconds", "GF_REGISTRY_POLL_INTERVAL_SECONDS", None, Some("10"), "how often to look for new commits or folders (0: never)");
     CACHE_BYTES = ("registry.cache_capacity_bytes", "GF_REGISTRY_CACHE_CAPACITY_BYTES", None, Some("67108864"), "registry file cache size in bytes (0 disables it)");
     CACHE_TTL = ("registry.cache_ttl_seconds", "GF_REGISTRY_CACHE_TTL_SECONDS", None, Some("3600"), "how long a cached registry file may stay");
+    UPSTREAMS = ("registry.upstreams", "GF_REGISTRY_UPSTREAMS", Some("upstream"), None, "upstream registries read through, in order, for modules this one does not hold (`[[registry.upstreams]] url = ...`; comma-separated; default: none)");
+    UPSTREAM_TTL = ("registry.upstream_ttl_seconds", "GF_REGISTRY_UPSTREAM_TTL_SECONDS", None, Some("600"), "how long an upstream metadata.json is served before it is revalidated (pinned files are re-checked for drift as often)");
+    UPSTREAM_MODULES = ("registry.upstream_modules", "GF_REGISTRY_UPSTREAM_MODULES", None, None, "which upstream modules are served: globs over module names, `!glob` denies (deny wins; with allow globs only matching modules; comma-separated; default: every module)");
+    UPSTREAM_NEGATIVE_TTL = ("registry.upstream_negative_ttl_seconds", "GF_REGISTRY_UPSTREAM_NEGATIVE_TTL_SECONDS", None, Some("60"), "how long an upstream's 404 for a registry file is believed");
     DATA = ("storage.data", "GF_REGISTRY_DATA", Some("data"), Some("./data"), "object-store root of the mirror (URL or local path)");
     CAS = ("storage.cas", "GF_REGISTRY_CAS", None, None, "location of the cas role (default: DATA/cas)");
     RECORDS = ("storage.records", "GF_REGISTRY_RECORDS", None, None, "location of the records role (default: DATA/records)");
@@ -221,6 +225,14 @@ pub struct Config {
     pub cache_capacity_bytes: u64,
     /// Registry cache TTL.
     pub cache_ttl: Duration,
+    /// Upstream registries read through, in order (`registry.upstreams`).
+    pub upstreams: Vec<Url>,
+    /// How long an upstream `metadata.json` stays fresh.
+    pub upstream_ttl: Duration,
+    /// How long an upstream's 404 is believed.
+    pub upstream_negative_ttl: Duration,
+    /// Which upstream modules are served (`registry.upstream_modules`).
+    pub upstream_modules: crate::registry::ModuleFilter,
     /// Storage roles.
     pub storage: StorageLayout,
     /// Mirror policy folder.
@@ -375,6 +387,17 @@ impl Config {
             .unwrap_or_else(|| {
                 std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
             });
+        let upstreams = r.parse(Id::UPSTREAMS, url_list)?.unwrap_or_default();
+        let upstream_registries = match r.parse(Id::UPSTREAM_REGISTRIES, url_list)? {
+            // Published bazel_deps resolve where the read-through reads, when it is set.
+            Some(_)
+                if matches!(layered[Id::UPSTREAM_REGISTRIES as usize].2, Origin::Default)
+                    && !upstreams.is_empty() =>
+            {
+                upstreams.clone()
+            }
+            v => v.unwrap_or_default(),
+        };
         Ok(Self {
             config_file,
             listen: r
@@ -415,6 +438,14 @@ impl Config {
             poll_interval: Duration::from_secs(secs(Id::POLL)?.unwrap_or(10)),
             cache_capacity_bytes: secs(Id::CACHE_BYTES)?.unwrap_or(0),
             cache_ttl: Duration::from_secs(secs(Id::CACHE_TTL)?.unwrap_or(3600).max(1)),
+            upstream_ttl: Duration::from_secs(secs(Id::UPSTREAM_TTL)?.unwrap_or(600)),
+            upstream_negative_ttl: Duration::from_secs(
+                secs(Id::UPSTREAM_NEGATIVE_TTL)?.unwrap_or(60),
+            ),
+            upstreams,
+            upstream_modules: r
+                .parse(Id::UPSTREAM_MODULES, crate::registry::ModuleFilter::parse)?
+                .unwrap_or_default(),
             storage,
             mirror_policy: r
                 .parse(Id::MIRROR_POLICY, |s| Ok::<_, String>(PathBuf::from(s)))?
@@ -422,22 +453,7 @@ impl Config {
             gc_interval: Duration::from_secs(secs(Id::GC_INTERVAL)?.unwrap_or(3600)),
             records_refresh: Duration::from_secs(secs(Id::RECORDS_REFRESH)?.unwrap_or(10)),
             allow_no_go: flag(Id::ALLOW_NO_GO)?.unwrap_or(false),
-            upstream_registries: r
-                .parse(Id::UPSTREAM_REGISTRIES, |s| {
-                    s.split(',')
-                        .map(str::trim)
-                        .filter(|p| !p.is_empty())
-                        .map(|p| {
-                            let u = Url::parse(p).map_err(|e| format!("`{p}`: {e}"))?;
-                            if matches!(u.scheme(), "http" | "https") {
-                                Ok(u)
-                            } else {
-                                Err(format!("`{p}` is not an http(s) URL"))
-                            }
-                        })
-                        .collect::<Result<Vec<_>, String>>()
-                })?
-                .unwrap_or_default(),
+            upstream_registries,
             max_publish_bytes: r
                 .parse(Id::MAX_PUBLISH_BYTES, |s| {
                     s.parse::<usize>().map_err(|e| e.to_string())
@@ -493,6 +509,22 @@ impl Config {
         };
         if s.ends_with('/') { s } else { format!("{s}/") }
     }
+}
+
+/// A comma-separated list of http(s) URLs.
+fn url_list(s: &str) -> Result<Vec<Url>, String> {
+    s.split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let u = Url::parse(p).map_err(|e| format!("`{p}`: {e}"))?;
+            if matches!(u.scheme(), "http" | "https") {
+                Ok(u)
+            } else {
+                Err(format!("`{p}` is not an http(s) URL"))
+            }
+        })
+        .collect()
 }
 
 fn missing(id: Id) -> ConfigError {
@@ -564,6 +596,12 @@ fn read_file(path: &Path) -> Result<FileSettings, ConfigError> {
                 toml::Value::String(s) => s.clone(),
                 toml::Value::Integer(i) => i.to_string(),
                 toml::Value::Boolean(b) => b.to_string(),
+                // `[[registry.upstreams]] url = "..."`: one table per upstream, in order.
+                toml::Value::Array(items)
+                    if full == "registry.upstreams" && items.iter().all(toml::Value::is_table) =>
+                {
+                    upstream_tables(items).map_err(|m| err(format!("`{full}`: {m}")))?
+                }
                 toml::Value::Array(items) if items.iter().all(toml::Value::is_str) => items
                     .iter()
                     .filter_map(toml::Value::as_str)
@@ -580,6 +618,29 @@ fn read_file(path: &Path) -> Result<FileSettings, ConfigError> {
         }
     }
     Ok((out, auth))
+}
+
+/// The URLs of `[[registry.upstreams]]` tables, comma-joined.
+fn upstream_tables(items: &[toml::Value]) -> Result<String, String> {
+    let mut urls = Vec::new();
+    for item in items {
+        let Some(table) = item.as_table() else {
+            return Err("each entry must be a table with a `url`".to_owned());
+        };
+        for key in table.keys() {
+            if key != "url" {
+                return Err(format!(
+                    "unknown key `{key}` (only `url` is supported; `clone` and `ref` are not yet)"
+                ));
+            }
+        }
+        match table.get("url").and_then(toml::Value::as_str) {
+            Some(u) if !u.contains(',') => urls.push(u.to_owned()),
+            Some(u) => return Err(format!("`{u}` must not contain a comma")),
+            None => return Err("each entry needs `url = \"https://...\"`".to_owned()),
+        }
+    }
+    Ok(urls.join(","))
 }
 
 #[cfg(test)]
@@ -701,5 +762,68 @@ mod tests {
         i.config_file = Some(file);
         let e = Config::resolve(&i).unwrap_err().to_string();
         assert!(e.contains("unknown key `server.listen_addr`"), "{e}");
+    }
+
+    #[test]
+    fn upstreams_from_file_env_and_flag() {
+        let c = Config::resolve(&inputs(&[], &[])).unwrap();
+        assert!(c.upstreams.is_empty(), "no upstreams by default");
+        assert_eq!(c.upstream_ttl, Duration::from_secs(600));
+        assert_eq!(c.upstream_negative_ttl, Duration::from_secs(60));
+        assert_eq!(
+            c.upstream_registries[0].as_str(),
+            "https://bcr.bazel.build/"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.toml");
+        std::fs::write(
+            &file,
+            "[[registry.upstreams]]\nurl = \"https://a.example/\"\n[[registry.upstreams]]\nurl = \"http://127.0.0.1:9/r/\"\n",
+        )
+        .unwrap();
+        let mut i = inputs(&[], &[]);
+        i.config_file = Some(file.clone());
+        let c = Config::resolve(&i).unwrap();
+        let urls: Vec<&str> = c.upstreams.iter().map(Url::as_str).collect();
+        assert_eq!(urls, ["https://a.example/", "http://127.0.0.1:9/r/"]);
+        assert_eq!(
+            c.upstream_registries, c.upstreams,
+            "publishing follows the upstreams"
+        );
+        let c = Config::resolve(&inputs(
+            &[("upstream", "https://b.example/")],
+            &[(
+                "GF_REGISTRY_UPSTREAMS",
+                "https://c.example/,https://d.example/",
+            )],
+        ))
+        .unwrap();
+        assert_eq!(c.upstreams.len(), 1);
+        let c = Config::resolve(&inputs(
+            &[],
+            &[(
+                "GF_REGISTRY_UPSTREAMS",
+                "https://c.example/, https://d.example/",
+            )],
+        ))
+        .unwrap();
+        assert_eq!(c.upstreams.len(), 2);
+        std::fs::write(
+            &file,
+            "[[registry.upstreams]]\nurl = \"https://a.example/\"\nclone = \"/srv/bcr\"\n",
+        )
+        .unwrap();
+        let e = Config::resolve(&i).unwrap_err().to_string();
+        assert!(e.contains("clone"), "{e}");
+        let c = Config::resolve(&inputs(
+            &[],
+            &[("GF_REGISTRY_UPSTREAM_MODULES", "rules_*,!rules_evil")],
+        ))
+        .unwrap();
+        assert!(c.upstream_modules.serves("rules_cc") && !c.upstream_modules.serves("rules_evil"));
+        let e = Config::resolve(&inputs(&[], &[("GF_REGISTRY_UPSTREAMS", "ftp://x/")]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("registry.upstreams"), "{e}");
     }
 }

@@ -70,6 +70,7 @@ pub fn router(state: AppState) -> Router {
         .route("/bazel/bazelrc", get(mirror::get_bazelrc))
         .route("/api/v1/blobs/{sha256}", get(mirror::get_blob_provenance))
         .route("/api/v1/mirror/status", get(mirror::get_mirror_status))
+        .route("/api/v1/upstreams", get(registry::get_upstreams))
         .route("/healthz", get(admin::get_healthz))
         .route("/readyz", get(admin::get_readyz))
         .route("/metrics", get(admin::get_metrics))

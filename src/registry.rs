@@ -8,6 +8,7 @@
 pub mod check;
 pub mod module_file;
 pub mod service;
+pub mod upstream;
 
 pub use bzlmod::registry_json as files;
 pub use bzlmod::{integrity, name, path, version};
@@ -16,4 +17,7 @@ pub use integrity::{Algorithm, Integrity};
 pub use name::{ModuleName, RelativePath};
 pub use path::{FileKind, RegistryPath};
 pub use service::{CacheSettings, CacheStats, Registry, RegistryError, RegistryFile};
+pub use upstream::{
+    BlobStash, ModuleFilter, UpstreamReadError, UpstreamSettings, UpstreamStatus, Upstreams,
+};
 pub use version::ModuleVersion;

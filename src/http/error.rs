@@ -5,8 +5,8 @@ use axum::response::{IntoResponse, Response};
 
 use crate::mirror::MirrorError;
 use crate::publish::PublishError;
-use crate::registry::RegistryError;
 use crate::registry::path::PathError;
+use crate::registry::{RegistryError, UpstreamReadError};
 
 /// An error answer: a status and a one-line message that names what is at fault.
 #[derive(Debug)]
@@ -79,6 +79,20 @@ impl From<RegistryError> for ApiError {
                     StatusCode::INTERNAL_SERVER_ERROR,
                     "internal error reading the registry",
                 )
+            }
+        }
+    }
+}
+
+impl From<UpstreamReadError> for ApiError {
+    fn from(e: UpstreamReadError) -> Self {
+        match e {
+            UpstreamReadError::NotFound => Self::new(StatusCode::NOT_FOUND, "not found"),
+            // Never a 404: Bazel would record "not found" in the lockfile and trust it.
+            UpstreamReadError::Unavailable(reason) => {
+                tracing::warn!(%reason, "upstream registry read failed");
+                Self::new(StatusCode::SERVICE_UNAVAILABLE, reason)
+                    .with_header(header::RETRY_AFTER, HeaderValue::from_static("5"))
             }
         }
     }

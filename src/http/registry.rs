@@ -7,7 +7,7 @@ use axum::response::Response;
 
 use super::error::ApiError;
 use crate::app::AppState;
-use crate::registry::{FileKind, RegistryFile, RegistryPath};
+use crate::registry::{FileKind, RegistryError, RegistryFile, RegistryPath};
 
 /// `GET|HEAD` of any registry path (`bazel_registry.json`, `modules/...`).
 pub(super) async fn get_registry_file(
@@ -16,8 +16,36 @@ pub(super) async fn get_registry_file(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let path = RegistryPath::parse(uri.path())?;
-    let file = app.registry.get(&path).await?;
+    let file = match (app.registry.get(&path).await, &app.upstreams) {
+        // Not held here, and not owned here (a module name the internal registry holds is
+        // never looked up upstream): the upstreams, in order.
+        (Err(RegistryError::NotFound), Some(upstreams))
+            if path
+                .module()
+                .is_none_or(|m| !app.registry.holds_module(m.as_str())) =>
+        {
+            upstreams.get(&path).await?
+        }
+        (got, _) => got?,
+    };
     Ok(file_response(&file, headers.get(header::IF_NONE_MATCH)))
+}
+
+/// `GET /api/v1/upstreams`: per upstream registry, files pinned, last contact, last error and
+/// drift events (an empty list when none are configured).
+pub(super) async fn get_upstreams(State(app): State<AppState>) -> Response {
+    let list = app
+        .upstreams
+        .as_ref()
+        .map(|u| u.status())
+        .unwrap_or_default();
+    let body =
+        serde_json::to_vec_pretty(&serde_json::json!({ "upstreams": list })).unwrap_or_default();
+    Response::builder()
+        .header(header::CONTENT_TYPE, "application/json")
+        .header(header::CACHE_CONTROL, "no-store")
+        .body(Body::from(body))
+        .unwrap_or_else(|_| Response::new(Body::empty()))
 }
 
 /// The registry's routes (also the metrics' route labels).

@@ -165,7 +165,10 @@ fn answer<B>(app: &AppState, req: &Request<B>) -> Option<Response> {
         // A module the registry surely does not have (Bazel asks the first registry for
         // every module of the graph): the router's 404, without the router.
         None if route != ROUTE_REGISTRY_JSON => match RegistryPath::parse(path) {
-            Ok(p) if app.registry.surely_absent(&p) => Err(ApiError::from(RegistryError::NotFound)),
+            // With upstreams configured, an absent module may be theirs: the router asks them.
+            Ok(p) if app.upstreams.is_none() && app.registry.surely_absent(&p) => {
+                Err(ApiError::from(RegistryError::NotFound))
+            }
             _ => return None,
         },
         None => return None,

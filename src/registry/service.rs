@@ -348,6 +348,13 @@ impl Registry {
             })
     }
 
+    /// Whether the internal registry owns module `name` (its index holds it): an owned name
+    /// is never looked up upstream, whatever version is asked for.
+    #[must_use]
+    pub fn holds_module(&self, name: &str) -> bool {
+        self.snapshot.load().modules.contains_key(name)
+    }
+
     /// Cache counters and size.
     #[must_use]
     pub fn cache_stats(&self) -> CacheStats {

@@ -31,3 +31,4 @@ mod storage_conformance;
 mod storage_probe;
 mod support;
 mod upstream;
+mod upstream_registry;

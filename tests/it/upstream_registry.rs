@@ -1,0 +1,404 @@
+//! The read-through of upstream registries (issue 15, named door): real BCR data served by the
+//! upstream double, byte for byte through the server; ownership; outages; drift; TTLs;
+//! replicas on one store; and no upstreams meaning plain 404s as before.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use gf_registry::registry::RegistryPath;
+use serde_json::Value;
+
+use crate::support::fixtures::{example_registry, path_str, sha256_hex};
+use crate::support::server::TestServer;
+use crate::support::upstream::{Answer, Upstream};
+
+/// The shared BCR snapshot, beside the checkout (`../shared/data`).
+fn snapshot() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data/bcr-51181a8.tar.zst")
+}
+
+/// Whether a module is in the sample: about one in forty, chosen by a stable hash of its name.
+fn in_sample(module: &str) -> bool {
+    let h = module.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    h % 40 == 0 || module == "zlib"
+}
+
+/// Every file of the sample modules, and `bazel_registry.json`: URL path -> bytes.
+fn sample() -> &'static BTreeMap<String, Vec<u8>> {
+    static SAMPLE: OnceLock<BTreeMap<String, Vec<u8>>> = OnceLock::new();
+    SAMPLE.get_or_init(|| {
+        let file = std::fs::File::open(snapshot()).expect("the shared BCR snapshot");
+        let decoder = zstd::stream::read::Decoder::new(file).expect("zstd");
+        let mut archive = tar::Archive::new(decoder);
+        let mut out = BTreeMap::new();
+        for entry in archive.entries().expect("tar entries") {
+            let mut entry = entry.expect("tar entry");
+            if !entry.header().entry_type().is_file() {
+                continue;
+            }
+            let path = entry.path().expect("path").to_string_lossy().into_owned();
+            let Some(rel) = path.strip_prefix("bcr/") else {
+                continue;
+            };
+            let wanted = rel == "bazel_registry.json"
+                || rel
+                    .strip_prefix("modules/")
+                    .and_then(|r| r.split('/').next())
+                    .is_some_and(in_sample);
+            if wanted {
+                let mut bytes = Vec::new();
+                std::io::Read::read_to_end(&mut entry, &mut bytes).expect("read entry");
+                out.insert(format!("/{rel}"), bytes);
+            }
+        }
+        assert!(out.len() > 200, "a sample of real size: {}", out.len());
+        out
+    })
+}
+
+/// The sample's module files the named door serves (registry paths; not Bazel 7.2.0 overlay
+/// guesses; not `bazel_registry.json`, which the internal registry has).
+fn servable() -> Vec<(&'static String, &'static Vec<u8>)> {
+    sample()
+        .iter()
+        .filter(|(p, _)| p.starts_with("/modules/"))
+        .filter(|(p, _)| {
+            matches!(RegistryPath::parse(p), Ok(rp) if !matches!(rp, RegistryPath::LegacyOverlay(..)))
+        })
+        .collect()
+}
+
+/// A server over the example registry reading through `upstream`, with its data in `data`.
+async fn server(data: &Path, upstream: &Upstream, env: &[(&str, &str)]) -> TestServer {
+    let registry = example_registry();
+    let base = format!("{}/", upstream.origin());
+    TestServer::start_exact(
+        &[
+            ("registry", path_str(&registry)),
+            ("data", path_str(data)),
+            (
+                "mirror-policy",
+                path_str(&registry.join("../mirror-policy")),
+            ),
+            ("upstream", &base),
+        ],
+        None,
+        env,
+    )
+    .await
+}
+
+fn one_module(name: &str) -> Vec<(&'static String, &'static Vec<u8>)> {
+    let prefix = format!("/modules/{name}/");
+    servable()
+        .into_iter()
+        .filter(|(p, _)| p.starts_with(&prefix))
+        .collect()
+}
+
+/// No upstreams configured: a module the registry does not hold is a plain 404, as before,
+/// and the status API lists nothing.
+#[tokio::test]
+async fn no_upstreams_answer_plain_404s() {
+    let server = TestServer::start(&example_registry(), &[]).await;
+    for path in [
+        "/modules/zlib/metadata.json",
+        "/modules/zlib/1.3.1/MODULE.bazel",
+    ] {
+        let (status, body) = server.get_bytes(path).await;
+        assert_eq!(status, 404, "{path}: {}", String::from_utf8_lossy(&body));
+    }
+    assert_eq!(
+        server.get_json("/api/v1/upstreams").await,
+        serde_json::json!({ "upstreams": [] })
+    );
+    server.stop().await;
+}
+
+/// Every file of a real BCR sample comes through the named door byte for byte, is pinned in
+/// the `cas` role (reachable by digest), and a module the internal registry holds shadows an
+/// upstream module of the same name, versions and all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sample_served_byte_for_byte_and_internal_names_shadow_upstream_ones() {
+    let mut files: Vec<(String, Vec<u8>)> = sample()
+        .iter()
+        .map(|(p, b)| (p.clone(), b.clone()))
+        .collect();
+    // An upstream module with the name of an internal one, with a version the internal
+    // registry does not have.
+    let fake_meta = br#"{"versions": ["1.0.0", "9.9.9"]}"#.to_vec();
+    files.push(("/modules/hello_lib/metadata.json".to_owned(), fake_meta));
+    files.push((
+        "/modules/hello_lib/9.9.9/MODULE.bazel".to_owned(),
+        b"module(name = \"hello_lib\", version = \"9.9.9\")\n".to_vec(),
+    ));
+    let upstream = Upstream::start_with_files(files).await;
+    let data = tempfile::tempdir().expect("tempdir");
+    let server = server(data.path(), &upstream, &[]).await;
+
+    let servable = servable();
+    assert!(servable.len() > 200, "{}", servable.len());
+    for (path, bytes) in &servable {
+        let (status, body) = server.get_bytes(path).await;
+        assert_eq!(status, 200, "{path}: {}", String::from_utf8_lossy(&body));
+        assert!(body == **bytes, "{path}: not the upstream's bytes");
+    }
+    // A second pass is answered from the pins: no new upstream requests for immutable files.
+    let before = upstream.total_requests();
+    for (path, bytes) in &servable {
+        if path.ends_with("/metadata.json") {
+            continue;
+        }
+        let (status, body) = server.get_bytes(path).await;
+        assert_eq!((status, &body), (200, *bytes), "{path}");
+    }
+    assert_eq!(
+        upstream.total_requests(),
+        before,
+        "pinned files are not fetched again"
+    );
+    // Each pinned variant is a blob in the cas role.
+    let (path, bytes) = servable
+        .iter()
+        .find(|(p, _)| p.ends_with("/source.json"))
+        .expect("a source.json");
+    let (status, body) = server
+        .get_bytes(&format!("/cas/sha256/{}", sha256_hex(bytes)))
+        .await;
+    assert_eq!((status, &body), (200, *bytes), "{path} by digest");
+    let immutable = servable
+        .iter()
+        .filter(|(p, _)| !p.ends_with("/metadata.json"))
+        .count();
+    let s = status_of(&server).await;
+    assert_eq!(s["files_pinned"], immutable, "{s}");
+    assert_eq!(s["drift_count"], 0, "{s}");
+    assert!(s["last_contact"].is_string(), "{s}");
+
+    // Ownership: the internal hello_lib wins, and its name is never asked upstream.
+    let internal = std::fs::read(example_registry().join("modules/hello_lib/metadata.json"))
+        .expect("internal metadata");
+    let (status, body) = server.get_bytes("/modules/hello_lib/metadata.json").await;
+    assert_eq!((status, body), (200, internal));
+    let (status, _) = server
+        .get_bytes("/modules/hello_lib/9.9.9/MODULE.bazel")
+        .await;
+    assert_eq!(
+        status, 404,
+        "an upstream version of an owned name is invisible"
+    );
+    assert_eq!(upstream.gets("/modules/hello_lib/metadata.json"), 0);
+    assert_eq!(upstream.gets("/modules/hello_lib/9.9.9/MODULE.bazel"), 0);
+    // The internal registry's own bazel_registry.json is served, not the upstream's.
+    let own = std::fs::read(example_registry().join("bazel_registry.json")).expect("own");
+    assert_eq!(server.get_bytes("/bazel_registry.json").await, (200, own));
+    // A module nobody has: the upstream's 404.
+    let (status, _) = server
+        .get_bytes("/modules/no_such_module_x/metadata.json")
+        .await;
+    assert_eq!(status, 404);
+    server.stop().await;
+}
+
+/// The first upstream's figures from `GET /api/v1/upstreams`.
+async fn status_of(server: &TestServer) -> Value {
+    server.get_json("/api/v1/upstreams").await["upstreams"][0].clone()
+}
+
+/// With the upstream down, every pinned file is still served identically (metadata.json as
+/// last seen), an unpinned module is a 503 (never a 404), a 5xx is a 503, and once the
+/// upstream is back the same requests succeed. A second replica on the same store serves
+/// the pins without asking the upstream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn outage_keeps_pins_served_and_unpinned_files_are_503() {
+    let zlib = one_module("zlib");
+    let other = servable()
+        .into_iter()
+        .find(|(p, _)| !p.starts_with("/modules/zlib/") && p.ends_with("/MODULE.bazel"))
+        .expect("another module");
+    let mut upstream =
+        Upstream::start_with_files(sample().iter().map(|(p, b)| (p.clone(), b.clone()))).await;
+    upstream.set("/modules/broken/metadata.json", Answer::Status(500));
+    let data = tempfile::tempdir().expect("tempdir");
+    let env = [("GF_REGISTRY_UPSTREAM_TTL_SECONDS", "1")];
+    let first = server(data.path(), &upstream, &env).await;
+    for (path, bytes) in &zlib {
+        assert_eq!(
+            first.get_bytes(path).await,
+            (200, (*bytes).clone()),
+            "{path}"
+        );
+    }
+    let (status, body) = first.get_bytes("/modules/broken/metadata.json").await;
+    assert_eq!(
+        status,
+        503,
+        "a 5xx upstream: {}",
+        String::from_utf8_lossy(&body)
+    );
+
+    upstream.stop().await;
+    // Past the TTL: metadata.json must be revalidated, and cannot be.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    for (path, bytes) in &zlib {
+        assert_eq!(
+            first.get_bytes(path).await,
+            (200, (*bytes).clone()),
+            "{path} (down)"
+        );
+    }
+    let (status, body) = first.get_bytes(other.0).await;
+    assert_eq!(
+        status,
+        503,
+        "{}: {}",
+        other.0,
+        String::from_utf8_lossy(&body)
+    );
+    let text = String::from_utf8_lossy(&body);
+    assert!(text.contains("never pinned"), "the reason is given: {text}");
+    let s = status_of(&first).await;
+    assert!(s["last_error"].is_string(), "{s}");
+
+    // A replica on the same store, started while the upstream is down.
+    let requests = upstream.total_requests();
+    let second = server(data.path(), &upstream, &env).await;
+    for (path, bytes) in &zlib {
+        assert_eq!(
+            second.get_bytes(path).await,
+            (200, (*bytes).clone()),
+            "{path} (replica)"
+        );
+    }
+    assert_eq!(upstream.total_requests(), requests, "the upstream is down");
+    second.stop().await;
+
+    upstream.restart().await;
+    // It recovers by itself (an upstream that just failed is retried after a second).
+    let mut got = (0, Vec::new());
+    for _ in 0..50 {
+        got = first.get_bytes(other.0).await;
+        if got.0 == 200 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        (got.0, &got.1),
+        (200, other.1),
+        "{} after the restart",
+        other.0
+    );
+    first.stop().await;
+}
+
+/// A pinned file changed upstream keeps its pinned bytes, and the drift is recorded; a new
+/// version added upstream appears in metadata.json once the TTL has passed; an upstream 404
+/// is believed for the negative TTL only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn drift_is_recorded_and_metadata_follows_the_upstream_after_the_ttl() {
+    let zlib = one_module("zlib");
+    let upstream =
+        Upstream::start_with_files(zlib.iter().map(|(p, b)| ((*p).clone(), (*b).clone()))).await;
+    let data = tempfile::tempdir().expect("tempdir");
+    let server = server(
+        data.path(),
+        &upstream,
+        &[
+            ("GF_REGISTRY_UPSTREAM_TTL_SECONDS", "3"),
+            ("GF_REGISTRY_UPSTREAM_NEGATIVE_TTL_SECONDS", "3"),
+        ],
+    )
+    .await;
+    let module = "/modules/zlib/1.3.1/MODULE.bazel";
+    let metadata = "/modules/zlib/metadata.json";
+    let pinned = sample()[module].clone();
+    let meta = sample()[metadata].clone();
+    assert_eq!(server.get_bytes(module).await, (200, pinned.clone()));
+    assert_eq!(server.get_bytes(metadata).await, (200, meta.clone()));
+    let late = "/modules/late_module/metadata.json";
+    assert_eq!(server.get_bytes(late).await.0, 404);
+
+    let mut drifted = pinned.clone();
+    drifted.extend_from_slice(b"# edited in place upstream\n");
+    upstream.serve_bytes(module, drifted.clone());
+    let text = String::from_utf8(meta.clone()).expect("utf-8");
+    let newer = text.replacen("\"versions\": [", "\"versions\": [\n        \"0.0.1\",", 1);
+    assert_ne!(newer, text);
+    upstream.serve_bytes(metadata, newer.clone().into_bytes());
+    upstream.serve_bytes(late, b"{\"versions\": []}".to_vec());
+    // Within the TTLs: what was seen.
+    assert_eq!(server.get_bytes(metadata).await, (200, meta.clone()));
+    assert_eq!(
+        server.get_bytes(late).await.0,
+        404,
+        "the 404 is believed for a while"
+    );
+
+    tokio::time::sleep(Duration::from_millis(3200)).await;
+    assert_eq!(server.get_bytes(metadata).await, (200, newer.into_bytes()));
+    assert_eq!(server.get_bytes(late).await.0, 200);
+    assert_eq!(
+        server.get_bytes(module).await,
+        (200, pinned.clone()),
+        "the pin holds"
+    );
+    let mut drift = Value::Null;
+    for _ in 0..100 {
+        drift = status_of(&server).await;
+        if drift["drift_count"] == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(drift["drift_count"], 1, "{drift}");
+    let event = &drift["drift_events"][0];
+    assert_eq!(event["path"], "modules/zlib/1.3.1/MODULE.bazel", "{drift}");
+    assert_eq!(event["pinned"], sha256_hex(&pinned), "{drift}");
+    assert_eq!(event["seen"], sha256_hex(&drifted), "{drift}");
+    assert_eq!(
+        server.get_bytes(module).await,
+        (200, pinned),
+        "still the pin"
+    );
+    // The drifted variant is stored too, reachable by digest.
+    let (status, body) = server
+        .get_bytes(&format!("/cas/sha256/{}", sha256_hex(&drifted)))
+        .await;
+    assert_eq!((status, body), (200, drifted));
+    server.stop().await;
+}
+
+/// `registry.upstream_modules` deny globs hold through the named door: a denied module is a
+/// 404 and its name is never asked upstream; others are served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn denied_upstream_modules_are_never_asked_for() {
+    let zlib = one_module("zlib");
+    let other = servable()
+        .into_iter()
+        .find(|(p, _)| !p.starts_with("/modules/zlib/") && p.ends_with("/metadata.json"))
+        .expect("another module");
+    let upstream = Upstream::start_with_files(
+        zlib.iter()
+            .chain(std::iter::once(&other))
+            .map(|(p, b)| ((*p).clone(), (*b).clone())),
+    )
+    .await;
+    let data = tempfile::tempdir().expect("tempdir");
+    let server = server(
+        data.path(),
+        &upstream,
+        &[("GF_REGISTRY_UPSTREAM_MODULES", "!zl*")],
+    )
+    .await;
+    for (path, _) in &zlib {
+        assert_eq!(server.get_bytes(path).await.0, 404, "{path}");
+        assert_eq!(upstream.gets(path), 0, "{path} was asked upstream");
+    }
+    assert_eq!(server.get_bytes(other.0).await, (200, other.1.clone()));
+    server.stop().await;
+}

@@ -115,6 +115,9 @@ pub(crate) struct ServeArgs {
     /// Log format: text or json [default: text] (env GF_REGISTRY_LOG_FORMAT).
     #[arg(long)]
     log_format: Option<String>,
+    /// Upstream registry to read through, repeatable, tried in order (env GF_REGISTRY_UPSTREAMS).
+    #[arg(long = "upstream")]
+    upstream: Vec<String>,
 }
 
 impl ServeArgs {
@@ -133,6 +136,9 @@ impl ServeArgs {
             if let Some(v) = value {
                 flags.insert(flag, v.clone());
             }
+        }
+        if !self.upstream.is_empty() {
+            flags.insert("upstream", self.upstream.join(","));
         }
         Inputs {
             config_file: self.config.clone(),

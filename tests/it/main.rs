@@ -7,6 +7,7 @@ mod bazel_client;
 mod cli;
 mod crash;
 mod deploy;
+mod faults;
 mod garage;
 mod git_registry;
 mod hostile;

@@ -62,6 +62,14 @@ pub enum StorageError {
         /// The error.
         source: object_store::Error,
     },
+    /// The backend refuses writes (a read-only or full data folder).
+    #[error("storage backend ({role}) refuses writes: {message}")]
+    Refused {
+        /// The role.
+        role: &'static str,
+        /// What was refused.
+        message: String,
+    },
     /// The backend did not answer in time.
     #[error("storage backend ({role}) did not answer within {seconds} s")]
     Timeout {

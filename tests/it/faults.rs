@@ -302,3 +302,86 @@ async fn a_content_encoding_other_than_identity_on_any_line_or_item_is_refused()
     }
     server.stop().await;
 }
+
+/// The value of the counter `name` in `/metrics`.
+async fn counter(server: &TestServer, name: &str) -> u64 {
+    let text = server.get("/metrics").await.text().await.expect("metrics");
+    let prefix = format!("gf_registry_{name}_total ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .unwrap_or_else(|| panic!("no {prefix} in {text}"))
+        .parse()
+        .expect("counter value")
+}
+
+/// Makes `dir` refuse new entries by putting a regular file at its path. The tests run as
+/// root, which ignores permission bits, and a read-only mount or a full tmpfs needs
+/// privileges a test cannot count on; creating a file under a path that is not a folder fails
+/// (`ENOTDIR`) for every user, at the same calls a read-only or full folder fails.
+/// The folder itself is kept aside and put back by [`allow_writes`].
+fn refuse_writes(dir: &Path) {
+    std::fs::create_dir_all(dir).expect("folder");
+    std::fs::rename(dir, aside(dir)).expect("folder aside");
+    std::fs::write(dir, b"not a folder").expect("file in its place");
+}
+
+fn allow_writes(dir: &Path) {
+    std::fs::remove_file(dir).expect("remove the file");
+    std::fs::rename(aside(dir), dir).expect("folder back");
+}
+
+fn aside(dir: &Path) -> std::path::PathBuf {
+    dir.with_extension("aside")
+}
+
+/// Issue 21, defect 6: a data folder that refuses writes made a fill answer `502` (blaming the
+/// upstream), with no log line and no `fills_failed`, while `/readyz` stayed ready. Wherever
+/// the refusal hits (the spool, the blob folder, the records), the fill is a storage failure:
+/// `503`, counted; `/readyz` notices a folder that takes no new file; nothing is pinned.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_data_folder_that_refuses_writes_is_a_storage_failure() {
+    let upstream = Upstream::start().await;
+    let setup = Setup::new(&upstream);
+    let server = setup.server().await;
+    assert_eq!(server.get("/readyz").await.status(), 200);
+    let data_dir = setup.data.path();
+    // (folder that refuses, whether /readyz must notice)
+    let places = [
+        (data_dir.join("cas/tmp"), true),
+        (data_dir.join("cas/sha256"), false),
+        (data_dir.join("records/pins"), false),
+    ];
+    for (i, (dir, readiness)) in places.iter().enumerate() {
+        let path = format!("/refused-{i}.tar.gz");
+        let bytes = data(30_000, 200 + u8::try_from(i).expect("few"));
+        upstream.serve_bytes(&path, bytes.clone());
+        let failed = counter(&server, "mirror_fills_failed").await;
+        refuse_writes(dir);
+        if *readiness {
+            let ready = server.get("/readyz").await;
+            assert_eq!(ready.status(), 503, "{}", dir.display());
+        }
+        let resp = server.get(&mirror_path(&upstream, &path)).await;
+        let status = resp.status().as_u16();
+        let body = resp.bytes().await;
+        // Before any byte: 503. A refusal after the client has its headers cuts the body.
+        assert!(
+            status == 503 || (status == 200 && body.is_err()),
+            "{}: {status} {:?}",
+            dir.display(),
+            body.map(|b| b.len())
+        );
+        assert_eq!(
+            counter(&server, "mirror_fills_failed").await,
+            failed + 1,
+            "{}",
+            dir.display()
+        );
+        allow_writes(dir);
+        assert_eq!(server.get("/readyz").await.status(), 200);
+        // Nothing was pinned: the URL is filled again, and served whole.
+        let (status, got) = server.get_bytes(&mirror_path(&upstream, &path)).await;
+        assert_eq!((status, got == bytes), (200, true), "{}", dir.display());
+    }
+    server.stop().await;
+}

@@ -385,3 +385,80 @@ async fn a_data_folder_that_refuses_writes_is_a_storage_failure() {
     }
     server.stop().await;
 }
+
+/// The URLs replica `server` lists for blob `sha`.
+async fn blob_urls(server: &TestServer, sha: &str) -> Vec<String> {
+    let resp = server.get(&format!("/api/v1/blobs/{sha}")).await;
+    if resp.status() != 200 {
+        // Not read yet.
+        return Vec::new();
+    }
+    let info: serde_json::Value = resp.json().await.expect("json");
+    info["urls"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|u| u.as_str().unwrap_or_default().to_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Issue 21, defect 4, between two replicas over one data folder: a record from a replica
+/// whose clock reads 2099 (key and content) used to move the other replica's listing past
+/// everything real; it then never saw another pin. The reading replica reloads every second.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_from_a_clock_far_ahead_hides_nothing_from_another_replica() {
+    let upstream = Upstream::start().await;
+    let a = data(100_000, 61);
+    upstream.serve_bytes("/a.tar.gz", a.clone());
+    upstream.serve_bytes("/a-again.tar.gz", a.clone());
+    let setup = Setup::new(&upstream);
+    let one = setup
+        .server_with_env(&[("GF_REGISTRY_RECORDS_REFRESH_SECONDS", "0")])
+        .await;
+    let two = setup
+        .server_with_env(&[("GF_REGISTRY_RECORDS_REFRESH_SECONDS", "1")])
+        .await;
+    let sha = sha256_hex(&a);
+    let (status, got) = one.get_bytes(&mirror_path(&upstream, "/a.tar.gz")).await;
+    assert_eq!((status, got == a), (200, true));
+    // The skewed replica's pin, as its clock would write it.
+    let skewed = upstream.url("/skewed.tar.gz");
+    std::fs::write(
+        setup
+            .data
+            .path()
+            .join("records/pins/20990101T000000.000000000Z-00000000000000ff-0000000000.json"),
+        serde_json::json!({"kind": "pin", "url": skewed, "sha256": sha, "at": "2099-01-01T00:00:00Z"})
+            .to_string(),
+    )
+    .expect("skewed record");
+    let wait_for = |want: String| {
+        let two = &two;
+        let sha = &sha;
+        async move {
+            let deadline = std::time::Instant::now() + Duration::from_secs(15);
+            loop {
+                let urls = blob_urls(two, sha).await;
+                if urls.contains(&want) {
+                    return;
+                }
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "replica two never saw {want}: {urls:?}"
+                );
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    };
+    wait_for(skewed.clone()).await;
+    // A pin written after the skewed record, through replica one: replica two still sees it.
+    let (status, got) = one
+        .get_bytes(&mirror_path(&upstream, "/a-again.tar.gz"))
+        .await;
+    assert_eq!((status, got == a), (200, true));
+    wait_for(upstream.url("/a-again.tar.gz")).await;
+    one.stop().await;
+    two.stop().await;
+}

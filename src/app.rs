@@ -163,12 +163,15 @@ impl App {
             .unwrap_or_else(|| self.config.public_url_for(self.config.listen))
     }
 
-    /// Whether every backend answers: the storage roles list within a short limit.
+    /// Whether every backend answers: the storage roles list within a short limit, and the
+    /// `cas` role takes a new spool file (a read-only or full folder still answers reads).
     ///
     /// # Errors
     /// The first backend failure.
     pub async fn check_ready(&self) -> Result<(), crate::storage::StorageError> {
-        self.storage.check(Duration::from_secs(2)).await
+        let limit = Duration::from_secs(2);
+        self.storage.check(limit).await?;
+        self.storage.check_writable(limit).await
     }
 }
 

@@ -62,6 +62,14 @@ pub enum StorageError {
         /// The error.
         source: object_store::Error,
     },
+    /// The backend refuses writes (a read-only or full data folder).
+    #[error("storage backend ({role}) refuses writes: {message}")]
+    Refused {
+        /// The role.
+        role: &'static str,
+        /// What was refused.
+        message: String,
+    },
     /// The backend did not answer in time.
     #[error("storage backend ({role}) did not answer within {seconds} s")]
     Timeout {
@@ -341,6 +349,20 @@ impl Storage {
         key: &StorageKey,
         range: Range<u64>,
     ) -> Result<Option<BoxStream<'static, Result<Bytes, StorageError>>>, StorageError> {
+        Ok(self.get_range_sized(key, range).await?.map(|(_, s)| s))
+    }
+
+    /// [`Storage::get_range`], with the whole object's size as the backend reports it in the
+    /// same answer (no second request): a reader of a content-addressed object can tell an
+    /// object that grew or shrank from the one it recorded, which the range alone hides.
+    ///
+    /// # Errors
+    /// [`StorageError::Backend`].
+    pub async fn get_range_sized(
+        &self,
+        key: &StorageKey,
+        range: Range<u64>,
+    ) -> Result<Option<(u64, BoxStream<'static, Result<Bytes, StorageError>>)>, StorageError> {
         let role = key.role();
         let opts = GetOptions::default().with_range(Some(GetRange::Bounded(range)));
         match self.store(role).get_opts(&key.path(), opts).await {
@@ -349,9 +371,16 @@ impl Storage {
             Ok(GetResult {
                 payload: GetResultPayload::File(file, _),
                 range,
+                meta,
                 ..
-            }) => Ok(Some(file_blocks(file, range, role))),
-            Ok(r) => Ok(Some(r.into_stream().map_err(Self::backend(role)).boxed())),
+            }) => Ok(Some((meta.size, file_blocks(file, range, role)))),
+            Ok(r) => {
+                let size = r.meta.size;
+                Ok(Some((
+                    size,
+                    r.into_stream().map_err(Self::backend(role)).boxed(),
+                )))
+            }
             Err(object_store::Error::NotFound { .. }) => Ok(None),
             Err(e) => Err(Self::backend(role)(e)),
         }

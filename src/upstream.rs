@@ -243,11 +243,7 @@ impl UpstreamClient {
             let text = |name: header::HeaderName| {
                 h.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned)
             };
-            let encoded = h
-                .get(header::CONTENT_ENCODING)
-                .and_then(|v| v.to_str().ok())
-                .is_some_and(|v| !v.eq_ignore_ascii_case("identity"));
-            if encoded {
+            if !identity_only(h) {
                 // We asked for identity; a re-encoded body would not be the upstream's bytes.
                 return Err(UpstreamError::Transport {
                     url: current.to_string(),
@@ -273,6 +269,21 @@ impl UpstreamClient {
         }
         Err(UpstreamError::Redirect(url.to_string()))
     }
+}
+
+/// Whether every `Content-Encoding` a response carries is `identity`: every header line and
+/// every comma-separated item of each (empty items are allowed by the list syntax and mean
+/// nothing). Absent is identity. A value that is not text counts as an encoding: one
+/// `identity` line followed by a `gzip` line still means gzip bytes.
+fn identity_only(headers: &reqwest::header::HeaderMap) -> bool {
+    headers.get_all(header::CONTENT_ENCODING).iter().all(|v| {
+        v.to_str().is_ok_and(|v| {
+            v.split(',')
+                .map(str::trim)
+                .filter(|item| !item.is_empty())
+                .all(|item| item.eq_ignore_ascii_case("identity"))
+        })
+    })
 }
 
 /// The upstream seam: a GET that follows the redirects `allow` accepts, body not yet read.
@@ -514,6 +525,53 @@ fn is_internal_v4(ip: Ipv4Addr) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A header map with one `Content-Encoding` line per value, in order.
+    fn encodings(lines: &[&[u8]]) -> reqwest::header::HeaderMap {
+        let mut h = reqwest::header::HeaderMap::new();
+        for line in lines {
+            h.append(
+                header::CONTENT_ENCODING,
+                header::HeaderValue::from_bytes(line).expect("header value"),
+            );
+        }
+        h
+    }
+
+    #[test]
+    fn only_identity_in_every_content_encoding_line_and_item_passes() {
+        let accepted: &[&[&[u8]]] = &[
+            &[],
+            &[b"identity"],
+            &[b"IDENTITY"],
+            &[b" Identity "],
+            &[b"identity, identity"],
+            &[b"identity", b"identity"],
+            &[b"identity,,"],
+            &[b""],
+        ];
+        for lines in accepted {
+            assert!(identity_only(&encodings(lines)), "{lines:?}");
+        }
+        let refused: &[&[&[u8]]] = &[
+            &[b"gzip"],
+            &[b"identity", b"gzip"],
+            &[b"gzip", b"identity"],
+            &[b"identity", b"", b"br"],
+            &[b"identity, gzip"],
+            &[b"identity,gzip"],
+            &[b"gzip, identity"],
+            &[b"GZIP"],
+            &[b" x-gzip "],
+            &[b"identity;q=1"],
+            &[b"identity deflate"],
+            &[b"identity", b"identity, zstd"],
+            &[b"identit\xc3\xa9"],
+        ];
+        for lines in refused {
+            assert!(!identity_only(&encodings(lines)), "{lines:?}");
+        }
+    }
 
     #[test]
     fn internal_addresses() {

@@ -125,11 +125,12 @@ impl Pulls {
         let spool = match self.blobs.spool("fill") {
             Ok(spool) => spool,
             Err(e) => {
-                tx.send_modify(|p| {
-                    p.done = Some(Err(FillError::Other(format!(
-                        "cannot create a spool file: {e}"
-                    ))))
-                });
+                // The folder refuses a new file (read-only, full): the storage fails, not the
+                // upstream, and it is counted and logged like any failed fill.
+                let e = FillError::Storage(format!("cannot create a spool file: {e}"));
+                self.stats.fills_failed.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(url = %url, error = %e, "pull-through failed: the storage refuses writes; nothing stored");
+                tx.send_modify(|p| p.done = Some(Err(e)));
                 return Some(Arc::new(Fill::new(None, rx)));
             }
         };

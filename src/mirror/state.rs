@@ -37,6 +37,12 @@ pub(crate) use strings::Strings;
 /// How far back an incremental listing reaches before the newest record seen.
 pub(super) const RELIST_WINDOW: chrono::TimeDelta = chrono::TimeDelta::minutes(5);
 
+/// How far past this replica's now a listing position may be. A key dated later (a replica
+/// whose clock runs ahead, a damaged or hand-made file) would otherwise move the listing past
+/// every real record still to come. Less than [`RELIST_WINDOW`], so a listing always reaches
+/// back before now.
+pub(super) const FUTURE_MARGIN: chrono::TimeDelta = chrono::TimeDelta::minutes(1);
+
 /// A URL pin: first seen wins.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Pin {
@@ -253,6 +259,14 @@ impl MirrorState {
     /// Applies records read by [`super::records::Records::fetch_new`], skipping any applied
     /// meanwhile.
     pub fn apply_new(&mut self, records: Vec<NewRecord>) {
+        self.apply_new_at(records, Utc::now());
+    }
+
+    /// [`MirrorState::apply_new`] at `now`: listing positions come from the records' keys
+    /// (the time of the write, never a time inside the record), at most [`FUTURE_MARGIN`]
+    /// past `now`.
+    pub(super) fn apply_new_at(&mut self, records: Vec<NewRecord>, now: DateTime<Utc>) {
+        let cap = now + FUTURE_MARGIN;
         // Of equal keys in this batch only the first is applied.
         let repeated = key::repeated(records.iter().map(|r| &r.key));
         let batch = self.seen.batch(records.len());
@@ -261,11 +275,15 @@ impl MirrorState {
                 continue;
             }
             let stream = r.key.stream().to_owned();
+            let listed_at = r.key.time().map(|t| t.min(cap));
             self.seen.add(&batch, r.key);
             let Some(record) = r.record else { continue };
             self.apply_folded(record);
-            let newest = self.newest.entry(stream).or_insert(r.time);
-            *newest = (*newest).max(r.time);
+            // A key of another shape says nothing about where listings stand.
+            if let Some(t) = listed_at {
+                let newest = self.newest.entry(stream).or_insert(t);
+                *newest = (*newest).max(t);
+            }
         }
         self.seen.finish(batch);
         // Keys at or before where the next listing starts are never listed again: forget

@@ -203,15 +203,32 @@ pub(super) async fn open_verified(
     end: u64,
     on_fault: Arc<dyn Fn(ReadFault) + Send + Sync>,
 ) -> Result<BoxStream<'static, Result<Bytes, std::io::Error>>, ReadFault> {
+    let key = StorageKey::blob("sha256", &record.sha256);
     if start >= end {
+        // Nothing to read, but an empty blob's object must still be empty.
+        if record.size == 0 {
+            match storage.size(&key).await {
+                Ok(Some(0)) => {}
+                Ok(Some(stored)) => return Err(wrong_size(&record, stored)),
+                Ok(None) => {
+                    return Err(ReadFault::Corrupt(format!(
+                        "blob {} is missing from the cas role",
+                        record.sha256
+                    )));
+                }
+                Err(e) => return Err(ReadFault::Backend(e.to_string())),
+            }
+        }
         return Ok(futures::stream::empty().boxed());
     }
     let cs = record.chunk_size.max(1);
     let fetch_start = (start / cs) * cs;
     let fetch_end = end.div_ceil(cs).saturating_mul(cs).min(record.size);
-    let key = StorageKey::blob("sha256", &record.sha256);
-    match storage.get_range(&key, fetch_start..fetch_end).await {
-        Ok(Some(s)) => Ok(verified_stream(
+    match storage.get_range_sized(&key, fetch_start..fetch_end).await {
+        // Chunk digests cover only `[0, size)`: bytes appended to the object (or cut off past
+        // the range) would pass them, yet the object is no longer the blob its name says.
+        Ok(Some((stored, _))) if stored != record.size => Err(wrong_size(&record, stored)),
+        Ok(Some((_, s))) => Ok(verified_stream(
             s.map_err(|e| e.to_string()).boxed(),
             record,
             start,
@@ -222,8 +239,28 @@ pub(super) async fn open_verified(
             "blob {} is missing from the cas role",
             record.sha256
         ))),
-        Err(e) => Err(ReadFault::Backend(e.to_string())),
+        Err(e) => {
+            // A range past the end of a truncated object is refused by the backend as a bad
+            // range, which says nothing about the bytes: ask for the size before blaming the
+            // backend.
+            match storage.size(&key).await {
+                Ok(Some(stored)) if stored != record.size => Err(wrong_size(&record, stored)),
+                Ok(None) => Err(ReadFault::Corrupt(format!(
+                    "blob {} is missing from the cas role",
+                    record.sha256
+                ))),
+                _ => Err(ReadFault::Backend(e.to_string())),
+            }
+        }
     }
+}
+
+/// The fault of an object whose size is not its record's.
+fn wrong_size(record: &BlobRecord, stored: u64) -> ReadFault {
+    ReadFault::Corrupt(format!(
+        "blob {} is {stored} bytes in the cas role, its record says {}",
+        record.sha256, record.size
+    ))
 }
 
 /// Verifies an opened range read chunk by chunk. On a fault `on_fault` is called once and the

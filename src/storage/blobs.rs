@@ -102,8 +102,42 @@ impl Storage {
     /// Where spool files and work folders go: the file store's own `tmp/` folder when the
     /// `cas` role is local (cleaned at start after a crash, and a verified spool becomes the
     /// blob by a rename instead of a second copy), else the system's temporary folder.
-    fn spool_dir(&self) -> PathBuf {
-        self.local_spool_dir().unwrap_or_else(std::env::temp_dir)
+    ///
+    /// A local `cas` role whose `tmp/` folder cannot be made is an error, not a reason to
+    /// spool elsewhere: the folder refuses writes, and every fill would fail at placement.
+    fn spool_dir(&self) -> std::io::Result<PathBuf> {
+        match self.layout().cas.local_path() {
+            Some(root) => {
+                let dir = root.join("tmp");
+                std::fs::create_dir_all(&dir)?;
+                Ok(dir)
+            }
+            None => Ok(std::env::temp_dir()),
+        }
+    }
+
+    /// Checks within `timeout` that a spool file can be created (and removes it again): a
+    /// read-only or full data folder answers reads and listings, yet refuses every fill.
+    ///
+    /// # Errors
+    /// [`StorageError::Refused`] when the file cannot be created, [`StorageError::Timeout`]
+    /// when the file system does not answer in time.
+    pub async fn check_writable(&self, timeout: std::time::Duration) -> Result<(), StorageError> {
+        let storage = self.clone();
+        let probe = crate::tasks::spawn_blocking(move || storage.spool("ready").map(drop));
+        let refused = |message: String| StorageError::Refused {
+            role: super::Role::Cas.name(),
+            message,
+        };
+        match tokio::time::timeout(timeout, probe).await {
+            Ok(Ok(Ok(()))) => Ok(()),
+            Ok(Ok(Err(e))) => Err(refused(format!("cannot create a spool file: {e}"))),
+            Ok(Err(e)) => Err(refused(e.to_string())),
+            Err(_) => Err(StorageError::Timeout {
+                role: super::Role::Cas.name(),
+                seconds: timeout.as_secs(),
+            }),
+        }
     }
 
     /// Creates a spool file of `kind` (`fill`, `upload`), named for this process (see
@@ -112,8 +146,7 @@ impl Storage {
     /// # Errors
     /// When the file cannot be created.
     pub fn spool(&self, kind: &str) -> std::io::Result<Spool> {
-        let dir = self.spool_dir();
-        std::fs::create_dir_all(&dir)?;
+        let dir = self.spool_dir()?;
         let (file, path) = tempfile::Builder::new()
             .prefix(&spool_prefix(kind))
             .tempfile_in(&dir)?
@@ -131,7 +164,7 @@ impl Storage {
     pub fn work_dir(&self, kind: &str) -> std::io::Result<tempfile::TempDir> {
         tempfile::Builder::new()
             .prefix(&spool_prefix(kind))
-            .tempdir_in(self.spool_dir())
+            .tempdir_in(self.spool_dir()?)
     }
 }
 

@@ -12,6 +12,7 @@ mod check_bcr;
 mod cli;
 mod crash;
 mod deploy;
+mod faults;
 mod garage;
 mod git_registry;
 mod hostile;

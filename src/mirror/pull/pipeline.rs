@@ -96,7 +96,8 @@ impl Pipeline {
         let chunks = disk_done
             .await
             .map_err(|_| lost())?
-            .map_err(|e| FillError::Other(format!("spool file: {e}")))?;
+            // A spool write fails when the folder is full or goes read-only: storage.
+            .map_err(|e| FillError::Storage(format!("spool file: {e}")))?;
         let sha = sha_done.await.map_err(|_| lost())?;
         Ok(Hashers::from_parts(sha, chunks))
     }

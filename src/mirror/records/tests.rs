@@ -119,3 +119,78 @@ async fn a_local_folder_loads_like_any_other_store() {
         loaded[1].blob(&"ab".repeat(32)).map(BlobState::record)
     );
 }
+
+/// Issue 21, defect 4: the incremental listing started from the newest time inside a record,
+/// so one record dated 2099 hid every newer record from the other replicas. Whether the
+/// future date is inside the record only (a damaged file) or in its key too (a replica whose
+/// clock runs ahead), records written afterwards are still listed.
+#[tokio::test]
+async fn a_future_dated_record_hides_no_newer_record() {
+    let future = DateTime::parse_from_rfc3339("2099-01-01T00:00:00Z")
+        .expect("date")
+        .to_utc();
+    let pin = |url: &str, at: DateTime<Utc>| {
+        Record::Pin(PinRecord {
+            url: url.to_owned(),
+            sha256: "ab".repeat(32),
+            at,
+        })
+    };
+    // (key time, inner time) of the future-dated record.
+    for (key_at, inner_at) in [
+        (None, future),
+        (Some(future), future),
+        (Some(future), Utc::now()),
+    ] {
+        let s = storage("memory:///records", "memory:///cas");
+        let records = Records::new(s.clone());
+        records
+            .append(&pin("https://x.example/real", Utc::now()))
+            .await
+            .expect("append");
+        let bytes = serde_json::to_vec(&pin("https://x.example/skewed", inner_at)).expect("json");
+        match key_at {
+            // A record written now whose content claims 2099.
+            None => {
+                records
+                    .append(&serde_json::from_slice(&bytes).expect("record"))
+                    .await
+                    .expect("append");
+            }
+            // A record whose writer's clock reads 2099.
+            Some(t) => {
+                let key = StorageKey::Record {
+                    stream: "pins",
+                    id: format!("{}-{:016x}-{:010}.json", key_time(t), 7, 0),
+                };
+                s.put(&key, Bytes::from(bytes)).await.expect("put");
+            }
+        }
+        let (mut state, bad) = records.load().await.expect("load");
+        assert_eq!(bad, 0);
+        assert!(state.pin("https://x.example/skewed").is_some());
+        // Another replica pins a URL afterwards: the next reload must see it.
+        Records::new(s.clone())
+            .append(&pin("https://x.example/later", Utc::now()))
+            .await
+            .expect("append");
+        let (new, _) = records
+            .fetch_new(&state.newest, &|k| state.has_seen(k))
+            .await
+            .expect("reload");
+        assert_eq!(new.len(), 1, "{key_at:?} {inner_at}: {new:?}");
+        let cap = Utc::now() + super::super::state::FUTURE_MARGIN;
+        assert!(state.newest["pins"] <= cap, "{:?}", state.newest);
+        state.apply_new(new);
+        assert!(
+            state.pin("https://x.example/later").is_some(),
+            "{key_at:?} {inner_at}"
+        );
+        // And it is not read twice.
+        let (again, _) = records
+            .fetch_new(&state.newest, &|k| state.has_seen(k))
+            .await
+            .expect("reload");
+        assert!(again.is_empty(), "{again:?}");
+    }
+}

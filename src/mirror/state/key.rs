@@ -98,6 +98,15 @@ impl RecordKey {
         }))
     }
 
+    /// The time part of the key (the time of the write), when the key has the usual shape.
+    #[must_use]
+    pub fn time(&self) -> Option<DateTime<Utc>> {
+        match &self.0 {
+            Repr::Parsed { nanos, .. } => Some(DateTime::from_timestamp_nanos(*nanos)),
+            Repr::Text(_) => None,
+        }
+    }
+
     /// The stream: the part before the first `/` (empty when there is none).
     #[must_use]
     pub fn stream(&self) -> &str {

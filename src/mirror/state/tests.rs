@@ -356,3 +356,49 @@ fn a_key_listed_twice_is_applied_once() {
         key_time(at(4))
     ))));
 }
+
+/// Issue 21, defect 4: listing positions come from keys, capped at now plus a margin. A
+/// replica whose clock runs a year ahead writes keys dated then; this replica's listings must
+/// still start before its own now, and move on once real keys pass the cap.
+#[test]
+fn listing_positions_follow_keys_and_stop_a_little_past_now() {
+    use crate::mirror::clock::{Clock as _, TestClock};
+    let clock = TestClock::at(at(1_000_000));
+    let mut strings = Strings::default();
+    let mut pin = |key_at: DateTime<Utc>, inner_at: DateTime<Utc>, n: u32| NewRecord {
+        time: inner_at,
+        key: RecordKey::parse(&format!(
+            "pins/{}-0000000000000002-{n:010}.json",
+            key_time(key_at)
+        )),
+        record: Folded::new(
+            &Record::Pin(PinRecord {
+                url: format!("https://x.example/{n}"),
+                sha256: "aa".repeat(32),
+                at: inner_at,
+            }),
+            &mut strings,
+        ),
+    };
+    let year = chrono::TimeDelta::days(365);
+    let now = clock.now();
+    let mut state = MirrorState::default();
+    // A record whose content claims a year ahead, under a key of now: the key counts.
+    state.apply_new_at(vec![pin(now, now + year, 1)], now);
+    assert_eq!(state.newest["pins"], now);
+    // A key a year ahead (a fast clock elsewhere): capped.
+    state.apply_new_at(vec![pin(now + year, now + year, 2)], now);
+    assert_eq!(state.newest["pins"], now + FUTURE_MARGIN);
+    assert!(
+        state.newest["pins"] - RELIST_WINDOW < now,
+        "listing reaches back before now"
+    );
+    // Time passes here; real keys move the position on, never past now plus the margin.
+    clock.advance(chrono::TimeDelta::minutes(10));
+    let later = clock.now();
+    state.apply_new_at(vec![pin(later, later, 3)], later);
+    assert_eq!(state.newest["pins"], later);
+    state.apply_new_at(vec![pin(later + year, later, 4)], later);
+    assert_eq!(state.newest["pins"], later + FUTURE_MARGIN);
+    assert_eq!(state.pins.len(), 4);
+}

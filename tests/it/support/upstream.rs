@@ -39,6 +39,12 @@ pub(crate) enum Answer {
     Cut { bytes: Bytes, after: usize },
     /// `302 Found` to this URL.
     Redirect(String),
+    /// `200` with these bytes and these extra header lines, appended in order (a name may
+    /// repeat: each pair is its own line).
+    WithHeaders {
+        bytes: Bytes,
+        headers: Vec<(String, String)>,
+    },
 }
 
 /// Requests seen for one path.
@@ -251,6 +257,16 @@ async fn answer(State(shared): State<Arc<Shared>>, method: Method, uri: Uri) -> 
             });
             let stream = futures::stream::iter(chunks).then(|f| f);
             full_length(len, Body::from_stream(stream))
+        }
+        Some(Answer::WithHeaders { bytes, headers }) => {
+            let mut r = full_length(bytes.len(), Body::from(bytes));
+            for (name, value) in headers {
+                r.headers_mut().append(
+                    header::HeaderName::try_from(name).expect("header name"),
+                    header::HeaderValue::try_from(value).expect("header value"),
+                );
+            }
+            r
         }
         Some(Answer::Cut { bytes, after }) => {
             let len = bytes.len();

@@ -109,6 +109,11 @@ impl App {
                 .await?,
             ))
         };
+        if let Some(up) = &upstreams {
+            // Retention must never evict a pinned upstream file: with the upstream down or
+            // drifted, it could not be had again.
+            mirror.hold(Arc::new(UpstreamHolds(up.clone())));
+        }
         let publisher = Publisher::new(
             registry.clone(),
             mirror.clone(),
@@ -172,6 +177,16 @@ impl App {
         let limit = Duration::from_secs(2);
         self.storage.check(limit).await?;
         self.storage.check_writable(limit).await
+    }
+}
+
+/// The upstream read-through's pins, as retention holds.
+#[derive(Debug)]
+struct UpstreamHolds(Arc<Upstreams>);
+
+impl crate::mirror::RetentionHolds for UpstreamHolds {
+    fn held(&self) -> Vec<(String, String)> {
+        self.0.held()
     }
 }
 

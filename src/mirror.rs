@@ -60,6 +60,7 @@ use crate::storage::{BlobStore, Storage};
 use crate::upstream::{Fetch, UpstreamClient};
 use clock::{Clock, SystemClock};
 use known::Known;
+pub use known::RetentionHolds;
 use ledger::Ledger;
 use ops::{
     BlobInfo, CandidateStatus, ExportFormat, ExportReport, GcReport, Probe, Repair, ScrubReport,
@@ -199,6 +200,11 @@ impl Mirror {
     #[must_use]
     pub fn state(&self) -> MirrorState {
         self.ledger.read().clone()
+    }
+
+    /// Makes retention keep what `holds` names, as if a registry entry referenced it.
+    pub fn hold(&self, holds: Arc<dyn RetentionHolds>) {
+        self.known.hold(holds);
     }
 
     /// The known integrity of `url` and who names it (registry entries, candidates).

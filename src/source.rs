@@ -138,6 +138,3 @@ impl RegistrySource {
         }
     }
 }
-
-/// The old home of [`crate::release`], kept while callers move over.
-pub use crate::release as git_archive;

@@ -166,7 +166,7 @@ impl PublishArgs {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::source::git_archive::testing::{EXEC, FILE, commit, init, tag};
+    use crate::release::testing::{EXEC, FILE, commit, init, tag};
     use base64::Engine as _;
     use serde_json::json;
     use std::path::Path;

@@ -17,12 +17,20 @@ struct ByUrl {
     by_url: HashMap<String, (Integrity, Vec<String>)>,
 }
 
+/// Blobs another part of the server keeps in the mirror's store and needs kept (the upstream
+/// registries' pinned files): retention treats them as referenced.
+pub trait RetentionHolds: Send + Sync + std::fmt::Debug {
+    /// Each held blob's hex sha256, with who holds it.
+    fn held(&self) -> Vec<(String, String)>;
+}
+
 /// Known integrity of URLs: from the registry's `source.json` files and the candidates.
 #[derive(Debug)]
 pub(super) struct Known {
     registry: Arc<Registry>,
     policy: Arc<Policy>,
     cache: tokio::sync::Mutex<ByUrl>,
+    holds: std::sync::OnceLock<Arc<dyn RetentionHolds>>,
 }
 
 impl Known {
@@ -31,7 +39,13 @@ impl Known {
             registry,
             policy,
             cache: tokio::sync::Mutex::new(ByUrl::default()),
+            holds: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Adds `holds` to what retention keeps (once; a second call is ignored).
+    pub(super) fn hold(&self, holds: Arc<dyn RetentionHolds>) {
+        let _ = self.holds.set(holds);
     }
 
     /// The URL map, rebuilt first when the registry moved to a new generation.
@@ -110,6 +124,14 @@ impl Known {
             for r in referrers {
                 if !e.contains(r) {
                     e.push(r.clone());
+                }
+            }
+        }
+        if let Some(holds) = self.holds.get() {
+            for (sha256, holder) in holds.held() {
+                let e = out.entry(sha256).or_default();
+                if !e.contains(&holder) {
+                    e.push(holder);
                 }
             }
         }

@@ -142,17 +142,14 @@ impl Publisher {
             };
             // A git_repository source: its commit's tree, archived the same deterministic way
             // as `publish --tag`, goes through the same extraction and checks.
-            let tar =
-                crate::source::git_archive::fetch_commit_tar_gz(remote, commit, &work_dir, "tree")
-                    .map_err(|e| {
-                        use crate::source::git_archive::FetchError;
-                        match e {
-                            FetchError::NoSuchCommit { .. } => {
-                                rejected("source.commit", e.to_string())
-                            }
-                            other => rejected("source.remote", other.to_string()),
-                        }
-                    })?;
+            let tar = crate::release::fetch_commit_tar_gz(remote, commit, &work_dir, "tree")
+                .map_err(|e| {
+                    use crate::release::FetchError;
+                    match e {
+                        FetchError::NoSuchCommit { .. } => rejected("source.commit", e.to_string()),
+                        other => rejected("source.remote", other.to_string()),
+                    }
+                })?;
             std::fs::write(&archive_path, tar)
                 .map_err(|e| PublishError::Unavailable(format!("work folder: {e}")))?;
             let prefix = if r.strip_prefix.is_empty() {

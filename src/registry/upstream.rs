@@ -184,6 +184,24 @@ impl Upstreams {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// Every blob the read-through needs kept, with who holds it: each pinned file and each
+    /// `metadata.json` as last seen (the one served while the upstream is down).
+    #[must_use]
+    pub fn held(&self) -> Vec<(String, String)> {
+        let state = self.state();
+        state
+            .pins
+            .iter()
+            .map(|(url, sha)| (sha.clone(), format!("upstream:{url}")))
+            .chain(
+                state
+                    .metadata
+                    .iter()
+                    .map(|(url, seen)| (seen.sha256.clone(), format!("upstream:{url}"))),
+            )
+            .collect()
+    }
+
     /// Each configured upstream's figures, in order.
     #[must_use]
     pub fn status(&self) -> Vec<UpstreamStatus> {

@@ -197,10 +197,12 @@ async fn a_large_publish_does_not_stall_the_worker() {
             "a {body_mb} MB publish took {total:?}; {count} small GETs meanwhile, the slowest {worst:?}"
         );
         assert_eq!(status, 201, "{text}");
-        // Generous for a loaded machine: a stalled worker holds a GET for seconds.
+        // Relative to the publish, not a fixed time, so a loaded machine slows both alike:
+        // before the fix one GET waited 3.0 s of a 27.6 s publish (11 %); after, 0.28 s of
+        // 42 s (0.7 %), and 1.06 s of 87 s (1.2 %) with five builds running beside it.
         assert!(
-            worst < Duration::from_secs(1),
-            "a small GET waited {worst:?} while a publish ran ({total:?} in all)"
+            worst < total / 20,
+            "a small GET waited {worst:?} while a publish ran ({total:?} in all): the worker stalled"
         );
         s.stop().await;
     })

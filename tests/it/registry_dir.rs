@@ -175,6 +175,40 @@ async fn overlay_is_also_served_where_bazel_7_2_0_looked() {
     assert_eq!(old.body, new);
 }
 
+/// Literal dot segments below a version folder resolve inside the module's folder, as a static
+/// server (the BCR's) resolves them: Bazel appends a patch's name from `source.json` to the
+/// version's `patches/` URL as written, and the BCR's grpc 1.62.1.bcr.1 names another
+/// version's patches as `../../1.62.1/patches/...`. Leaving the module's folder, or a dot
+/// segment in the name or version, is still a 400.
+#[tokio::test]
+async fn dot_segments_resolve_inside_the_module_only() {
+    let app = TestApp::init(&example_registry(), &[]).await;
+    let file = |p: &str| std::fs::read(example_registry().join(p)).expect("fixture");
+    for (asked, served) in [
+        (
+            "/modules/greet_overlay/0.1.0/overlay/src/../BUILD.bazel",
+            "modules/greet_overlay/0.1.0/overlay/BUILD.bazel",
+        ),
+        (
+            "/modules/greet_overlay/0.1.0/patches/../../0.2.0/overlay/src/./BUILD.bazel",
+            "modules/greet_overlay/0.2.0/overlay/src/BUILD.bazel",
+        ),
+    ] {
+        let got = app.get(asked).await;
+        assert_eq!(got.status, 200, "{asked}");
+        assert_eq!(got.body.as_ref(), file(served).as_slice(), "{asked}");
+    }
+    for refused in [
+        "/modules/greet_overlay/0.1.0/../../hello_lib/metadata.json",
+        "/modules/greet_overlay/0.1.0/overlay/../../../../etc/passwd",
+        "/modules/greet_overlay/../greet_overlay/0.1.0/MODULE.bazel",
+        "/modules/greet_overlay/0.1.0/overlay/..",
+        "/modules/greet_overlay/0.1.0/overlay/%2e%2e/BUILD.bazel",
+    ] {
+        assert_eq!(app.get(refused).await.status, 400, "{refused}");
+    }
+}
+
 #[tokio::test]
 async fn if_none_match_gives_304() {
     let app = TestApp::init(&example_registry(), &[]).await;

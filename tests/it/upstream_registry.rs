@@ -402,3 +402,53 @@ async fn denied_upstream_modules_are_never_asked_for() {
     assert_eq!(server.get_bytes(other.0).await, (200, other.1.clone()));
     server.stop().await;
 }
+
+/// Retention never evicts a pinned upstream file: with a budget of 0 bytes for unreferenced
+/// blobs and retention running every second, the pinned files (and the last seen
+/// `metadata.json`) are still served byte for byte once the upstream is gone.
+#[tokio::test]
+async fn retention_keeps_pinned_upstream_files() {
+    let zlib = one_module("zlib");
+    let mut upstream =
+        Upstream::start_with_files(sample().iter().map(|(p, b)| (p.clone(), b.clone()))).await;
+    let data = tempfile::tempdir().expect("tempdir");
+    let policy = tempfile::tempdir().expect("tempdir");
+    std::fs::write(
+        policy.path().join("policy.toml"),
+        "[retention]\ncached_max_bytes = \"0B\"\ncached_max_age = \"1s\"\n",
+    )
+    .expect("write policy");
+    let base = format!("{}/", upstream.origin());
+    let server = TestServer::start_exact(
+        &[
+            ("registry", path_str(&example_registry())),
+            ("data", path_str(data.path())),
+            ("mirror-policy", path_str(policy.path())),
+            ("upstream", &base),
+        ],
+        None,
+        &[
+            ("GF_REGISTRY_GC_INTERVAL_SECONDS", "1"),
+            ("GF_REGISTRY_UPSTREAM_TTL_SECONDS", "1"),
+        ],
+    )
+    .await;
+    for (path, bytes) in &zlib {
+        assert_eq!(
+            server.get_bytes(path).await,
+            (200, (*bytes).clone()),
+            "{path}"
+        );
+    }
+    upstream.stop().await;
+    // Several retention runs, each of which would evict every unreferenced blob.
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    for (path, bytes) in &zlib {
+        assert_eq!(
+            server.get_bytes(path).await,
+            (200, (*bytes).clone()),
+            "{path}: evicted by retention while pinned"
+        );
+    }
+    server.stop().await;
+}

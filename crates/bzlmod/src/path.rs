@@ -103,6 +103,54 @@ impl FileKind {
     }
 }
 
+/// Resolves literal `.` and `..` segments below `modules/{name}/{version}/`, keeping the
+/// result inside `modules/{name}/`; anything else is returned as it is (and refused later if it
+/// holds a dot segment).
+///
+/// Bazel builds a patch's URL by appending its name, as `source.json` writes it, to the
+/// version's `patches/` URL, and sends dot segments as they are: the BCR's grpc 1.62.1.bcr.1
+/// reuses another version's patches as `../../1.62.1/patches/...`, and static servers such as
+/// the BCR's resolve them (RFC 3986, remove_dot_segments). Above the module's folder they are
+/// traversal. Percent-encoded dots (`%2e`) are never resolved: no client sends them for a
+/// registry file, so they are refused as probes.
+fn resolve_in_module(raw: &str) -> Result<std::borrow::Cow<'_, str>, PathError> {
+    let segs: Vec<&str> = raw.split('/').collect();
+    let dot = |s: &&str| *s == "." || *s == "..";
+    let Some(first_dot) = segs.iter().position(dot) else {
+        return Ok(std::borrow::Cow::Borrowed(raw));
+    };
+    // Only below modules/{name}/{version}/: a dot segment in the name or version is traversal.
+    if first_dot < 3 || segs[0] != "modules" {
+        return Ok(std::borrow::Cow::Borrowed(raw));
+    }
+    let escapes = || {
+        PathError::Invalid(
+            "path traversal is not allowed: `..` leaves the module's folder".to_owned(),
+        )
+    };
+    let mut stack: Vec<&str> = vec![segs[2]];
+    for s in &segs[3..] {
+        match *s {
+            "." => {}
+            ".." => {
+                stack.pop().ok_or_else(escapes)?;
+            }
+            other => stack.push(other),
+        }
+    }
+    // A path that ends on a dot segment names a folder, never a file.
+    if segs.last().is_some_and(dot) || stack.len() < 2 {
+        return Err(PathError::Invalid(
+            "path traversal is not allowed: `..` or `.` segment".to_owned(),
+        ));
+    }
+    Ok(std::borrow::Cow::Owned(format!(
+        "modules/{}/{}",
+        segs[1],
+        stack.join("/")
+    )))
+}
+
 impl RegistryPath {
     /// Parses a URL path (with its leading `/`, still percent-encoded) relative to the
     /// registry base. Each segment is decoded on its own, so `%2f` can never add a separator.
@@ -111,6 +159,7 @@ impl RegistryPath {
     /// [`PathError::Invalid`] naming the bad segment, [`PathError::NotRegistryPath`] otherwise.
     pub fn parse(url_path: &str) -> Result<Self, PathError> {
         let raw = url_path.strip_prefix('/').unwrap_or(url_path);
+        let raw = resolve_in_module(raw)?;
         let segments = raw
             .split('/')
             .map(decode_segment)
@@ -278,6 +327,32 @@ mod tests {
         );
     }
 
+    /// Dot segments below a version folder resolve as a static server resolves them, inside
+    /// the module's folder (the BCR's grpc reuses another version's patches this way).
+    #[test]
+    fn dot_segments_inside_a_module_resolve() {
+        for (p, want) in [
+            (
+                "/modules/grpc/1.62.1.bcr.1/patches/../../1.62.1/patches/add_module_bazel.patch",
+                "/modules/grpc/1.62.1/patches/add_module_bazel.patch",
+            ),
+            (
+                "/modules/zlib/1.0/overlay/a/./b",
+                "/modules/zlib/1.0/overlay/a/b",
+            ),
+            (
+                "/modules/zlib/1.0/patches/../MODULE.bazel",
+                "/modules/zlib/1.0/MODULE.bazel",
+            ),
+        ] {
+            assert_eq!(
+                RegistryPath::parse(p).unwrap(),
+                RegistryPath::parse(want).unwrap(),
+                "{p}"
+            );
+        }
+    }
+
     #[test]
     fn traversal_and_bad_segments_are_invalid() {
         for p in [
@@ -289,7 +364,10 @@ mod tests {
             "/modules/zlib/1.0/overlay/a%5cb",
             "/modules/zlib/1.0/overlay/a%00b",
             "/modules/zlib/1.0/overlay/%ff",
-            "/modules/zlib/1.0/overlay/a/./b",
+            "/modules/zlib/1.0/..",
+            "/modules/zlib/1.0/patches/..",
+            "/modules/zlib/../1.0/MODULE.bazel",
+            "/modules/./zlib/1.0/MODULE.bazel",
             "/../etc/passwd",
             "/%2e%2e/etc/passwd",
         ] {

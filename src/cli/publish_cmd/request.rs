@@ -10,7 +10,7 @@ use sha2::{Digest as _, Sha256};
 use url::Url;
 
 use crate::registry::module_file;
-use crate::source::git_archive::{self, BcrExtras, ExtraFile};
+use crate::release::{self, BcrExtras, ExtraFile};
 
 use super::*;
 
@@ -72,23 +72,23 @@ pub(crate) fn build_request(
     let mut body = Map::new();
     let (name, version, extras, mut summary) = match source {
         SourceSpec::Tag(tag) => {
-            let loc = git_archive::locate(module_root)?.ok_or_else(|| {
+            let loc = release::locate(module_root)?.ok_or_else(|| {
                 anyhow::anyhow!(
                     "--tag: {} is not inside a git repository",
                     module_root.display()
                 )
             })?;
-            let commit = git_archive::resolve_tag(&loc.repo_dir, tag)?;
+            let commit = release::resolve_tag(&loc.repo_dir, tag)?;
             let path = join(&loc.subdir, "MODULE.bazel");
             let at = format!("{path} at tag {tag}");
-            let text = git_archive::read_file_at(&loc.repo_dir, &commit, &path)?
+            let text = release::read_file_at(&loc.repo_dir, &commit, &path)?
                 .ok_or_else(|| anyhow::anyhow!("no MODULE.bazel file at tag {tag} ({path})"))?;
             let text = utf8(text, &at)?;
             let (name, version) = module_identity(&text, &at)?;
             check_tag_version(tag, &version).map_err(anyhow::Error::msg)?;
             let prefix = format!("{name}-{version}");
             let archive =
-                git_archive::deterministic_tar_gz(&loc.repo_dir, &commit, &loc.subdir, &prefix)?;
+                release::deterministic_tar_gz(&loc.repo_dir, &commit, &loc.subdir, &prefix)?;
             let file_name = format!("{prefix}.tar.gz");
             let summary = format!(
                 "publishing {name}@{version} from tag {tag} (commit {commit}): upload {file_name}, \
@@ -107,7 +107,7 @@ pub(crate) fn build_request(
             );
             body.insert("strip_prefix".into(), prefix.into());
             body.insert("archive_type".into(), "tar.gz".into());
-            let extras = git_archive::bcr_extras_at(&loc.repo_dir, &commit, &loc.subdir)?;
+            let extras = release::bcr_extras_at(&loc.repo_dir, &commit, &loc.subdir)?;
             (name, version, extras, summary)
         }
         SourceSpec::ArchiveUrl {
@@ -141,7 +141,7 @@ pub(crate) fn build_request(
                 body.insert("archive_type".into(), t.clone().into());
             }
             let summary = format!("publishing {name}@{version} from {url}");
-            let extras = git_archive::bcr_extras_on_disk(module_root)?;
+            let extras = release::bcr_extras_on_disk(module_root)?;
             (name, version, extras, summary)
         }
     };

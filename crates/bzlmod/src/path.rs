@@ -114,8 +114,12 @@ impl FileKind {
 /// traversal. Percent-encoded dots (`%2e`) are never resolved: no client sends them for a
 /// registry file, so they are refused as probes.
 fn resolve_in_module(raw: &str) -> Result<std::borrow::Cow<'_, str>, PathError> {
-    let segs: Vec<&str> = raw.split('/').collect();
     let dot = |s: &&str| *s == "." || *s == "..";
+    // The common case, on every registry request: no dot segment, nothing allocated.
+    if !raw.split('/').any(|s| dot(&s)) {
+        return Ok(std::borrow::Cow::Borrowed(raw));
+    }
+    let segs: Vec<&str> = raw.split('/').collect();
     let Some(first_dot) = segs.iter().position(dot) else {
         return Ok(std::borrow::Cow::Borrowed(raw));
     };

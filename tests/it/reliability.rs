@@ -507,7 +507,7 @@ async fn the_fill_cap_answers_503_with_retry_after() {
 
 /// Starts the binary on the example registry with `args`, its stderr collected (a pipe, so
 /// never a terminal).
-fn spawn_serving(data: &std::path::Path, args: &[&str], env: &[(&str, &str)]) -> Spawned {
+fn binary_serving(data: &std::path::Path, args: &[&str], env: &[(&str, &str)]) -> Spawned {
     let mut cmd = bin();
     cmd.args(["serve", "--listen", "127.0.0.1:0", "--registry"])
         .arg(example_registry())
@@ -532,7 +532,7 @@ async fn access_log_lines_in_both_formats_without_colour_escapes() {
         .expect("client");
     let data = tempfile::tempdir().expect("tempdir");
     // JSON: every line parses, and each request has its line.
-    let served = spawn_serving(data.path(), &["--log-format", "json"], &[]);
+    let served = binary_serving(data.path(), &["--log-format", "json"], &[]);
     let hit = client
         .get(served.url("/bazel_registry.json"))
         .send()
@@ -591,7 +591,7 @@ async fn access_log_lines_in_both_formats_without_colour_escapes() {
     );
 
     // Text: one readable line per request, no escapes.
-    let served = spawn_serving(data.path(), &[], &[]);
+    let served = binary_serving(data.path(), &[], &[]);
     let _ = client
         .get(served.url("/bazel_registry.json"))
         .send()
@@ -616,7 +616,7 @@ async fn access_log_lines_in_both_formats_without_colour_escapes() {
     }
 
     // Off.
-    let served = spawn_serving(data.path(), &[], &[("GF_REGISTRY_ACCESS_LOG", "false")]);
+    let served = binary_serving(data.path(), &[], &[("GF_REGISTRY_ACCESS_LOG", "false")]);
     let _ = client
         .get(served.url("/bazel_registry.json"))
         .send()

@@ -526,10 +526,7 @@ fn binary_serving(data: &std::path::Path, args: &[&str], env: &[(&str, &str)]) -
 /// in either format. `server.access_log = false` turns the lines off.
 #[tokio::test]
 async fn access_log_lines_in_both_formats_without_colour_escapes() {
-    let client = reqwest::Client::builder()
-        .no_proxy()
-        .build()
-        .expect("client");
+    let client = crate::support::client::plain();
     let data = tempfile::tempdir().expect("tempdir");
     // JSON: every line parses, and each request has its line.
     let served = binary_serving(data.path(), &["--log-format", "json"], &[]);

@@ -5,10 +5,17 @@ use std::time::Duration;
 
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
+/// How long a client keeps an idle connection for reuse: below the server's default
+/// `server.header_timeout_seconds` (10 s), after which the server closes idle connections, as
+/// the JDK's HTTP client that Bazel uses does by default (5 s). reqwest's own default (90 s)
+/// would reuse a connection just as the server closes it and see "error sending request".
+pub(crate) const POOL_IDLE: Duration = Duration::from_secs(5);
+
 /// A client with no proxy; it follows redirects and sets no timeout of its own.
 pub(crate) fn plain() -> reqwest::Client {
     reqwest::Client::builder()
         .no_proxy()
+        .pool_idle_timeout(POOL_IDLE)
         .build()
         .expect("client")
 }
@@ -17,6 +24,7 @@ pub(crate) fn plain() -> reqwest::Client {
 pub(crate) fn with_timeout(timeout: Duration) -> reqwest::Client {
     reqwest::Client::builder()
         .no_proxy()
+        .pool_idle_timeout(POOL_IDLE)
         .timeout(timeout)
         .build()
         .expect("client")
@@ -26,6 +34,7 @@ pub(crate) fn with_timeout(timeout: Duration) -> reqwest::Client {
 pub(crate) fn no_redirects(timeout: Duration) -> reqwest::Client {
     reqwest::Client::builder()
         .no_proxy()
+        .pool_idle_timeout(POOL_IDLE)
         .redirect(reqwest::redirect::Policy::none())
         .timeout(timeout)
         .build()

@@ -186,20 +186,8 @@ async fn a_response_slower_than_the_header_timeout_is_not_cut() {
             delay: Duration::from_millis(200),
         },
     );
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let policy = tmp.path().join("policy");
-    std::fs::create_dir_all(&policy).expect("mkdir");
-    std::fs::write(
-        policy.join("policy.toml"),
-        format!(
-            "[[upstream]]\nprefix = \"{}/\"\nallow_private = true\n",
-            up.origin()
-        ),
-    )
-    .expect("write policy");
-    let server = TestServer::start_with_env(
-        &example_registry(),
-        &[("mirror-policy", policy.to_str().expect("utf-8"))],
+    let (server, _tmp) = mirror_server_with_env(
+        &up,
         &[("GF_REGISTRY_HEADER_TIMEOUT_SECONDS", HEADER_TIMEOUT_SECONDS)],
     )
     .await;
@@ -323,6 +311,14 @@ async fn request_metric_labels_stay_bounded_whatever_the_client_sends() {
 
 /// A server with a mirror policy that allows `up`, and the temp dir holding its policy.
 async fn mirror_server(up: &Upstream) -> (TestServer, tempfile::TempDir) {
+    mirror_server_with_env(up, &[]).await
+}
+
+/// [`mirror_server`] with `GF_REGISTRY_*` variables.
+async fn mirror_server_with_env(
+    up: &Upstream,
+    env: &[(&str, &str)],
+) -> (TestServer, tempfile::TempDir) {
     let tmp = tempfile::tempdir().expect("tempdir");
     let policy = tmp.path().join("policy");
     std::fs::create_dir_all(&policy).expect("mkdir");
@@ -334,9 +330,10 @@ async fn mirror_server(up: &Upstream) -> (TestServer, tempfile::TempDir) {
         ),
     )
     .expect("write policy");
-    let server = TestServer::start(
+    let server = TestServer::start_with_env(
         &example_registry(),
         &[("mirror-policy", policy.to_str().expect("utf-8"))],
+        env,
     )
     .await;
     (server, tmp)

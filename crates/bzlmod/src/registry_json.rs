@@ -3,6 +3,9 @@
 //!
 //! These readers never produce bytes to serve: registry files are served as stored.
 
+use std::cell::RefCell;
+
+use serde::de::{DeserializeSeed, Error as _, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Value};
 
 use super::integrity::Integrity;
@@ -74,25 +77,55 @@ impl SourceType {
 /// # Errors
 /// A message saying why it is not a JSON object.
 pub fn parse_object(bytes: &[u8]) -> Result<Map<String, Value>, String> {
-    match serde_json::from_slice::<StrictValue>(bytes) {
-        Ok(StrictValue(Value::Object(m))) => Ok(m),
+    match parse_strict(bytes) {
+        Ok(Value::Object(m)) => Ok(m),
         Ok(_) => Err("is not a JSON object".to_owned()),
-        Err(e) => Err(format!("is not valid JSON: {e}")),
+        Err((e, _)) => Err(format!("is not valid JSON: {e}")),
     }
 }
 
-/// A JSON value whose objects may not repeat a key.
-struct StrictValue(Value);
+/// Parses one JSON value whose objects may not repeat a key, at any depth: the one strict
+/// parser of registry files and request bodies. On error, also the JSON path of the first
+/// duplicate (`source.url`, `metadata.maintainers[0].name`), when that is what failed.
+///
+/// # Errors
+/// serde_json's error, with the duplicate's path when there was one.
+pub fn parse_strict(bytes: &[u8]) -> Result<Value, (serde_json::Error, Option<String>)> {
+    let duplicate = RefCell::new(None);
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    Strict {
+        at: String::new(),
+        duplicate: &duplicate,
+    }
+    .deserialize(&mut de)
+    .and_then(|v| de.end().map(|()| v))
+    .map_err(|e| (e, duplicate.into_inner()))
+}
 
-impl<'de> serde::Deserialize<'de> for StrictValue {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_any(StrictVisitor).map(StrictValue)
+/// A value at path `at`; the first duplicate found is written to `duplicate`.
+struct Strict<'a> {
+    at: String,
+    duplicate: &'a RefCell<Option<String>>,
+}
+
+impl Strict<'_> {
+    fn child(&self, at: String) -> Self {
+        Strict {
+            at,
+            duplicate: self.duplicate,
+        }
     }
 }
 
-struct StrictVisitor;
+impl<'de> DeserializeSeed<'de> for Strict<'_> {
+    type Value = Value;
 
-impl<'de> serde::de::Visitor<'de> for StrictVisitor {
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Strict<'_> {
     type Value = Value;
 
     fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -122,20 +155,29 @@ impl<'de> serde::de::Visitor<'de> for StrictVisitor {
     fn visit_none<E>(self) -> Result<Value, E> {
         Ok(Value::Null)
     }
-    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
         let mut out = Vec::new();
-        while let Some(StrictValue(v)) = seq.next_element()? {
+        while let Some(v) =
+            seq.next_element_seed(self.child(format!("{}[{}]", self.at, out.len())))?
+        {
             out.push(v);
         }
         Ok(Value::Array(out))
     }
-    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
         let mut out = Map::new();
         while let Some(key) = map.next_key::<String>()? {
-            let StrictValue(v) = map.next_value()?;
-            if out.insert(key.clone(), v).is_some() {
-                return Err(serde::de::Error::custom(format!("duplicate key `{key}`")));
+            let at = if self.at.is_empty() {
+                key.clone()
+            } else {
+                format!("{}.{key}", self.at)
+            };
+            if out.contains_key(&key) {
+                *self.duplicate.borrow_mut() = Some(at);
+                return Err(A::Error::custom(format!("duplicate key `{key}`")));
             }
+            let v = map.next_value_seed(self.child(at))?;
+            out.insert(key, v);
         }
         Ok(Value::Object(out))
     }

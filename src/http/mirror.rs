@@ -5,24 +5,31 @@ use std::net::SocketAddr;
 use axum::Json;
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Path, Query, State};
-use axum::http::{Method, StatusCode, header};
+use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
 use super::error::ApiError;
 use super::extract::{CasAddress, MirrorTarget, Ranged};
+use super::registry::file_response;
 use crate::app::AppState;
 use crate::mirror::client_config;
 use crate::mirror::{BlobResponse, ByteRange, MirrorError};
+use crate::registry::RegistryPath;
 
-/// `GET|HEAD /mirror/{host}/{path...}[?query]`.
+/// `GET|HEAD /mirror/{host}/{path...}[?query]`: an archive by its upstream URL, or, under a
+/// configured upstream registry, a registry file (the transparent door).
 pub(super) async fn get_mirror_url(
     State(app): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     method: Method,
     MirrorTarget(target): MirrorTarget,
     ranged: Ranged,
+    headers: HeaderMap,
 ) -> Response {
+    if let Some(answer) = transparent_door(&app, &target, &headers).await {
+        return answer.unwrap_or_else(IntoResponse::into_response);
+    }
     let client = peer.ip().to_string();
     let read = method != Method::HEAD;
     let blob = with_if_range(&ranged, |range| {
@@ -30,6 +37,46 @@ pub(super) async fn get_mirror_url(
     })
     .await;
     blob.map_or_else(error_response, blob_response)
+}
+
+/// The transparent door: a team keeps `--registry=https://bcr.bazel.build/` and rewrites its
+/// host to `/mirror/`. A registry path under a configured upstream gets the registry's
+/// semantics (pinned on first sight, the upstream's exact bytes, `ETag` and `If-None-Match`),
+/// from that upstream only, since Bazel keys its lockfile by that URL. A module name the
+/// internal registry holds is a 404 here (Bazel then asks the next registry, ours), so an
+/// upstream module cannot shadow it. `None`: not a registry file of an upstream; the mirror's
+/// archive semantics apply.
+async fn transparent_door(
+    app: &AppState,
+    target: &str,
+    headers: &HeaderMap,
+) -> Option<Result<Response, ApiError>> {
+    let upstreams = app.upstreams.as_ref()?;
+    if target.contains('?') {
+        return None;
+    }
+    let (index, rel) = upstreams.transparent(target)?;
+    let path = RegistryPath::parse(&format!("/{rel}")).ok()?;
+    if let Some(module) = path.module()
+        && app.registry.holds_module(module.as_str())
+    {
+        return Some(Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!(
+                "not found: module `{module}` is held by this registry, so it is never read \
+                 from {upstream} (ask {ours}/ for it)",
+                upstream = upstreams.bases()[index],
+                ours = app.public_url().trim_end_matches('/'),
+            ),
+        )));
+    }
+    Some(
+        upstreams
+            .get_from(index, &path)
+            .await
+            .map(|file| file_response(&file, headers.get(header::IF_NONE_MATCH)))
+            .map_err(ApiError::from),
+    )
 }
 
 /// `GET|HEAD /cas/{algorithm}/{hex}` and `/cas/{algorithm}/{hex}/{basename}`.
@@ -105,7 +152,12 @@ pub(super) async fn get_downloader_cfg(
         .strict
         .as_deref()
         .is_some_and(|v| matches!(v, "1" | "true" | "yes"));
-    let body = client_config::downloader_config(app.mirror.policy(), &app.public_url(), strict);
+    let body = client_config::downloader_config(
+        app.mirror.policy(),
+        &upstream_bases(&app),
+        &app.public_url(),
+        strict,
+    );
     (
         [
             (header::CONTENT_TYPE, "text/plain; charset=utf-8"),
@@ -115,9 +167,17 @@ pub(super) async fn get_downloader_cfg(
     )
 }
 
+/// The configured upstream registries' base URLs, in order (none without a read-through).
+fn upstream_bases(app: &AppState) -> Vec<String> {
+    app.upstreams
+        .as_ref()
+        .map(|u| u.bases().to_vec())
+        .unwrap_or_default()
+}
+
 /// `GET /bazel/bazelrc`.
 pub(super) async fn get_bazelrc(State(app): State<AppState>) -> impl IntoResponse {
-    let body = client_config::bazelrc(&app.public_url());
+    let body = client_config::bazelrc(&app.public_url(), &upstream_bases(&app));
     (
         [
             (header::CONTENT_TYPE, "text/plain; charset=utf-8"),

@@ -15,11 +15,18 @@ fn regex_escape(s: &str) -> String {
     out
 }
 
-/// The `--downloader_config` file: one `rewrite` per upstream prefix to
+/// The `--downloader_config` file: one `rewrite` per upstream registry (the transparent door:
+/// Bazel fetches registry files with the downloader, so a registry kept in `.bazelrc` under its
+/// own URL is read through the server) and one per mirror-policy prefix, each to
 /// `PUBLIC_URL/mirror/...` (the replacement carries its own scheme, which Bazel 4.1+ accepts,
 /// and keeps the original basename). With `strict`, every other host is blocked.
 #[must_use]
-pub fn downloader_config(policy: &Policy, public_url: &str, strict: bool) -> String {
+pub fn downloader_config(
+    policy: &Policy,
+    registries: &[String],
+    public_url: &str,
+    strict: bool,
+) -> String {
     let base = public_url.trim_end_matches('/');
     let mirror_host = url::Url::parse(public_url)
         .ok()
@@ -39,9 +46,19 @@ pub fn downloader_config(policy: &Policy, public_url: &str, strict: bool) -> Str
         ));
     }
     let mut seen = std::collections::BTreeSet::new();
-    for rule in &policy.upstreams {
+    if !registries.is_empty() {
+        out.push_str(
+            "# Upstream registries: their files are served pinned, byte for byte, so lockfile\n\
+             # hashes (keyed by the URL before this rewrite) hold with and without the server.\n",
+        );
+    }
+    let prefixes = registries
+        .iter()
+        .map(String::as_str)
+        .chain(policy.upstreams.iter().map(|r| r.prefix.as_str()));
+    for prefix in prefixes {
         // Bazel matches the URL without its scheme, so one rule covers http and https.
-        let Some((_, rest)) = rule.prefix.split_once("://") else {
+        let Some((_, rest)) = prefix.split_once("://") else {
             continue;
         };
         if !seen.insert(rest.to_owned()) {
@@ -61,15 +78,45 @@ pub fn downloader_config(policy: &Policy, public_url: &str, strict: bool) -> Str
     out
 }
 
-/// The `.bazelrc` lines a consumer adds.
+/// The `.bazelrc` lines a consumer adds. With upstream registries configured, both doors:
+/// the named one (only our URL) and the transparent one (the upstream's own URL, sent through
+/// the server by the downloader config).
 #[must_use]
-pub fn bazelrc(public_url: &str) -> String {
+pub fn bazelrc(public_url: &str, registries: &[String]) -> String {
     let base = public_url.trim_end_matches('/');
+    let registry_lines = if registries.is_empty() {
+        format!(
+            "# Our registry first; the Bazel Central Registry for everything we do not hold.\n\
+             common --registry={base}/\n\
+             common --registry=https://bcr.bazel.build/\n"
+        )
+    } else {
+        let upstreams: Vec<&str> = registries.iter().map(String::as_str).collect();
+        let transparent: String = registries
+            .iter()
+            .map(|r| format!("# common --registry={r}\n"))
+            .collect();
+        format!(
+            "# Pick one door.\n\
+             #\n\
+             # The named door: our registry only. Modules we hold come from us; every other\n\
+             # module is read through from {upstreams}, pinned on first sight, and still served\n\
+             # when the upstream is down.\n\
+             common --registry={base}/\n\
+             #\n\
+             # The transparent door: keep the upstream's own URL, so lockfiles stay valid with\n\
+             # and without us and shareable with open-source users; the downloader config below\n\
+             # sends its files through the server. Our modules come after it: the server answers\n\
+             # 404 through that door for every module name it holds, so an upstream module of the\n\
+             # same name cannot shadow ours. Use these lines instead of the one above:\n\
+             {transparent}\
+             # common --registry={base}/\n",
+            upstreams = upstreams.join(", ")
+        )
+    };
     format!(
         "# gf-registry: paste into .bazelrc.\n\
-         # Our registry first; the Bazel Central Registry for everything we do not hold.\n\
-         common --registry={base}/\n\
-         common --registry=https://bcr.bazel.build/\n\
+         {registry_lines}\
          \n\
          # Route downloads through the mirror. The flag takes a file, so fetch it once:\n\
          #   curl -fsSL {base}/bazel/downloader.cfg -o tools/downloader.cfg\n\
@@ -106,7 +153,7 @@ mod tests {
             ],
             ..Policy::default()
         };
-        let cfg = downloader_config(&policy, "http://mirror.example:8080/", false);
+        let cfg = downloader_config(&policy, &[], "http://mirror.example:8080/", false);
         assert!(
             cfg.contains("rewrite (github\\.com/.*) http://mirror.example:8080/mirror/$1\n"),
             "{cfg}"
@@ -118,7 +165,7 @@ mod tests {
             "{cfg}"
         );
         assert!(!cfg.contains("block"));
-        let strict = downloader_config(&policy, "http://mirror.example:8080/", true);
+        let strict = downloader_config(&policy, &[], "http://mirror.example:8080/", true);
         assert!(
             strict.contains("block *\nallow mirror.example\n"),
             "{strict}"
@@ -134,5 +181,50 @@ mod tests {
                 other => panic!("unknown directive {other}"),
             }
         }
+    }
+
+    #[test]
+    fn upstream_registries_get_a_rewrite_and_both_doors() {
+        let policy = Policy {
+            upstreams: vec![UpstreamRule {
+                prefix: "https://bcr.bazel.build/".to_owned(),
+                allow_private: false,
+            }],
+            ..Policy::default()
+        };
+        let registries = vec!["https://bcr.bazel.build/".to_owned()];
+        let cfg = downloader_config(&policy, &registries, "http://gf.example:8080/", false);
+        // The registry and the policy name the same prefix: one rule, not two (Bazel would try
+        // the same mirror URL twice).
+        assert_eq!(
+            cfg.matches("rewrite (bcr\\.bazel\\.build/.*) http://gf.example:8080/mirror/$1\n")
+                .count(),
+            1,
+            "{cfg}"
+        );
+        let rc = bazelrc("http://gf.example:8080/", &registries);
+        let active: Vec<&str> = rc
+            .lines()
+            .filter(|l| l.starts_with("common --registry"))
+            .collect();
+        assert_eq!(
+            active,
+            ["common --registry=http://gf.example:8080/"],
+            "{rc}"
+        );
+        // The transparent door: the upstream first, ours after it, as lines to switch to.
+        let upstream = rc
+            .find("# common --registry=https://bcr.bazel.build/")
+            .expect("transparent door line");
+        let ours = rc
+            .rfind("# common --registry=http://gf.example:8080/")
+            .expect("our line in the transparent door");
+        assert!(upstream < ours, "{rc}");
+        // Without upstreams, the old advice: ours first, the BCR after it.
+        let plain = bazelrc("http://gf.example:8080/", &[]);
+        assert!(
+            plain.contains("common --registry=https://bcr.bazel.build/\n"),
+            "{plain}"
+        );
     }
 }

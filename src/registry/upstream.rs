@@ -16,22 +16,22 @@
 
 mod pinning;
 mod pins;
+mod read;
 mod state;
 
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
-use chrono::Utc;
 use futures::future::BoxFuture;
 use sha2::Digest as _;
 use url::Url;
 
-use super::path::{FileKind, RegistryPath};
+use super::path::RegistryPath;
 use super::service::RegistryFile;
 use crate::storage::Storage;
-use crate::upstream::{Fetch, UpstreamError};
-use pins::{PinLog, UpstreamRecord};
+use crate::upstream::Fetch;
+use pins::PinLog;
 use state::State;
 pub use state::{DriftEvent, UpstreamStatus};
 
@@ -202,6 +202,12 @@ impl Upstreams {
             .collect()
     }
 
+    /// The upstreams' base URLs (each ending in `/`), in order.
+    #[must_use]
+    pub fn bases(&self) -> &[String] {
+        &self.bases
+    }
+
     /// Each configured upstream's figures, in order.
     #[must_use]
     pub fn status(&self) -> Vec<UpstreamStatus> {
@@ -231,6 +237,42 @@ impl Upstreams {
         self: &Arc<Self>,
         path: &RegistryPath,
     ) -> Result<Arc<RegistryFile>, UpstreamReadError> {
+        self.get_in(path, None).await
+    }
+
+    /// The transparent door: when `target` (a `/mirror/` target, `host/path` without a scheme
+    /// or query) lies under a configured upstream, that upstream's index and the path inside
+    /// it. The first upstream whose base matches wins.
+    #[must_use]
+    pub fn transparent<'a>(&self, target: &'a str) -> Option<(usize, &'a str)> {
+        self.bases.iter().enumerate().find_map(|(i, base)| {
+            let (_, host_path) = base.split_once("://")?;
+            target.strip_prefix(host_path).map(|rel| (i, rel))
+        })
+    }
+
+    /// The file at `path` from upstream `index` only (the transparent door: the request named
+    /// that upstream, and Bazel keys the lockfile by its URL). `bazel_registry.json` is the
+    /// upstream's own, pinned like every file Bazel records in `registryFileHashes`.
+    ///
+    /// # Errors
+    /// [`UpstreamReadError`]; `NotFound` for an index out of range.
+    pub async fn get_from(
+        self: &Arc<Self>,
+        index: usize,
+        path: &RegistryPath,
+    ) -> Result<Arc<RegistryFile>, UpstreamReadError> {
+        if index >= self.bases.len() {
+            return Err(UpstreamReadError::NotFound);
+        }
+        self.get_in(path, Some(index)).await
+    }
+
+    async fn get_in(
+        self: &Arc<Self>,
+        path: &RegistryPath,
+        only: Option<usize>,
+    ) -> Result<Arc<RegistryFile>, UpstreamReadError> {
         if matches!(path, RegistryPath::LegacyOverlay(..))
             || path
                 .module()
@@ -241,165 +283,18 @@ impl Upstreams {
         let rel = path.tree_path();
         let kind = path.kind();
         if matches!(path, RegistryPath::Metadata(_)) {
-            self.get_mutable(&rel, kind).await
+            self.get_mutable(&rel, kind, only).await
         } else {
-            self.get_pinned(&rel, kind).await
+            self.get_pinned(&rel, kind, only).await
         }
     }
 
-    fn pinned(&self, rel: &str) -> Option<(usize, String, String)> {
-        let state = self.state();
-        self.bases.iter().enumerate().find_map(|(i, b)| {
-            let url = format!("{b}{rel}");
-            state.pins.get(&url).map(|sha| (i, url, sha.clone()))
-        })
-    }
-
-    fn all_negative(&self, rel: &str) -> bool {
-        let state = self.state();
-        self.bases.iter().all(|b| {
-            state
-                .negative
-                .get(&format!("{b}{rel}"))
-                .is_some_and(|t| t.elapsed() < self.settings.negative_ttl)
-        })
-    }
-
-    async fn get_pinned(
-        self: &Arc<Self>,
-        rel: &str,
-        kind: FileKind,
-    ) -> Result<Arc<RegistryFile>, UpstreamReadError> {
-        let mut pinned = self.pinned(rel);
-        if pinned.is_none() && !self.all_negative(rel) {
-            // Another replica may have pinned it.
-            self.reload().await;
-            pinned = self.pinned(rel);
-        }
-        if let Some((i, url, sha)) = pinned {
-            self.state().status(&self.bases[i]).hits += 1;
-            let file = self.serve_blob(i, &url, &sha, kind).await?;
-            self.maybe_check(i, url, sha);
-            return Ok(file);
-        }
-        for (i, base) in self.bases.iter().enumerate() {
-            let url = format!("{base}{rel}");
-            if self.is_negative(&url) {
-                continue;
-            }
-            match self.fetch_bytes(i, &url).await {
-                Ok(bytes) => return self.pin_new(i, rel, bytes, kind).await,
-                Err(UpstreamError::NotFound { .. }) => {
-                    self.note_not_found(url);
-                }
-                Err(e) => {
-                    return Err(UpstreamReadError::Unavailable(format!(
-                        "upstream registry {base} failed for {rel}, which was never pinned: {e}"
-                    )));
-                }
-            }
-        }
-        Err(UpstreamReadError::NotFound)
-    }
-
-    /// Remembers an upstream's 404 for `url`; expired answers are dropped when many are held
-    /// (the names asked for are the clients' choice).
-    fn note_not_found(&self, url: String) {
-        let mut state = self.state();
-        if state.negative.len() >= MAX_NEGATIVE {
-            let ttl = self.settings.negative_ttl;
-            state.negative.retain(|_, t| t.elapsed() < ttl);
-            if state.negative.len() >= MAX_NEGATIVE {
-                state.negative.clear();
-            }
-        }
-        state.negative.insert(url, Instant::now());
-    }
-
-    fn is_negative(&self, url: &str) -> bool {
-        self.state()
-            .negative
-            .get(url)
-            .is_some_and(|t| t.elapsed() < self.settings.negative_ttl)
-    }
-
-    async fn get_mutable(
-        self: &Arc<Self>,
-        rel: &str,
-        kind: FileKind,
-    ) -> Result<Arc<RegistryFile>, UpstreamReadError> {
-        let known_anywhere = {
-            let state = self.state();
-            self.bases
-                .iter()
-                .any(|b| state.metadata.contains_key(&format!("{b}{rel}")))
-        };
-        if !known_anywhere && !self.all_negative(rel) {
-            self.reload().await;
-        }
-        for (i, base) in self.bases.iter().enumerate() {
-            let url = format!("{base}{rel}");
-            let known = self.state().metadata.get(&url).cloned();
-            if let Some(seen) = &known
-                && seen
-                    .fetched
-                    .is_some_and(|f| f.elapsed() < self.settings.ttl)
-            {
-                self.state().status(base).hits += 1;
-                return self.serve_blob(i, &url, &seen.sha256, kind).await;
-            }
-            if self.is_negative(&url) {
-                continue;
-            }
-            match self.fetch_bytes(i, &url).await {
-                Ok(bytes) => {
-                    let sha = sha256_hex(&bytes);
-                    if known.as_ref().is_none_or(|k| k.sha256 != sha) {
-                        self.stash_put(&bytes, &url).await?;
-                        let record = UpstreamRecord::Metadata {
-                            upstream: base.clone(),
-                            path: rel.to_owned(),
-                            sha256: sha.clone(),
-                            size: bytes.len() as u64,
-                            at: Utc::now(),
-                        };
-                        self.write_record(&record).await?;
-                        self.state().apply(record);
-                    }
-                    if let Some(m) = self.state().metadata.get_mut(&url) {
-                        m.fetched = Some(Instant::now());
-                    }
-                    self.memory.insert(sha.clone(), bytes.clone());
-                    return Ok(Arc::new(RegistryFile {
-                        bytes,
-                        sha256_hex: sha,
-                        kind,
-                    }));
-                }
-                Err(UpstreamError::NotFound { .. }) => {
-                    self.note_not_found(url);
-                }
-                Err(e) => match known {
-                    Some(seen) => {
-                        let age = Utc::now() - seen.at;
-                        tracing::warn!(
-                            upstream = %base,
-                            path = %rel,
-                            age_seconds = age.num_seconds(),
-                            error = %e,
-                            "upstream registry unreachable: serving metadata.json as last seen"
-                        );
-                        return self.serve_blob(i, &url, &seen.sha256, kind).await;
-                    }
-                    None => {
-                        return Err(UpstreamReadError::Unavailable(format!(
-                            "upstream registry {base} failed for {rel}, never seen before: {e}"
-                        )));
-                    }
-                },
-            }
-        }
-        Err(UpstreamReadError::NotFound)
+    /// The upstreams asked, in order: all of them, or only `only`.
+    fn asked(&self, only: Option<usize>) -> impl Iterator<Item = (usize, &String)> {
+        self.bases
+            .iter()
+            .enumerate()
+            .filter(move |(i, _)| only.is_none_or(|o| o == *i))
     }
 }
 

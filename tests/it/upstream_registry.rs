@@ -1,4 +1,4 @@
-//! The read-through of upstream registries (issue 15, named door): real BCR data served by the
+//! The read-through of upstream registries (issue 15, named and transparent doors): real BCR data served by the
 //! upstream double, byte for byte through the server; ownership; outages; drift; TTLs;
 //! replicas on one store; and no upstreams meaning plain 404s as before.
 
@@ -201,6 +201,125 @@ async fn sample_served_byte_for_byte_and_internal_names_shadow_upstream_ones() {
         .get_bytes("/modules/no_such_module_x/metadata.json")
         .await;
     assert_eq!(status, 404);
+    server.stop().await;
+}
+
+/// The transparent door: `GET /bazel/downloader.cfg` rewrites the upstream registry's host to
+/// `/mirror/`, and through that rewrite every file of the sample comes byte for byte from the
+/// upstream (`bazel_registry.json` too: the upstream's own, not ours), pinned once for both
+/// doors; `If-None-Match` gets a `304`; a module name the internal registry holds is a `404`
+/// there (so Bazel asks the next registry, ours) and is never asked upstream; a deny glob holds
+/// through this door too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn transparent_door_serves_the_upstreams_bytes_under_its_own_url() {
+    let mut files: Vec<(String, Vec<u8>)> = sample()
+        .iter()
+        .map(|(p, b)| (p.clone(), b.clone()))
+        .collect();
+    files.push((
+        "/modules/hello_lib/metadata.json".to_owned(),
+        br#"{"versions": ["9.9.9"]}"#.to_vec(),
+    ));
+    // The upstream's bazel_registry.json differs from ours (the snapshot's equals the example
+    // registry's), so the test tells which one a door serves.
+    let upstreams_json = br#"{
+    "mirrors": ["https://mirror.example/"],
+    "module_base_path": "modules"
+}
+"#
+    .to_vec();
+    files.retain(|(p, _)| p != "/bazel_registry.json");
+    files.push(("/bazel_registry.json".to_owned(), upstreams_json.clone()));
+    let upstream = Upstream::start_with_files(files).await;
+    let data = tempfile::tempdir().expect("tempdir");
+    let denied = one_module("zlib");
+    let server = server(
+        data.path(),
+        &upstream,
+        &[("GF_REGISTRY_UPSTREAM_MODULES", "!zlib")],
+    )
+    .await;
+
+    // The rewrite Bazel applies to the registry URL it keeps in .bazelrc.
+    let (status, cfg) = server.get_bytes("/bazel/downloader.cfg").await;
+    assert_eq!(status, 200);
+    let cfg = String::from_utf8(cfg).expect("utf-8");
+    let host = upstream.host();
+    let rule = format!(
+        "rewrite ({}/.*) {}/mirror/$1\n",
+        host.replace('.', "\\."),
+        server.url("")
+    );
+    assert_eq!(cfg.matches(&rule).count(), 1, "{rule:?} once in:\n{cfg}");
+    let rc = String::from_utf8(server.get_bytes("/bazel/bazelrc").await.1).expect("utf-8");
+    assert!(
+        rc.contains(&format!("# common --registry={}/\n", upstream.origin())),
+        "{rc}"
+    );
+    let through = |path: &str| format!("/mirror/{host}{path}");
+
+    let mut served = 0;
+    for (path, bytes) in sample() {
+        let is_registry_path = matches!(
+            RegistryPath::parse(path),
+            Ok(rp) if !matches!(rp, RegistryPath::LegacyOverlay(..))
+        );
+        if !is_registry_path || !path.starts_with("/modules/") || path.starts_with("/modules/zlib/")
+        {
+            continue;
+        }
+        let (status, body) = server.get_bytes(&through(path)).await;
+        assert_eq!(status, 200, "{path}: {}", String::from_utf8_lossy(&body));
+        assert!(body == *bytes, "{path}: not the upstream's bytes");
+        served += 1;
+    }
+    assert!(served > 200, "{served}");
+    let own = std::fs::read(example_registry().join("bazel_registry.json")).expect("own");
+    assert_ne!(own, upstreams_json, "the test needs two different files");
+    assert_eq!(
+        server.get_bytes(&through("/bazel_registry.json")).await,
+        (200, upstreams_json)
+    );
+    assert_eq!(server.get_bytes("/bazel_registry.json").await, (200, own));
+
+    // One pin for both doors: the named door asks the upstream nothing more.
+    let before = upstream.total_requests();
+    for (path, bytes) in servable() {
+        if path.ends_with("/metadata.json") || path.starts_with("/modules/zlib/") {
+            continue;
+        }
+        assert_eq!(server.get_bytes(path).await, (200, bytes.clone()), "{path}");
+    }
+    assert_eq!(upstream.total_requests(), before, "pins are shared");
+
+    // Conditional requests, as for any registry file.
+    let (path, bytes) = servable()
+        .into_iter()
+        .find(|(p, _)| p.ends_with("/source.json"))
+        .expect("a source.json");
+    let client = reqwest::Client::new();
+    let resp = client
+        .get(server.url(&through(path)))
+        .header("if-none-match", format!("\"{}\"", sha256_hex(bytes)))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(resp.status().as_u16(), 304, "{path}");
+
+    // Ownership: an internal name is a 404 through this door, never asked upstream.
+    let (status, body) = server
+        .get_bytes(&through("/modules/hello_lib/metadata.json"))
+        .await;
+    let body = String::from_utf8_lossy(&body);
+    assert_eq!(status, 404, "{body}");
+    assert!(body.contains("hello_lib"), "{body}");
+    assert_eq!(upstream.gets("/modules/hello_lib/metadata.json"), 0);
+
+    // The deny glob holds here too.
+    for (path, _) in &denied {
+        assert_eq!(server.get_bytes(&through(path)).await.0, 404, "{path}");
+        assert_eq!(upstream.gets(path), 0, "{path} was asked upstream");
+    }
     server.stop().await;
 }
 

@@ -7,8 +7,8 @@ use std::sync::Arc;
 
 use object_store::ObjectStore;
 use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
-use object_store::azure::MicrosoftAzureBuilder;
-use object_store::gcp::GoogleCloudStorageBuilder;
+use object_store::azure::{AzureConfigKey, MicrosoftAzureBuilder};
+use object_store::gcp::{GoogleCloudStorageBuilder, GoogleConfigKey};
 use object_store::local::LocalFileSystem;
 use object_store::memory::InMemory;
 use object_store::prefix::PrefixStore;
@@ -16,9 +16,11 @@ use url::Url;
 
 use super::StorageError;
 
-/// Settings for `s3://` locations beyond the standard `AWS_*` variables (which object_store
-/// reads itself): object_store configuration keys such as `endpoint`, `region`,
-/// `allow_http`, `access_key_id`, `secret_access_key`.
+/// Settings for object-store locations beyond the standard environment variables (`AWS_*`,
+/// `AZURE_*`, `GOOGLE_*`, which object_store reads itself): object_store configuration keys of
+/// the location's backend, such as `endpoint`, `region`, `allow_http`, `access_key_id`,
+/// `secret_access_key` for `s3://`, or `account_name`, `access_key`, `endpoint` for `az://`.
+/// A key the backend does not know is an error naming it.
 #[derive(Clone, Default, PartialEq, Eq)]
 pub struct S3Settings {
     /// `(key, value)` pairs, applied after the environment.
@@ -175,18 +177,22 @@ impl Location {
                 }
                 Arc::new(builder.build().map_err(|e| err(&e))?)
             }
-            "gs" => Arc::new(
-                GoogleCloudStorageBuilder::from_env()
-                    .with_url(&bucket_url)
-                    .build()
-                    .map_err(|e| err(&e))?,
-            ),
-            _ => Arc::new(
-                MicrosoftAzureBuilder::from_env()
-                    .with_url(&bucket_url)
-                    .build()
-                    .map_err(|e| err(&e))?,
-            ),
+            "gs" => {
+                let mut builder = GoogleCloudStorageBuilder::from_env().with_url(&bucket_url);
+                for (key, value) in &s3.options {
+                    let key: GoogleConfigKey = key.parse().map_err(|e| err(&e))?;
+                    builder = builder.with_config(key, value);
+                }
+                Arc::new(builder.build().map_err(|e| err(&e))?)
+            }
+            _ => {
+                let mut builder = MicrosoftAzureBuilder::from_env().with_url(&bucket_url);
+                for (key, value) in &s3.options {
+                    let key: AzureConfigKey = key.parse().map_err(|e| err(&e))?;
+                    builder = builder.with_config(key, value);
+                }
+                Arc::new(builder.build().map_err(|e| err(&e))?)
+            }
         };
         if prefix.is_empty() {
             Ok(store)

@@ -1,5 +1,5 @@
-//! `storage probe`: "go" on memory, file and Garage (single node, and a 3-node cluster with a
-//! node down), conditional puts reported as measured, probe objects cleaned up; the binary
+//! `storage probe`: "go" on memory, file, Garage (single node, and a 3-node cluster with a
+//! node down) and Azurite, conditional puts reported as measured, probe objects cleaned up; the binary
 //! prints a table or JSON and exits 1 on "no-go". The "no-go" on a listing that loses objects
 //! is a unit test in `src/storage/probe.rs` (the fault is an object-store wrapper: no real
 //! backend here produces it).
@@ -209,6 +209,51 @@ fn the_binary_says_go_on_garage_as_json_and_as_a_table() {
     );
     assert!(!out.contains(&g.secret), "the secret is never printed");
     assert_eq!(g.endpoint(), g.endpoint_of(0));
+}
+
+/// Azure through Azurite: "go", and Azurite enforces conditional puts (`If-None-Match: *` and
+/// `If-Match`), as Azure does. Once in process with the options an operator writes, once
+/// through the binary with only the environment object_store reads for the emulator.
+#[tokio::test]
+async fn go_on_azurite_with_conditional_puts_enforced() {
+    let Some(a) = crate::support::azurite::Azurite::start() else {
+        return;
+    };
+    let s = open(
+        &a.data_url("probe-test"),
+        S3Settings {
+            options: a.options(),
+        },
+    );
+    let report = probe(&s, &ProbeOptions::full()).await;
+    eprintln!("{}", report.table());
+    assert_go_and_clean(&s, &report).await;
+    for role in [Role::Cas, Role::Records] {
+        for name in ["conditional-create", "conditional-update"] {
+            let c = report.check(role, name).expect("check");
+            assert_eq!(c.outcome, Outcome::Enforced, "{}", report.table());
+        }
+    }
+
+    let cwd = tempfile::tempdir().expect("tempdir");
+    let data = a.data_url("cli");
+    let env = [
+        ("AZURE_STORAGE_USE_EMULATOR", "true".to_owned()),
+        ("AZURITE_BLOB_STORAGE_URL", a.origin()),
+        ("AZURE_ALLOW_HTTP", "true".to_owned()),
+    ];
+    let (code, out, err) = tokio::task::spawn_blocking(move || {
+        run_bin(
+            cwd.path(),
+            &["storage", "probe", "--quick", "--data", &data],
+            &env,
+        )
+    })
+    .await
+    .expect("join");
+    assert_eq!(code, 0, "stdout:\n{out}\nstderr:\n{err}");
+    assert!(out.contains("verdict: GO"), "{out}");
+    assert!(!out.contains(crate::support::azurite::ACCOUNT_KEY), "{out}");
 }
 
 #[test]

@@ -2,6 +2,7 @@
 //! holds the shared fixtures and clients. Topic test files import only from here.
 
 pub(crate) mod app;
+pub(crate) mod azurite;
 pub(crate) mod client;
 pub(crate) mod fixtures;
 pub(crate) mod garage;

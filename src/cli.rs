@@ -2,6 +2,7 @@
 
 mod mirror_cmd;
 mod publish_cmd;
+mod registry_sync;
 mod storage_cmd;
 mod token_cmd;
 
@@ -77,6 +78,10 @@ enum RegistryCommand {
     /// stored in the mirror's storage (--data), and source.json's mirror URL points at
     /// --public-url.
     Add(Box<AddArgs>),
+    /// Pin every upstream registry file that MODULE.bazel.lock files name, so they are
+    /// served while the upstream is down; exit 1 when a pinned file does not have the hash a
+    /// lockfile recorded, or could not be had.
+    Sync(Box<registry_sync::SyncArgs>),
 }
 
 /// `registry add`: the server's flags (registry, data, policy, public URL) and the release.
@@ -174,6 +179,7 @@ impl Cli {
                 Ok(())
             }),
             Command::Registry(RegistryCommand::Add(args)) => registry_add(*args),
+            Command::Registry(RegistryCommand::Sync(args)) => args.run(),
             Command::Registry(RegistryCommand::Check {
                 path,
                 git_ref,

@@ -18,6 +18,7 @@ pub use name::{ModuleName, RelativePath};
 pub use path::{FileKind, RegistryPath};
 pub use service::{CacheSettings, CacheStats, Registry, RegistryError, RegistryFile};
 pub use upstream::{
-    BlobStash, ModuleFilter, UpstreamReadError, UpstreamSettings, UpstreamStatus, Upstreams,
+    BlobStash, ModuleFilter, SyncOutcome, UpstreamReadError, UpstreamSettings, UpstreamStatus,
+    Upstreams,
 };
 pub use version::ModuleVersion;

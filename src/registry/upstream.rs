@@ -18,6 +18,7 @@ mod pinning;
 mod pins;
 mod read;
 mod state;
+mod sync;
 
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -34,6 +35,7 @@ use crate::upstream::Fetch;
 use pins::PinLog;
 use state::State;
 pub use state::{DriftEvent, UpstreamStatus};
+pub use sync::SyncOutcome;
 
 /// Largest upstream registry file accepted.
 const MAX_FILE_BYTES: usize = 16 << 20;

@@ -5,7 +5,7 @@
 //! backend here produces it).
 
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use gf_registry::storage::probe::{Outcome, ProbeOptions, ProbeReport, probe};
@@ -136,34 +136,10 @@ fn run_bin(cwd: &Path, args: &[&str], env: &[(&'static str, String)]) -> (i32, S
             c.env_remove(k);
         }
     }
-    let out = cwd.join("stdout");
-    let err = cwd.join("stderr");
-    let mut child = c
-        .args(args)
+    c.args(args)
         .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
-        .current_dir(cwd)
-        .stdin(Stdio::null())
-        .stdout(std::fs::File::create(&out).expect("stdout file"))
-        .stderr(std::fs::File::create(&err).expect("stderr file"))
-        .spawn()
-        .expect("spawn gf-registry");
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let status = loop {
-        if let Some(s) = child.try_wait().expect("try_wait") {
-            break s;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("gf-registry {} did not finish within 120 s", args.join(" "));
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    (
-        status.code().unwrap_or(-1),
-        std::fs::read_to_string(out).unwrap_or_default(),
-        std::fs::read_to_string(err).unwrap_or_default(),
-    )
+        .current_dir(cwd);
+    crate::support::spawned::output_within(&mut c, Duration::from_secs(120))
 }
 
 #[test]

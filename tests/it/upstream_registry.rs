@@ -27,34 +27,42 @@ fn in_sample(module: &str) -> bool {
     h % 40 == 0 || module == "zlib"
 }
 
+/// The snapshot's files whose path (`bazel_registry.json`, `modules/...`) `wanted` accepts:
+/// URL path -> bytes.
+fn snapshot_files(wanted: impl Fn(&str) -> bool) -> BTreeMap<String, Vec<u8>> {
+    let file = std::fs::File::open(snapshot()).expect("the shared BCR snapshot");
+    let decoder = zstd::stream::read::Decoder::new(file).expect("zstd");
+    let mut archive = tar::Archive::new(decoder);
+    let mut out = BTreeMap::new();
+    for entry in archive.entries().expect("tar entries") {
+        let mut entry = entry.expect("tar entry");
+        if !entry.header().entry_type().is_file() {
+            continue;
+        }
+        let path = entry.path().expect("path").to_string_lossy().into_owned();
+        let Some(rel) = path.strip_prefix("bcr/") else {
+            continue;
+        };
+        if wanted(rel) {
+            let mut bytes = Vec::new();
+            std::io::Read::read_to_end(&mut entry, &mut bytes).expect("read entry");
+            out.insert(format!("/{rel}"), bytes);
+        }
+    }
+    out
+}
+
 /// Every file of the sample modules, and `bazel_registry.json`: URL path -> bytes.
 fn sample() -> &'static BTreeMap<String, Vec<u8>> {
     static SAMPLE: OnceLock<BTreeMap<String, Vec<u8>>> = OnceLock::new();
     SAMPLE.get_or_init(|| {
-        let file = std::fs::File::open(snapshot()).expect("the shared BCR snapshot");
-        let decoder = zstd::stream::read::Decoder::new(file).expect("zstd");
-        let mut archive = tar::Archive::new(decoder);
-        let mut out = BTreeMap::new();
-        for entry in archive.entries().expect("tar entries") {
-            let mut entry = entry.expect("tar entry");
-            if !entry.header().entry_type().is_file() {
-                continue;
-            }
-            let path = entry.path().expect("path").to_string_lossy().into_owned();
-            let Some(rel) = path.strip_prefix("bcr/") else {
-                continue;
-            };
-            let wanted = rel == "bazel_registry.json"
+        let out = snapshot_files(|rel| {
+            rel == "bazel_registry.json"
                 || rel
                     .strip_prefix("modules/")
                     .and_then(|r| r.split('/').next())
-                    .is_some_and(in_sample);
-            if wanted {
-                let mut bytes = Vec::new();
-                std::io::Read::read_to_end(&mut entry, &mut bytes).expect("read entry");
-                out.insert(format!("/{rel}"), bytes);
-            }
-        }
+                    .is_some_and(in_sample)
+        });
         assert!(out.len() > 200, "a sample of real size: {}", out.len());
         out
     })
@@ -568,6 +576,119 @@ async fn retention_keeps_pinned_upstream_files() {
             (200, (*bytes).clone()),
             "{path}: evicted by retention while pinned"
         );
+    }
+    server.stop().await;
+}
+
+/// `registry sync --lockfile` with a real lockfile (ARM-software/kleidiai, 75 registry files,
+/// all identical in the snapshot) whose registry is the snapshot served on loopback: every
+/// file is pinned and matches; a second sync fetches nothing; with the upstream gone, a server
+/// on the same data serves every file with the recorded hash; a tampered hash is reported,
+/// naming the URL, and exits 1; a lockfile that is not one is refused before anything is
+/// fetched, naming the flag and the file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registry_sync_pins_a_lockfiles_files_and_reports_a_tampered_hash() {
+    let lockfiles = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data/lockfiles");
+    let real = std::fs::read_to_string(lockfiles.join("ARM-software_kleidiai.MODULE.bazel.lock"))
+        .expect("the shared lockfile");
+    let lock: Value = serde_json::from_str(&real).expect("json");
+    let hashes = lock["registryFileHashes"]
+        .as_object()
+        .expect("hashes")
+        .clone();
+    assert_eq!(hashes.len(), 75);
+    let bcr = "https://bcr.bazel.build/";
+    let wanted: std::collections::BTreeSet<String> = hashes
+        .keys()
+        .map(|u| u.strip_prefix(bcr).expect("a BCR URL").to_owned())
+        .collect();
+    let files = snapshot_files(|rel| wanted.contains(rel));
+    assert_eq!(
+        files.len(),
+        75,
+        "every file the lockfile names is in the snapshot"
+    );
+    let mut upstream = Upstream::start_with_files(files.clone()).await;
+    let base = format!("{}/", upstream.origin());
+    // The lockfile as Bazel writes it when that registry is its --registry.
+    let ours = real.replace(bcr, &base);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let lockfile = dir.path().join("MODULE.bazel.lock");
+    std::fs::write(&lockfile, &ours).expect("write lockfile");
+    let registry = example_registry();
+    let sync = move |lockfile: PathBuf| {
+        let mut cmd = crate::support::spawned::bin();
+        cmd.args(["registry", "sync", "--lockfile"])
+            .arg(&lockfile)
+            .arg("--registry")
+            .arg(&registry)
+            .arg("--data")
+            .arg(&data)
+            .args(["--upstream", &base]);
+        crate::support::spawned::output_within(&mut cmd, Duration::from_secs(120))
+    };
+    let run = |lockfile: PathBuf| {
+        let sync = sync.clone();
+        async move {
+            tokio::task::spawn_blocking(move || sync(lockfile))
+                .await
+                .expect("join")
+        }
+    };
+
+    let (code, out, err) = run(lockfile.clone()).await;
+    assert_eq!(code, 0, "stdout:\n{out}\nstderr:\n{err}");
+    assert!(
+        out.contains("75 registry files from 1 lockfile(s): 75 pinned now, 0 already pinned"),
+        "{out}"
+    );
+    assert_eq!(upstream.total_requests(), 75, "one request per file");
+    let (code, out, err) = run(lockfile.clone()).await;
+    assert_eq!(code, 0, "stdout:\n{out}\nstderr:\n{err}");
+    assert!(out.contains("0 pinned now, 75 already pinned"), "{out}");
+    assert_eq!(upstream.total_requests(), 75, "a second sync asks nothing");
+
+    // Tampered: one hash changed. Reported with its URL, exit 1.
+    let (url, hash) = hashes.iter().nth(10).expect("an entry");
+    let hash = hash.as_str().expect("hex");
+    let forged = format!(
+        "{}{}",
+        &hash[..63],
+        if hash.ends_with('0') { '1' } else { '0' }
+    );
+    let tampered = dir.path().join("tampered.lock");
+    std::fs::write(&tampered, ours.replacen(hash, &forged, 1)).expect("write");
+    let (code, out, err) = run(tampered).await;
+    assert_eq!(code, 1, "stdout:\n{out}\nstderr:\n{err}");
+    let url = url.replace(bcr, &format!("{}/", upstream.origin()));
+    assert!(
+        out.lines()
+            .any(|l| l.contains(&url) && l.contains("hash mismatch") && l.contains(&forged)),
+        "{out}"
+    );
+    assert!(out.contains("1 problem(s)"), "{out}");
+
+    // Not a lockfile: refused before anything is fetched, naming flag and file.
+    let broken = dir.path().join("broken.lock");
+    std::fs::write(&broken, "{\"registryFileHashes\": {\"x\": \"abc\"}}").expect("write");
+    let before = upstream.total_requests();
+    let (code, _, err) = run(broken.clone()).await;
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("--lockfile") && err.contains("broken.lock"),
+        "{err}"
+    );
+    assert_eq!(upstream.total_requests(), before);
+
+    // The upstream gone: a server on the same data serves every file with its recorded hash.
+    upstream.stop().await;
+    let server = server(&dir.path().join("data"), &upstream, &[]).await;
+    for (url, hash) in &hashes {
+        let path = &url[bcr.len() - 1..];
+        let (status, body) = server.get_bytes(path).await;
+        assert_eq!(status, 200, "{path}: {}", String::from_utf8_lossy(&body));
+        assert_eq!(sha256_hex(&body), hash.as_str().expect("hex"), "{path}");
     }
     server.stop().await;
 }

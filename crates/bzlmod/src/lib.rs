@@ -1,8 +1,9 @@
 //! Bzlmod registry formats, shared by the server, the CLI and `fuzz/`: module names
 //! ([`name`]), Bazel versions ([`version`]), integrity values and digests ([`integrity`]),
 //! registry request paths ([`path`]), `MODULE.bazel` ([`module_file`]), the registry's JSON
-//! files ([`registry_json`]), the files of a registry entry ([`entry`]), the publish request
-//! ([`publish_request`]) and `registry check` over a tree ([`check`]).
+//! files ([`registry_json`]), the files of a registry entry ([`entry`]), the registry file
+//! hashes of `MODULE.bazel.lock` ([`lockfile`]), the publish request ([`publish_request`])
+//! and `registry check` over a tree ([`check`]).
 //!
 //! Pure code: no async runtime, HTTP, object store or git, and no threads or I/O of its own.
 //! Errors carry typed fields; the server maps them to its own errors and statuses.
@@ -10,6 +11,7 @@
 pub mod check;
 pub mod entry;
 pub mod integrity;
+pub mod lockfile;
 pub mod module_file;
 pub mod name;
 pub mod path;

@@ -13,7 +13,7 @@ use crate::registry::service::RegistryFile;
 use crate::upstream::UpstreamError;
 
 impl Upstreams {
-    fn pinned(&self, rel: &str, only: Option<usize>) -> Option<(usize, String, String)> {
+    pub(super) fn pinned(&self, rel: &str, only: Option<usize>) -> Option<(usize, String, String)> {
         let state = self.state();
         self.asked(only).find_map(|(i, b)| {
             let url = format!("{b}{rel}");

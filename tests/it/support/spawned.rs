@@ -231,3 +231,34 @@ pub(crate) fn log_tail(path: &std::path::Path) -> String {
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(40)..].join("\n")
 }
+
+/// Runs `cmd` to its end, within `limit` (killed and a panic past it): exit code, stdout,
+/// stderr. Output goes through files, so a chatty command cannot block on a full pipe.
+pub(crate) fn output_within(cmd: &mut Command, limit: Duration) -> (i32, String, String) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = dir.path().join("stdout");
+    let err = dir.path().join("stderr");
+    let mut child = cmd
+        .stdin(std::process::Stdio::null())
+        .stdout(std::fs::File::create(&out).expect("stdout file"))
+        .stderr(std::fs::File::create(&err).expect("stderr file"))
+        .spawn()
+        .expect("spawn");
+    let deadline = Instant::now() + limit;
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("try_wait") {
+            break s;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{cmd:?} did not finish within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    (
+        status.code().unwrap_or(-1),
+        std::fs::read_to_string(out).unwrap_or_default(),
+        std::fs::read_to_string(err).unwrap_or_default(),
+    )
+}

@@ -334,6 +334,133 @@ fn one_hit_per_archive() -> BTreeMap<String, u32> {
         .collect()
 }
 
+/// The transparent door with real Bazel: a WORKSPACE fetches real BCR registry files
+/// (`http_file` with the upstream registry's own URLs and their sha256) through the
+/// downloader config the server generates for its upstream registry. Bazel verifies the
+/// bytes; the upstream is asked once per file; with the upstream down and Bazel's caches gone
+/// the pins still build; a module the internal registry holds is a 404 through that door, so
+/// Bazel's fetch of it fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bazel_fetches_upstream_registry_files_through_the_transparent_door() {
+    let Some(bin) = bazel_or_skip() else { return };
+    let wanted = [
+        "modules/zlib/1.3.1/MODULE.bazel",
+        "modules/zlib/1.3.1/source.json",
+    ];
+    let mut files = crate::support::fixtures::bcr_snapshot_files(|rel| wanted.contains(&rel));
+    assert_eq!(files.len(), 2, "{:?}", files.keys());
+    files.insert(
+        "/modules/hello_lib/metadata.json".to_owned(),
+        br#"{"versions": ["9.9.9"]}"#.to_vec(),
+    );
+    let mut upstream = Upstream::start_with_files(files.clone()).await;
+    let data = tempfile::tempdir().expect("tempdir");
+    let registry = example_registry();
+    let base = format!("{}/", upstream.origin());
+    let server = TestServer::start_exact(
+        &[
+            ("registry", path_str(&registry)),
+            ("data", path_str(data.path())),
+            ("upstream", &base),
+        ],
+        None,
+        &[],
+    )
+    .await;
+    let http_file = |name: &str, path: &str, sha256: &str| {
+        format!(
+            "http_file(\n    name = \"{name}\",\n    urls = [\"{base}{path}\"],\n    \
+             sha256 = \"{sha256}\",\n    downloaded_file_path = \"f\",\n)\n"
+        )
+    };
+    let mut workspace =
+        String::from("load(\"@bazel_tools//tools/build_defs/repo:http.bzl\", \"http_file\")\n");
+    workspace += &http_file(
+        "zlib_module",
+        wanted[0],
+        &sha256_hex(&files[&format!("/{}", wanted[0])]),
+    );
+    workspace += &http_file(
+        "zlib_source",
+        wanted[1],
+        &sha256_hex(&files[&format!("/{}", wanted[1])]),
+    );
+    workspace += &http_file(
+        "owned",
+        "modules/hello_lib/metadata.json",
+        &sha256_hex(&files["/modules/hello_lib/metadata.json"]),
+    );
+    let genrule = |name: &str, srcs: &str| {
+        format!(
+            "genrule(\n    name = \"{name}\",\n    srcs = [{srcs}],\n    outs = [\"{name}.txt\"],\n    \
+             cmd = \"cat $(SRCS) > $@\",\n)\n"
+        )
+    };
+    let bazel = Bazel::with_workspace(
+        bin,
+        &[
+            ("WORKSPACE", workspace),
+            (
+                "BUILD",
+                genrule("combined", "\"@zlib_module//file\", \"@zlib_source//file\""),
+            ),
+            ("owned/BUILD", genrule("owned", "\"@owned//file\"")),
+        ],
+    );
+    let cfg = downloader_config(&server).await;
+    assert!(
+        cfg.contains(&format!(
+            "rewrite ({}/.*)",
+            upstream.host().replace('.', "\\.")
+        )),
+        "{cfg}"
+    );
+    let flag = bazel.write_downloader_config(&cfg);
+    let expected: Vec<u8> = [
+        files[&format!("/{}", wanted[0])].clone(),
+        files[&format!("/{}", wanted[1])].clone(),
+    ]
+    .concat();
+    let output = || std::fs::read(bazel.ws().join("bazel-bin/combined.txt")).expect("output");
+
+    bazel
+        .build(&[&flag])
+        .assert_ok("build through the transparent door");
+    assert!(output() == expected, "the upstream's bytes");
+    let hits = upstream.hits_by_path();
+    for path in wanted {
+        assert_eq!(hits.get(&format!("/{path}")), Some(&1), "{hits:?}");
+    }
+
+    upstream.stop().await;
+    bazel.forget_downloads();
+    bazel
+        .build(&[&flag])
+        .assert_ok("build with the upstream down");
+    assert!(output() == expected, "the pinned bytes");
+
+    // Ownership: hello_lib is ours, so through the upstream's URL it does not exist.
+    upstream.restart().await;
+    let owned = bazel.run(&[
+        "build",
+        "--color=no",
+        "--curses=no",
+        "--spawn_strategy=local",
+        &flag,
+        "//owned:all",
+    ]);
+    assert!(
+        !owned.success(),
+        "an owned module's file was fetched through the door"
+    );
+    assert!(owned.log.contains("404"), "{}", owned.tail());
+    assert_eq!(upstream.gets("/modules/hello_lib/metadata.json"), 0);
+
+    drop(bazel);
+    server.stop().await;
+    upstream.stop().await;
+}
+
 /// Writes `policy/policy.toml` allowing the upstream; returns the policy folder.
 fn write_policy(dir: &Path, upstream: &Upstream) -> PathBuf {
     let policy = dir.join("policy");
@@ -390,6 +517,22 @@ impl Bazel {
             template.replace("@UPSTREAM@", upstream),
         )
         .expect("write WORKSPACE");
+        std::fs::create_dir_all(dir.path().join("logs")).expect("mkdir logs");
+        Self {
+            bin,
+            dir,
+            runs: AtomicU32::new(0),
+        }
+    }
+
+    /// A workspace of the given files (path in the workspace, contents), not the fixture.
+    fn with_workspace(bin: PathBuf, files: &[(&str, String)]) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        for (path, text) in files {
+            let path = dir.path().join("ws").join(path);
+            std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+            std::fs::write(&path, text).expect("write workspace file");
+        }
         std::fs::create_dir_all(dir.path().join("logs")).expect("mkdir logs");
         Self {
             bin,

@@ -10,14 +10,11 @@ use std::time::Duration;
 use gf_registry::registry::RegistryPath;
 use serde_json::Value;
 
-use crate::support::fixtures::{example_registry, path_str, sha256_hex};
+use crate::support::fixtures::{
+    bcr_snapshot_files as snapshot_files, example_registry, path_str, sha256_hex,
+};
 use crate::support::server::TestServer;
 use crate::support::upstream::{Answer, Upstream};
-
-/// The shared BCR snapshot, beside the checkout (`../shared/data`).
-fn snapshot() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data/bcr-51181a8.tar.zst")
-}
 
 /// Whether a module is in the sample: about one in forty, chosen by a stable hash of its name.
 fn in_sample(module: &str) -> bool {
@@ -25,31 +22,6 @@ fn in_sample(module: &str) -> bool {
         (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
     });
     h % 40 == 0 || module == "zlib"
-}
-
-/// The snapshot's files whose path (`bazel_registry.json`, `modules/...`) `wanted` accepts:
-/// URL path -> bytes.
-fn snapshot_files(wanted: impl Fn(&str) -> bool) -> BTreeMap<String, Vec<u8>> {
-    let file = std::fs::File::open(snapshot()).expect("the shared BCR snapshot");
-    let decoder = zstd::stream::read::Decoder::new(file).expect("zstd");
-    let mut archive = tar::Archive::new(decoder);
-    let mut out = BTreeMap::new();
-    for entry in archive.entries().expect("tar entries") {
-        let mut entry = entry.expect("tar entry");
-        if !entry.header().entry_type().is_file() {
-            continue;
-        }
-        let path = entry.path().expect("path").to_string_lossy().into_owned();
-        let Some(rel) = path.strip_prefix("bcr/") else {
-            continue;
-        };
-        if wanted(rel) {
-            let mut bytes = Vec::new();
-            std::io::Read::read_to_end(&mut entry, &mut bytes).expect("read entry");
-            out.insert(format!("/{rel}"), bytes);
-        }
-    }
-    out
 }
 
 /// Every file of the sample modules, and `bazel_registry.json`: URL path -> bytes.

@@ -145,7 +145,7 @@ impl App {
                 mirror.refuse_ingest(Some(reason));
             }
         }
-        let metrics = Metrics::new(registry.clone(), mirror.clone());
+        let metrics = Metrics::new(registry.clone(), mirror.clone(), upstreams.clone());
         Ok(Self {
             config,
             registry,

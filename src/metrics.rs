@@ -11,7 +11,7 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 
 use crate::mirror::Mirror;
-use crate::registry::Registry;
+use crate::registry::{Registry, UpstreamStatus, Upstreams};
 
 /// Labels of a served request.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -59,9 +59,10 @@ fn latency_histogram() -> Histogram {
 }
 
 impl Metrics {
-    /// Registers every metric; `registry` feeds the cache figures at scrape time.
+    /// Registers every metric; `registry`, `mirror` and `upstreams` feed their figures at
+    /// scrape time.
     #[must_use]
-    pub fn new(registry: Arc<Registry>, mirror: Mirror) -> Self {
+    pub fn new(registry: Arc<Registry>, mirror: Mirror, upstreams: Option<Arc<Upstreams>>) -> Self {
         let mut reg = prometheus_client::registry::Registry::with_prefix("gf_registry");
         let requests = Family::<RequestLabels, Counter>::default();
         let latency: HistogramFamily = Family::new_with_constructor(latency_histogram);
@@ -77,6 +78,9 @@ impl Metrics {
         );
         reg.register_collector(Box::new(CacheCollector(registry)));
         reg.register_collector(Box::new(MirrorCollector(mirror)));
+        if let Some(upstreams) = upstreams {
+            reg.register_collector(Box::new(UpstreamCollector(upstreams)));
+        }
         Self {
             registry: reg,
             requests,
@@ -232,6 +236,84 @@ impl Collector for MirrorCollector {
         ];
         for (name, help, value) in counters {
             encode_counter(&mut encoder, name, help, value, None)?;
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct UpstreamLabels {
+    /// The upstream registry's base URL: operator configuration, so the series are bounded.
+    upstream: String,
+}
+
+#[derive(Debug)]
+struct UpstreamCollector(Arc<Upstreams>);
+
+/// A metric's name, help and how to read it off an upstream's status.
+type Figure<T> = (&'static str, &'static str, fn(&UpstreamStatus) -> T);
+
+impl Collector for UpstreamCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
+        let statuses = self.0.status();
+        let counters: [Figure<u64>; 4] = [
+            (
+                "upstream_registry_hits",
+                "Registry requests answered from a pin or a fresh metadata.json, by upstream",
+                |s| s.hits,
+            ),
+            (
+                "upstream_registry_misses",
+                "Registry requests that asked the upstream, by upstream",
+                |s| s.misses,
+            ),
+            (
+                "upstream_registry_errors",
+                "Upstream registry failures (timeouts, refused, 5xx), by upstream",
+                |s| s.errors,
+            ),
+            (
+                "upstream_registry_drift_events",
+                "Pinned upstream files whose upstream bytes changed, by upstream",
+                |s| s.drift_count,
+            ),
+        ];
+        for (name, help, value) in counters {
+            let mut family = encoder.encode_descriptor(
+                name,
+                help,
+                None,
+                ConstCounter::new(0u64).metric_type(),
+            )?;
+            for s in &statuses {
+                let labels = UpstreamLabels {
+                    upstream: s.url.clone(),
+                };
+                ConstCounter::new(value(s)).encode(family.encode_family(&labels)?)?;
+            }
+        }
+        let gauges: [Figure<usize>; 2] = [
+            (
+                "upstream_registry_files_pinned",
+                "Immutable upstream registry files pinned, by upstream",
+                |s| s.files_pinned,
+            ),
+            (
+                "upstream_registry_metadata_files",
+                "Upstream metadata.json files known, by upstream",
+                |s| s.metadata_files,
+            ),
+        ];
+        for (name, help, value) in gauges {
+            let mut family =
+                encoder.encode_descriptor(name, help, None, ConstGauge::new(0i64).metric_type())?;
+            for s in &statuses {
+                let labels = UpstreamLabels {
+                    upstream: s.url.clone(),
+                };
+                ConstGauge::new(i64::try_from(value(s)).unwrap_or(i64::MAX))
+                    .encode(family.encode_family(&labels)?)?;
+            }
         }
         Ok(())
     }

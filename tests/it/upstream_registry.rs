@@ -158,6 +158,23 @@ async fn sample_served_byte_for_byte_and_internal_names_shadow_upstream_ones() {
     assert_eq!(s["files_pinned"], immutable, "{s}");
     assert_eq!(s["drift_count"], 0, "{s}");
     assert!(s["last_contact"].is_string(), "{s}");
+    // The same figures in /metrics, one series per configured upstream.
+    let (_, metrics) = server.get_bytes("/metrics").await;
+    let metrics = String::from_utf8(metrics).expect("utf-8");
+    let label = format!("{{upstream=\"{}/\"}}", upstream.origin());
+    for (name, value) in [
+        ("files_pinned", s["files_pinned"].as_u64()),
+        ("hits", s["hits"].as_u64()),
+        ("misses", s["misses"].as_u64()),
+        ("errors", s["errors"].as_u64()),
+    ] {
+        let suffix = if name == "files_pinned" { "" } else { "_total" };
+        let line = format!(
+            "gf_registry_upstream_registry_{name}{suffix}{label} {}",
+            value.expect("a number")
+        );
+        assert!(metrics.lines().any(|l| l == line), "{line:?} in:\n{metrics}");
+    }
 
     // Ownership: the internal hello_lib wins, and its name is never asked upstream.
     let internal = std::fs::read(example_registry().join("modules/hello_lib/metadata.json"))

@@ -94,6 +94,23 @@ impl App {
         let upstreams = if config.upstreams.is_empty() {
             None
         } else {
+            let mut clones = Vec::new();
+            for c in &config.upstream_clones {
+                let (path, git_ref) = (c.path.clone(), c.git_ref.clone());
+                let source = crate::tasks::spawn_blocking(move || {
+                    RegistrySource::open(&path, git_ref.as_deref())
+                })
+                .await?
+                .map_err(|e| {
+                    anyhow::anyhow!(
+                        "registry.upstreams: the clone of {} at {}: {e}",
+                        c.url,
+                        c.path.display()
+                    )
+                })?;
+                tracing::info!(upstream = %c.url, clone = %source.describe(), "upstream read from a local clone");
+                clones.push((c.url.clone(), source));
+            }
             Some(Arc::new(
                 Upstreams::load(
                     UpstreamSettings {
@@ -101,6 +118,7 @@ impl App {
                         ttl: config.upstream_ttl,
                         negative_ttl: config.upstream_negative_ttl,
                         modules: config.upstream_modules.clone(),
+                        clones,
                     },
                     storage.clone(),
                     Arc::new(upstream.clone()),

@@ -227,6 +227,9 @@ pub struct Config {
     pub cache_ttl: Duration,
     /// Upstream registries read through, in order (`registry.upstreams`).
     pub upstreams: Vec<Url>,
+    /// Upstreams read from a local clone of their tree (`clone` and `ref` in a
+    /// `[[registry.upstreams]]` table), each naming its upstream by URL.
+    pub upstream_clones: Vec<UpstreamClone>,
     /// How long an upstream `metadata.json` stays fresh.
     pub upstream_ttl: Duration,
     /// How long an upstream's 404 is believed.
@@ -263,7 +266,7 @@ impl Config {
     pub fn resolve(inputs: &Inputs) -> Result<Self, ConfigError> {
         // Unknown GF_REGISTRY_* variables are warned about, not refused: Kubernetes injects
         // GF_REGISTRY_PORT, GF_REGISTRY_SERVICE_HOST, ... for a Service named gf-registry.
-        let warnings: Vec<String> = inputs
+        let mut warnings: Vec<String> = inputs
             .env
             .keys()
             .filter(|var| {
@@ -284,9 +287,9 @@ impl Config {
             .config_file
             .clone()
             .or_else(|| env.get(CONFIG_ENV).map(PathBuf::from));
-        let (file, auth_table) = match &config_file {
+        let (file, auth_table, clones) = match &config_file {
             Some(p) => read_file(p)?,
-            None => (BTreeMap::new(), None),
+            None => (BTreeMap::new(), None, Vec::new()),
         };
         let auth = match &auth_table {
             Some(t) => {
@@ -387,7 +390,22 @@ impl Config {
             .unwrap_or_else(|| {
                 std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
             });
-        let upstreams = r.parse(Id::UPSTREAMS, url_list)?.unwrap_or_default();
+        let upstreams: Vec<Url> = r.parse(Id::UPSTREAMS, url_list)?.unwrap_or_default();
+        let mut upstream_clones = Vec::new();
+        for clone in clones {
+            // The upstream list may come from a variable or a flag instead of the file: a
+            // clone applies to the upstream of its URL, if configured.
+            if upstreams.iter().any(|u| same_base(u, &clone.url)) {
+                upstream_clones.push(clone);
+            } else {
+                warnings.push(format!(
+                    "registry.upstreams: the clone {} names {}, which is not a configured \
+                     upstream; it is not used",
+                    clone.path.display(),
+                    clone.url
+                ));
+            }
+        }
         let upstream_registries = match r.parse(Id::UPSTREAM_REGISTRIES, url_list)? {
             // Published bazel_deps resolve where the read-through reads, when it is set.
             Some(_)
@@ -443,6 +461,7 @@ impl Config {
                 secs(Id::UPSTREAM_NEGATIVE_TTL)?.unwrap_or(60),
             ),
             upstreams,
+            upstream_clones,
             upstream_modules: r
                 .parse(Id::UPSTREAM_MODULES, crate::registry::ModuleFilter::parse)?
                 .unwrap_or_default(),
@@ -560,8 +579,30 @@ impl Resolver<'_> {
     }
 }
 
-/// The settings of a config file (`section.key -> value text`) and its `[auth]` table.
-type FileSettings = (BTreeMap<&'static str, String>, Option<toml::Value>);
+/// The settings of a config file (`section.key -> value text`), its `[auth]` table and the
+/// local clones of `[[registry.upstreams]]`.
+type FileSettings = (
+    BTreeMap<&'static str, String>,
+    Option<toml::Value>,
+    Vec<UpstreamClone>,
+);
+
+/// An upstream registry read from a local clone of its tree (a directory, or a git repository
+/// at `git_ref`), keeping its URL as its identity (lockfile keys, pins, the transparent door).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamClone {
+    /// The upstream's public URL.
+    pub url: Url,
+    /// The clone: a directory or a git repository.
+    pub path: PathBuf,
+    /// For a git clone: the ref to read (default: its current branch).
+    pub git_ref: Option<String>,
+}
+
+/// Whether two upstream URLs name one registry (a trailing `/` aside).
+fn same_base(a: &Url, b: &Url) -> bool {
+    a.as_str().trim_end_matches('/') == b.as_str().trim_end_matches('/')
+}
 
 /// Reads the TOML file into `section.key -> value text`, refusing unknown keys; the `[auth]`
 /// table (tokens) is returned whole.
@@ -576,6 +617,7 @@ fn read_file(path: &Path) -> Result<FileSettings, ConfigError> {
         .map_err(|e: toml::de::Error| err(e.to_string().trim().to_owned()))?;
     let mut out = BTreeMap::new();
     let mut auth = None;
+    let mut clones = Vec::new();
     for (section, body) in &table {
         if section == "auth" {
             auth = Some(body.clone());
@@ -600,7 +642,8 @@ fn read_file(path: &Path) -> Result<FileSettings, ConfigError> {
                 toml::Value::Array(items)
                     if full == "registry.upstreams" && items.iter().all(toml::Value::is_table) =>
                 {
-                    upstream_tables(items).map_err(|m| err(format!("`{full}`: {m}")))?
+                    upstream_tables(items, &mut clones)
+                        .map_err(|m| err(format!("`{full}`: {m}")))?
                 }
                 toml::Value::Array(items) if items.iter().all(toml::Value::is_str) => items
                     .iter()
@@ -617,28 +660,61 @@ fn read_file(path: &Path) -> Result<FileSettings, ConfigError> {
             out.insert(setting.key, text);
         }
     }
-    Ok((out, auth))
+    Ok((out, auth, clones))
 }
 
-/// The URLs of `[[registry.upstreams]]` tables, comma-joined.
-fn upstream_tables(items: &[toml::Value]) -> Result<String, String> {
+/// The URLs of `[[registry.upstreams]]` tables, comma-joined; their `clone` and `ref` go to
+/// `clones`.
+fn upstream_tables(
+    items: &[toml::Value],
+    clones: &mut Vec<UpstreamClone>,
+) -> Result<String, String> {
     let mut urls = Vec::new();
-    for item in items {
+    for (n, item) in items.iter().enumerate() {
         let Some(table) = item.as_table() else {
             return Err("each entry must be a table with a `url`".to_owned());
         };
         for key in table.keys() {
-            if key != "url" {
+            if !matches!(key.as_str(), "url" | "clone" | "ref") {
                 return Err(format!(
-                    "unknown key `{key}` (only `url` is supported; `clone` and `ref` are not yet)"
+                    "entry {}: unknown key `{key}` (an upstream has `url`, and optionally \
+                     `clone` and `ref`)",
+                    n + 1
                 ));
             }
         }
-        match table.get("url").and_then(toml::Value::as_str) {
-            Some(u) if !u.contains(',') => urls.push(u.to_owned()),
+        let text = |key: &str| match table.get(key) {
+            None => Ok(None),
+            Some(toml::Value::String(s)) => Ok(Some(s.clone())),
+            Some(other) => Err(format!(
+                "entry {}: `{key}` must be a string, not {}",
+                n + 1,
+                other.type_str()
+            )),
+        };
+        let url = match text("url")? {
+            Some(u) if !u.contains(',') => u,
             Some(u) => return Err(format!("`{u}` must not contain a comma")),
-            None => return Err("each entry needs `url = \"https://...\"`".to_owned()),
+            None => return Err(format!("entry {}: needs `url = \"https://...\"`", n + 1)),
+        };
+        match (text("clone")?, text("ref")?) {
+            (Some(path), git_ref) => {
+                let parsed = Url::parse(&url).map_err(|e| format!("`{url}`: {e}"))?;
+                clones.push(UpstreamClone {
+                    url: parsed,
+                    path: PathBuf::from(path),
+                    git_ref,
+                });
+            }
+            (None, Some(_)) => {
+                return Err(format!(
+                    "entry {}: `ref` needs `clone` (the git clone it names a ref of)",
+                    n + 1
+                ));
+            }
+            (None, None) => {}
         }
+        urls.push(url);
     }
     Ok(urls.join(","))
 }
@@ -810,11 +886,26 @@ mod tests {
         assert_eq!(c.upstreams.len(), 2);
         std::fs::write(
             &file,
-            "[[registry.upstreams]]\nurl = \"https://a.example/\"\nclone = \"/srv/bcr\"\n",
+            "[[registry.upstreams]]\nurl = \"https://a.example/\"\nclone = \"/srv/bcr\"\nref = \"main\"\n",
         )
         .unwrap();
-        let e = Config::resolve(&i).unwrap_err().to_string();
-        assert!(e.contains("clone"), "{e}");
+        let c = Config::resolve(&i).unwrap();
+        assert_eq!(c.upstream_clones.len(), 1);
+        assert_eq!(c.upstream_clones[0].path, PathBuf::from("/srv/bcr"));
+        assert_eq!(c.upstream_clones[0].git_ref.as_deref(), Some("main"));
+        for (bad, says) in [
+            ("ref = \"main\"\n", "`ref` needs `clone`"),
+            ("clone = 1\n", "`clone` must be a string"),
+            ("mirror = \"x\"\n", "unknown key `mirror`"),
+        ] {
+            std::fs::write(
+                &file,
+                format!("[[registry.upstreams]]\nurl = \"https://a.example/\"\n{bad}"),
+            )
+            .unwrap();
+            let e = Config::resolve(&i).unwrap_err().to_string();
+            assert!(e.contains(says) && e.contains("registry.upstreams"), "{e}");
+        }
         let c = Config::resolve(&inputs(
             &[],
             &[("GF_REGISTRY_UPSTREAM_MODULES", "rules_*,!rules_evil")],

@@ -14,6 +14,7 @@
 //!
 //! No HTTP types here: upstream traffic goes through [`crate::upstream::Fetch`].
 
+mod clone;
 mod pinning;
 mod pins;
 mod read;
@@ -30,6 +31,7 @@ use url::Url;
 
 use super::path::RegistryPath;
 use super::service::RegistryFile;
+use crate::source::RegistrySource;
 use crate::storage::Storage;
 use crate::upstream::Fetch;
 use pins::PinLog;
@@ -55,6 +57,8 @@ pub struct UpstreamSettings {
     pub negative_ttl: Duration,
     /// Which upstream modules are served.
     pub modules: ModuleFilter,
+    /// Upstreams read from a local clone of their tree instead of over HTTP, by URL.
+    pub clones: Vec<(Url, RegistrySource)>,
 }
 
 /// Which upstream modules are served at all (`registry.upstream_modules`): a module matching a
@@ -114,6 +118,8 @@ pub enum UpstreamReadError {
 #[derive(Debug)]
 pub struct Upstreams {
     bases: Vec<String>,
+    /// Per base: the local clone it is read from, if any.
+    clones: Vec<Option<RegistrySource>>,
     settings: UpstreamSettings,
     fetch: Arc<dyn Fetch>,
     stash: Arc<dyn BlobStash>,
@@ -155,6 +161,16 @@ impl Upstreams {
                 if s.ends_with('/') { s } else { format!("{s}/") }
             })
             .collect();
+        let clones = bases
+            .iter()
+            .map(|b| {
+                settings
+                    .clones
+                    .iter()
+                    .find(|(u, _)| u.as_str().trim_end_matches('/') == b.trim_end_matches('/'))
+                    .map(|(_, source)| source.clone())
+            })
+            .collect();
         let log = PinLog::new(storage);
         let mut state = State::default();
         for b in &bases {
@@ -173,6 +189,7 @@ impl Upstreams {
         );
         Ok(Self {
             bases,
+            clones,
             settings,
             fetch,
             stash,

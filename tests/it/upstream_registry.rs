@@ -173,7 +173,10 @@ async fn sample_served_byte_for_byte_and_internal_names_shadow_upstream_ones() {
             "gf_registry_upstream_registry_{name}{suffix}{label} {}",
             value.expect("a number")
         );
-        assert!(metrics.lines().any(|l| l == line), "{line:?} in:\n{metrics}");
+        assert!(
+            metrics.lines().any(|l| l == line),
+            "{line:?} in:\n{metrics}"
+        );
     }
 
     // Ownership: the internal hello_lib wins, and its name is never asked upstream.
@@ -680,4 +683,134 @@ async fn registry_sync_pins_a_lockfiles_files_and_reports_a_tampered_hash() {
         assert_eq!(sha256_hex(&body), hash.as_str().expect("hex"), "{path}");
     }
     server.stop().await;
+}
+
+/// Runs `git args...` in `dir`, bounded; panics with its output on failure.
+fn git_in(dir: &Path, args: &[&str]) {
+    let mut cmd = std::process::Command::new("git");
+    cmd.current_dir(dir)
+        .args(["-c", "user.name=test", "-c", "user.email=test@example.com"])
+        .args(args);
+    let (code, out, err) =
+        crate::support::spawned::output_within(&mut cmd, Duration::from_secs(60));
+    assert_eq!(code, 0, "git {args:?}: {out}{err}");
+}
+
+/// `clone =`: the BCR read from a local clone of its tree (a directory, then a git repository
+/// at a ref), with no network, its URL still its identity: both doors serve the clone's bytes
+/// under `https://bcr.bazel.build/`, the downloader config rewrites that host, the status
+/// names that URL. The operator refreshes the clone: a new `metadata.json` is served after the
+/// TTL, a changed pinned file keeps its pin; with the clone gone the pins are still served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstreams_read_from_a_local_clone_keep_their_url() {
+    let zlib = one_module("zlib");
+    assert!(zlib.len() > 5, "{}", zlib.len());
+    let meta_path = "/modules/zlib/metadata.json";
+    let (module_path, module_bytes) = zlib
+        .iter()
+        .find(|(p, _)| p.ends_with("/MODULE.bazel"))
+        .expect("a MODULE.bazel");
+    for kind in ["directory", "git"] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let tree = dir.path().join("bcr");
+        let put = |rel: &str, bytes: &[u8]| {
+            let p = tree.join(rel.trim_start_matches('/'));
+            std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
+            std::fs::write(p, bytes).expect("write");
+        };
+        for (p, b) in &zlib {
+            put(p, b);
+        }
+        put("/bazel_registry.json", &sample()["/bazel_registry.json"]);
+        let git_ref = if kind == "git" {
+            git_in(&tree, &["init", "-q", "-b", "main"]);
+            git_in(&tree, &["add", "-A"]);
+            git_in(&tree, &["commit", "-q", "-m", "the BCR, cloned"]);
+            "ref = \"main\"\n"
+        } else {
+            ""
+        };
+        let cfg = dir.path().join("gf.toml");
+        std::fs::write(
+            &cfg,
+            format!(
+                "[[registry.upstreams]]\nurl = \"https://bcr.bazel.build/\"\nclone = \"{}\"\n{git_ref}",
+                tree.display()
+            ),
+        )
+        .expect("write config");
+        let registry = example_registry();
+        let data = dir.path().join("data");
+        let server = TestServer::start_exact(
+            &[("registry", path_str(&registry)), ("data", path_str(&data))],
+            Some(&cfg),
+            &[("GF_REGISTRY_UPSTREAM_TTL_SECONDS", "1")],
+        )
+        .await;
+        for (path, bytes) in &zlib {
+            assert_eq!(
+                server.get_bytes(path).await,
+                (200, (*bytes).clone()),
+                "{kind} {path}"
+            );
+            let through = format!("/mirror/bcr.bazel.build{path}");
+            assert_eq!(
+                server.get_bytes(&through).await,
+                (200, (*bytes).clone()),
+                "{kind} {through}"
+            );
+        }
+        let cfg_text =
+            String::from_utf8(server.get_bytes("/bazel/downloader.cfg").await.1).expect("utf-8");
+        assert!(
+            cfg_text.contains("rewrite (bcr\\.bazel\\.build/.*) "),
+            "{cfg_text}"
+        );
+        let s = status_of(&server).await;
+        assert_eq!(s["url"], "https://bcr.bazel.build/", "{s}");
+        assert_eq!(s["errors"], 0, "{s}");
+
+        // The operator refreshes the clone.
+        let new_meta = br#"{"versions": ["1.3.1", "9.9.9"], "yanked_versions": {}}"#.to_vec();
+        put(meta_path, &new_meta);
+        put(
+            module_path,
+            b"module(name = \"zlib\", version = \"tampered\")\n",
+        );
+        if kind == "git" {
+            git_in(&tree, &["commit", "-q", "-a", "-m", "refresh"]);
+        }
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let (status, body) = server.get_bytes(meta_path).await;
+            if (status, &body) == (200, &new_meta) {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{kind}: metadata.json did not follow the clone: {status} {}",
+                String::from_utf8_lossy(&body)
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        assert_eq!(
+            server.get_bytes(module_path).await,
+            (200, (*module_bytes).clone()),
+            "{kind}: the pin holds"
+        );
+
+        // The clone gone: the pins are still served.
+        std::fs::remove_dir_all(&tree).expect("remove the clone");
+        for (path, bytes) in &zlib {
+            if path.ends_with("/metadata.json") {
+                continue;
+            }
+            assert_eq!(
+                server.get_bytes(path).await,
+                (200, (*bytes).clone()),
+                "{kind} {path}"
+            );
+        }
+        server.stop().await;
+    }
 }

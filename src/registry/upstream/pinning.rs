@@ -38,7 +38,10 @@ impl Upstreams {
             }
             s.misses += 1;
         }
-        let got = self.fetch_once(base, url).await;
+        let got = match &self.clones[i] {
+            Some(source) => self.read_clone(source, base, url).await,
+            None => self.fetch_once(base, url).await,
+        };
         let mut state = self.state();
         let s = state.status(base);
         match &got {

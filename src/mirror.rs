@@ -135,6 +135,7 @@ impl Mirror {
             upstream,
             clock: clock.clone(),
             stats: stats.clone(),
+            settle: pull::SETTLE_WINDOW,
             background: background.clone(),
         }));
         let serve = Arc::new(Serve::new(

@@ -67,6 +67,10 @@ pub(super) async fn ingest_url(
     fill.finished().await;
     let sha = match fill.outcome() {
         Some(Ok(record)) => record.sha256.clone(),
+        Some(Err(super::pull::FillError::Superseded { .. })) => {
+            // Another replica's pin won, and the fill reloaded it: take the winner's blob.
+            return Box::pin(ingest_url(p, url, expected.as_ref(), requested_by)).await;
+        }
         Some(Err(e)) => return Err(e.into_mirror_error(url)),
         None => {
             return Err(MirrorError::Storage(format!(

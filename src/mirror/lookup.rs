@@ -12,6 +12,7 @@ use url::Url;
 
 use super::error::MirrorError;
 use super::parts::Parts;
+use super::pull::FillError;
 use super::response::{BlobResponse, ByteRange};
 use super::state::MirrorState;
 use crate::registry::Integrity;
@@ -114,12 +115,18 @@ pub(super) async fn get_url(
         // Stored by a fill that ended meanwhile: serve the pinned blob.
         return Box::pin(get_url(p, host_and_path, range, requested_by, fetch)).await;
     };
-    if expected.is_some() {
+    if expected.is_some() || fill.is_settling() {
         // With a known digest, answer 502 rather than stream bytes that will be refused,
-        // when the verdict comes in time.
+        // when the verdict comes in time. A first fill that is settling its pin has all its
+        // bytes: wait for the verdict too rather than stream a transfer it may withdraw.
         let _ = tokio::time::timeout(KNOWN_INTEGRITY_WAIT, fill.finished()).await;
     }
     match fill.wait_for_head().await {
+        Err(FillError::Superseded { .. }) => {
+            // Another replica's pin won, and the fill reloaded it: serve the winner's bytes.
+            // The retry finds that pin, so it never comes back here.
+            Box::pin(get_url(p, host_and_path, range, requested_by, fetch)).await
+        }
         Ok(size) => {
             if let Some(Ok(record)) = fill.outcome() {
                 // Already stored: serve it like a hit (ranges included).

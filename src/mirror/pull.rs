@@ -7,6 +7,7 @@
 
 mod fill;
 mod pipeline;
+mod store;
 mod supplement;
 
 use std::collections::HashMap;
@@ -19,17 +20,21 @@ use url::Url;
 use super::clock::Clock;
 use super::ledger::Ledger;
 use super::policy::Policy;
-use super::record::{BlobRecord, EventKind, EventRecord, PinRecord, Record, UpstreamMeta};
+use super::record::BlobRecord;
 use super::stats::MirrorStats;
-use super::verify::{CHUNK_SIZE, Digests};
 use crate::registry::Integrity;
-use crate::storage::{BlobStore, StorageKey};
+use crate::storage::BlobStore;
 use crate::upstream::{Allowed, Fetch};
 use fill::Progress;
 pub(crate) use fill::{Fill, FillError};
 
 /// Upstream fetches running at once, at most; more answer 503 (which Bazel retries).
 const MAX_CONCURRENT_FILLS: usize = 64;
+
+/// How long a first fill waits, pin written and last byte held back, before it reloads the
+/// pins and releases that byte: another replica that filled the same URL at the same time
+/// (from an upstream that answered it other bytes) has written its pin by then.
+pub(super) const SETTLE_WINDOW: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// The fills in flight, and where they run.
 #[derive(Debug)]
@@ -40,6 +45,8 @@ pub(super) struct Pulls {
     upstream: Arc<dyn Fetch>,
     clock: Arc<dyn Clock>,
     stats: Arc<MirrorStats>,
+    /// See [`SETTLE_WINDOW`].
+    settle: std::time::Duration,
     inflight: Mutex<HashMap<String, Arc<Fill>>>,
     /// The runtime background work runs on (fills, record writes): the one the mirror was
     /// loaded on, which lives as long as the process, not a per-connection worker's.
@@ -55,6 +62,8 @@ pub(super) struct PullParts {
     pub(super) upstream: Arc<dyn Fetch>,
     pub(super) clock: Arc<dyn Clock>,
     pub(super) stats: Arc<MirrorStats>,
+    /// How long a first fill settles (see [`SETTLE_WINDOW`]).
+    pub(super) settle: std::time::Duration,
     pub(super) background: tokio::runtime::Handle,
 }
 
@@ -67,6 +76,7 @@ impl Pulls {
             upstream,
             clock,
             stats,
+            settle,
             background,
         } = parts;
         Self {
@@ -76,6 +86,7 @@ impl Pulls {
             upstream,
             clock,
             stats,
+            settle,
             inflight: Mutex::new(HashMap::new()),
             background,
         }
@@ -212,9 +223,7 @@ impl FillTask {
                     .fills_failed
                     .fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(url = %self.url, error = %e, "pull-through failed; nothing stored");
-                if let FillError::Mismatch { actual, .. } = e {
-                    self.record_drift_if_pinned(actual).await;
-                }
+                self.record_drift(e).await;
             }
         }
         drop(_leave);
@@ -257,112 +266,13 @@ impl FillTask {
                 actual,
             });
         }
-        self.store(&digests, meta).await
-    }
-
-    /// Write, verify, then expose: upload to a temporary key, move to the CAS key, check the
-    /// size the backend reports, then append provenance and the pin.
-    async fn store(&self, d: &Digests, meta: UpstreamMeta) -> Result<BlobRecord, FillError> {
-        let storage = self.pulls.blobs.storage();
-        let st = |e: crate::storage::StorageError| FillError::Storage(e.to_string());
-        let blob_key = StorageKey::blob("sha256", &d.sha256_hex);
-        let available = self
-            .pulls
-            .ledger
-            .read()
-            .blob(&d.sha256_hex)
-            .is_some_and(super::records::BlobState::is_available);
-        let present = available && storage.size(&blob_key).await.map_err(st)? == Some(d.size);
-        let now = self.pulls.clock.now();
-        let record = BlobRecord {
-            sha256: d.sha256_hex.clone(),
-            integrity: d.integrity.iter().map(ToString::to_string).collect(),
-            size: d.size,
-            url: Some(self.url.to_string()),
-            fetched_at: now,
-            upstream: Some(meta),
-            rule: Some(self.allowed.rule.clone()),
-            requested_by: Some(self.requested_by.clone()),
-            chunk_size: CHUNK_SIZE,
-            chunks: d.chunks.clone(),
-            supplement: false,
-        };
-        // Placement and retention's deletes exclude each other: a blob is never deleted
-        // between being placed and its record being written.
-        let _placing = self.pulls.ledger.placement().await;
-        let mut new_records = Vec::new();
-        if !present {
-            let spool = self
-                .fill
-                .spool()
-                .ok_or_else(|| FillError::Other("no spool file".to_owned()))?;
-            self.pulls
-                .blobs
-                .place(spool, &d.sha256_hex, d.size)
-                .await
-                .map_err(|e| {
-                    if e.is_storage() {
-                        FillError::Storage(e.to_string())
-                    } else {
-                        FillError::Other(e.to_string())
-                    }
-                })?;
-            new_records.push(Record::Blob(record.clone()));
+        let stored = self.store(&digests, meta).await?;
+        if self.expected.is_some() {
+            // The expected digest fixes the content: a replica racing this fill stores and
+            // pins the same bytes, so there is nothing to settle.
+            return Ok(stored);
         }
-        let pinned = self
-            .pulls
-            .ledger
-            .read()
-            .pins
-            .contains_key(self.url.as_str());
-        if !pinned {
-            new_records.push(Record::Pin(PinRecord {
-                url: self.url.to_string(),
-                sha256: d.sha256_hex.clone(),
-                at: now,
-            }));
-        }
-        for r in &new_records {
-            self.pulls.ledger.record(r).await.map_err(st)?;
-        }
-        let stored_new_blob = new_records.iter().any(|r| matches!(r, Record::Blob(_)));
-        let result = {
-            let state = self.pulls.ledger.write();
-            state
-                .blob(&d.sha256_hex)
-                .map_or_else(|| record.clone(), super::records::BlobState::record)
-        };
-        if stored_new_blob && record.integrity.len() < 3 {
-            supplement::complete_integrity(
-                self.pulls.ledger.clone(),
-                &self.pulls.background,
-                self.fill.clone(),
-                record,
-            );
-        }
-        Ok(result)
-    }
-
-    async fn record_drift_if_pinned(&self, actual: &str) {
-        let pin = self
-            .pulls
-            .ledger
-            .read()
-            .pins
-            .get(self.url.as_str())
-            .cloned();
-        if let Some(pin) = pin {
-            let event = Record::Event(EventRecord {
-                event: EventKind::Drift,
-                sha256: pin.sha256.to_hex(),
-                url: Some(self.url.to_string()),
-                at: self.pulls.clock.now(),
-                detail: format!("upstream now serves {actual}"),
-            });
-            if let Err(e) = self.pulls.ledger.record(&event).await {
-                tracing::error!(error = %e, "could not record drift");
-            }
-        }
+        self.settle(stored, tx).await
     }
 }
 

@@ -13,6 +13,7 @@ mod cli;
 mod crash;
 mod deploy;
 mod faults;
+mod fill_race;
 mod garage;
 mod git_registry;
 mod hostile;

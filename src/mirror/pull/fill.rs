@@ -34,6 +34,14 @@ pub(crate) enum FillError {
     },
     /// The storage backend failed.
     Storage(String),
+    /// Another replica's pin of the URL (to other bytes) won over this fill's: its clients
+    /// are cut off before the last byte, and the URL serves the winner's bytes.
+    Superseded {
+        /// This fill's hex sha256.
+        ours: String,
+        /// The winning pin's hex sha256.
+        winner: String,
+    },
     /// Anything else (size cap, truncation, spool I/O).
     Other(String),
 }
@@ -44,6 +52,10 @@ impl std::fmt::Display for FillError {
             Self::Upstream(e) => write!(f, "{e}"),
             Self::Mismatch { expected, actual } => write!(f, "expected {expected}, got {actual}"),
             Self::Storage(m) => write!(f, "storage: {m}"),
+            Self::Superseded { ours, winner } => write!(
+                f,
+                "another replica pinned the URL to sha256 {winner} first (this fill got {ours})"
+            ),
             Self::Other(m) => f.write_str(m),
         }
     }
@@ -75,6 +87,10 @@ impl FillError {
                 expected,
                 actual,
             },
+            e @ Self::Superseded { .. } => MirrorError::Upstream {
+                message: format!("{url}: {e}; retry"),
+                timeout: false,
+            },
             Self::Other(m) => MirrorError::Upstream {
                 message: format!("{url}: {m}"),
                 timeout: false,
@@ -96,6 +112,9 @@ pub(super) struct Progress {
     /// The newest batches as they arrived, oldest first: clients that keep up are served from
     /// here, without reading the spool back.
     pub(super) recent: std::collections::VecDeque<Arc<SpoolBatch>>,
+    /// Set once the blob is stored and pinned and the fill waits out the settle window
+    /// (see [`super::SETTLE_WINDOW`]) before it releases the last byte.
+    pub(super) settling: bool,
     /// Set once, at the end.
     pub(super) done: Option<Result<Arc<BlobRecord>, FillError>>,
 }
@@ -172,6 +191,13 @@ impl Fill {
                 "the fill ended without an upstream answer".to_owned(),
             )),
         }
+    }
+
+    /// Whether the fill has all its bytes and is settling its pin: a request that joins now
+    /// waits for the verdict rather than stream a transfer that may be withdrawn.
+    pub(crate) fn is_settling(&self) -> bool {
+        let p = self.rx.borrow();
+        p.settling && p.done.is_none()
     }
 
     /// The result, once over.

@@ -39,6 +39,9 @@ pub(crate) enum Answer {
     Cut { bytes: Bytes, after: usize },
     /// `302 Found` to this URL.
     Redirect(String),
+    /// `200` with `size` bytes that differ for every GET (a mutable upstream): the n-th GET
+    /// gets [`changing_bytes`]`(size, n)`, half of it at once and the rest after `delay`.
+    Changing { size: usize, delay: Duration },
     /// `200` with these bytes and these extra header lines, appended in order (a name may
     /// repeat: each pair is its own line).
     WithHeaders {
@@ -218,7 +221,7 @@ async fn answer(State(shared): State<Arc<Shared>>, method: Method, uri: Uri) -> 
     let key = uri
         .path_and_query()
         .map_or_else(|| uri.path().to_owned(), ToString::to_string);
-    {
+    let nth_get = {
         let mut hits = shared.hits.lock().expect("hits lock");
         let h = hits.entry(key.clone()).or_default();
         if method == Method::HEAD {
@@ -226,7 +229,8 @@ async fn answer(State(shared): State<Arc<Shared>>, method: Method, uri: Uri) -> 
         } else {
             h.get += 1;
         }
-    }
+        h.get
+    };
     let found = shared
         .answers
         .lock()
@@ -257,6 +261,17 @@ async fn answer(State(shared): State<Arc<Shared>>, method: Method, uri: Uri) -> 
             });
             let stream = futures::stream::iter(chunks).then(|f| f);
             full_length(len, Body::from_stream(stream))
+        }
+        Some(Answer::Changing { size, delay }) => {
+            let bytes = Bytes::from(changing_bytes(size, nth_get));
+            let (first, rest) = (bytes.slice(..size / 2), bytes.slice(size / 2..));
+            let stream = futures::stream::iter([Ok::<_, std::io::Error>(first)]).chain(
+                futures::stream::once(async move {
+                    tokio::time::sleep(delay).await;
+                    Ok(rest)
+                }),
+            );
+            full_length(size, Body::from_stream(stream))
         }
         Some(Answer::WithHeaders { bytes, headers }) => {
             let mut r = full_length(bytes.len(), Body::from(bytes));
@@ -298,4 +313,12 @@ fn full_length(len: usize, body: Body) -> Response {
         header::HeaderValue::from_static("application/octet-stream"),
     );
     r
+}
+
+/// What the `n`-th GET of an [`Answer::Changing`] path gets: `size` bytes, other for each `n`.
+pub(crate) fn changing_bytes(size: usize, n: u32) -> Vec<u8> {
+    let n = n.to_le_bytes();
+    (0..size)
+        .map(|i| n[i % 4] ^ u8::try_from(i % 251).expect("under 251"))
+        .collect()
 }

@@ -45,7 +45,7 @@ impl App {
     /// # Errors
     /// When the registry cannot be read or a storage location cannot be opened.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
-        let storage = Storage::open(config.storage.clone())?;
+        let storage = Storage::open_with(config.storage.clone(), config.storage_deadlines)?;
         {
             let storage = storage.clone();
             let removed =

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use url::Url;
 
-use crate::storage::{Location, S3Settings, StorageLayout};
+use crate::storage::{Deadlines, Location, S3Settings, StorageLayout};
 
 /// Where a value came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -123,6 +123,8 @@ settings! {
     S3_ALLOW_HTTP = ("storage.s3_allow_http", "GF_REGISTRY_S3_ALLOW_HTTP", None, None, "allow a plain-http S3 endpoint (else AWS_ALLOW_HTTP)");
     S3_KEY_ID = ("storage.s3_access_key_id", "GF_REGISTRY_S3_ACCESS_KEY_ID", None, None, "S3 access key id (else AWS_ACCESS_KEY_ID)");
     S3_SECRET = ("storage.s3_secret_access_key", "GF_REGISTRY_S3_SECRET_ACCESS_KEY", None, None, "S3 secret key (else AWS_SECRET_ACCESS_KEY); never printed");
+    ANSWER_TIMEOUT = ("storage.answer_timeout_ms", "GF_REGISTRY_STORAGE_ANSWER_TIMEOUT_MS", None, Some("5000"), "how long a storage call waits for the backend to answer (head, put, delete, a read's or listing's first bytes) before it fails with a storage error (503)");
+    STALL_TIMEOUT = ("storage.stall_timeout_ms", "GF_REGISTRY_STORAGE_STALL_TIMEOUT_MS", None, Some("10000"), "longest pause allowed inside a streamed storage read, listing or upload part; object_store's own retries end within 3 of them");
     MIRROR_POLICY = ("mirror.policy", "GF_REGISTRY_MIRROR_POLICY", Some("mirror-policy"), Some("./mirror-policy"), "mirror policy folder");
     RECORDS_REFRESH = ("mirror.records_refresh_seconds", "GF_REGISTRY_RECORDS_REFRESH_SECONDS", None, Some("10"), "how often to read records other replicas wrote (0: only on misses)");
     ALLOW_NO_GO = ("storage.allow_no_go", "GF_REGISTRY_ALLOW_NO_GO", None, Some("false"), "accept pinned ingest on a backend whose start-up probe says no-go (logged on every start)");
@@ -133,6 +135,10 @@ settings! {
 
 /// The most HTTP workers `server.workers` accepts (each is a thread with its own listener).
 pub const MAX_WORKERS: usize = 256;
+
+/// The longest storage deadline accepted (10 minutes): a longer one is a typo, and would
+/// hold requests as long as the hang it is there to cut short.
+pub const MAX_STORAGE_TIMEOUT_MS: u64 = 600_000;
 
 /// The environment variable naming the config file.
 pub const CONFIG_ENV: &str = "GF_REGISTRY_CONFIG";
@@ -238,6 +244,8 @@ pub struct Config {
     pub upstream_modules: crate::registry::ModuleFilter,
     /// Storage roles.
     pub storage: StorageLayout,
+    /// Deadlines on every storage call (`storage.answer_timeout_ms`, `storage.stall_timeout_ms`).
+    pub storage_deadlines: Deadlines,
     /// Mirror policy folder.
     pub mirror_policy: PathBuf,
     /// How often retention runs in the server (zero: never).
@@ -342,6 +350,20 @@ impl Config {
             }
         }
         let storage = StorageLayout { cas, records, s3 };
+        let millis = |id| {
+            r.parse(id, |s| match s.parse::<u64>() {
+                Ok(n) if (1..=MAX_STORAGE_TIMEOUT_MS).contains(&n) => Ok(Duration::from_millis(n)),
+                Ok(_) => Err(format!(
+                    "must be between 1 and {MAX_STORAGE_TIMEOUT_MS} (milliseconds)"
+                )),
+                Err(e) => Err(e.to_string()),
+            })
+        };
+        let defaults = Deadlines::default();
+        let storage_deadlines = Deadlines {
+            answer: millis(Id::ANSWER_TIMEOUT)?.unwrap_or(defaults.answer),
+            stall: millis(Id::STALL_TIMEOUT)?.unwrap_or(defaults.stall),
+        };
         storage
             .validate()
             .map_err(|e| ConfigError::Conflict(e.to_string()))?;
@@ -466,6 +488,7 @@ impl Config {
                 .parse(Id::UPSTREAM_MODULES, crate::registry::ModuleFilter::parse)?
                 .unwrap_or_default(),
             storage,
+            storage_deadlines,
             mirror_policy: r
                 .parse(Id::MIRROR_POLICY, |s| Ok::<_, String>(PathBuf::from(s)))?
                 .ok_or_else(|| missing(Id::MIRROR_POLICY))?,
@@ -745,6 +768,55 @@ mod tests {
             c.show()
                 .contains("server.listen = \"127.0.0.1:8080\"  # default")
         );
+    }
+
+    #[test]
+    fn storage_deadlines_from_file_and_env_and_refused_when_absurd() {
+        let c = Config::resolve(&inputs(&[], &[])).unwrap();
+        assert_eq!(c.storage_deadlines, Deadlines::default());
+        assert_eq!(c.storage_deadlines.answer, Duration::from_millis(5000));
+        assert_eq!(c.storage_deadlines.stall, Duration::from_millis(10_000));
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("gf.toml");
+        std::fs::write(
+            &file,
+            "[storage]\nanswer_timeout_ms = 1500\nstall_timeout_ms = 2500\n",
+        )
+        .unwrap();
+        let mut i = inputs(&[], &[]);
+        i.config_file = Some(file.clone());
+        let c = Config::resolve(&i).unwrap();
+        assert_eq!(c.storage_deadlines.answer, Duration::from_millis(1500));
+        assert_eq!(c.storage_deadlines.stall, Duration::from_millis(2500));
+        assert!(
+            c.show().contains("storage.answer_timeout_ms = "),
+            "{}",
+            c.show()
+        );
+        i.env.insert(
+            "GF_REGISTRY_STORAGE_STALL_TIMEOUT_MS".to_owned(),
+            "700".to_owned(),
+        );
+        let c = Config::resolve(&i).unwrap();
+        assert_eq!(c.storage_deadlines.answer, Duration::from_millis(1500));
+        assert_eq!(c.storage_deadlines.stall, Duration::from_millis(700));
+        for (var, key) in [
+            (
+                "GF_REGISTRY_STORAGE_ANSWER_TIMEOUT_MS",
+                "storage.answer_timeout_ms",
+            ),
+            (
+                "GF_REGISTRY_STORAGE_STALL_TIMEOUT_MS",
+                "storage.stall_timeout_ms",
+            ),
+        ] {
+            for bad in ["0", "600001", "-1", "5s"] {
+                let e = Config::resolve(&inputs(&[], &[(var, bad)]))
+                    .unwrap_err()
+                    .to_string();
+                assert!(e.contains(key), "{var}={bad}: {e}");
+            }
+        }
     }
 
     #[test]

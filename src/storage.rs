@@ -2,6 +2,7 @@
 //! role at its own location, chosen by URL. Nothing above this layer imports `object_store`.
 
 mod blobs;
+mod deadline;
 mod key;
 mod local;
 mod location;
@@ -16,14 +17,14 @@ use std::path::Path;
 use bytes::Bytes;
 use futures::stream::BoxStream;
 use futures::{StreamExt as _, TryStreamExt as _};
-use object_store::buffered::BufWriter;
 use object_store::path::Path as ObjectPath;
 use object_store::{
     GetOptions, GetRange, GetResult, GetResultPayload, ObjectStore, ObjectStoreExt as _, PutPayload,
 };
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::io::AsyncReadExt as _;
 
 pub use blobs::{BlobStore, PlaceError, Spool};
+pub use deadline::{DeadlineExceeded, Deadlines};
 pub use key::{Role, StorageKey};
 use local::file_blocks;
 pub use local::spool_prefix;
@@ -71,12 +72,14 @@ pub enum StorageError {
         message: String,
     },
     /// The backend did not answer in time.
-    #[error("storage backend ({role}) did not answer within {seconds} s")]
+    #[error("storage backend ({role}) did not answer within {millis} ms ({which} deadline)")]
     Timeout {
         /// The role.
         role: &'static str,
+        /// Which limit ran out: `answer`, `stall` or `probe`.
+        which: &'static str,
         /// The limit.
-        seconds: u64,
+        millis: u64,
     },
 }
 
@@ -123,9 +126,21 @@ impl Storage {
     /// # Errors
     /// [`StorageError`] for shared or unusable locations.
     pub fn open(layout: StorageLayout) -> Result<Self, StorageError> {
+        Self::open_with(layout, Deadlines::default())
+    }
+
+    /// [`Storage::open`], with `deadlines` on every backend call (a backend that stops
+    /// answering fails calls with [`StorageError::Timeout`] instead of holding them).
+    ///
+    /// # Errors
+    /// [`StorageError`] for shared or unusable locations.
+    pub fn open_with(layout: StorageLayout, deadlines: Deadlines) -> Result<Self, StorageError> {
         layout.validate()?;
-        let cas = layout.cas.open(&layout.s3)?;
-        let records = layout.records.open(&layout.s3)?;
+        let wrap = |store: Arc<dyn ObjectStore>| -> Arc<dyn ObjectStore> {
+            Arc::new(deadline::DeadlineStore::new(store, deadlines))
+        };
+        let cas = wrap(layout.cas.open(&layout.s3, deadlines)?);
+        let records = wrap(layout.records.open(&layout.s3, deadlines)?);
         Ok(Self {
             layout,
             cas,
@@ -147,9 +162,16 @@ impl Storage {
     }
 
     fn backend(role: Role) -> impl Fn(object_store::Error) -> StorageError + Send + 'static {
-        move |source| StorageError::Backend {
-            role: role.name(),
-            source,
+        move |source| match deadline::exceeded(&source) {
+            Some(d) => StorageError::Timeout {
+                role: role.name(),
+                which: d.which,
+                millis: d.millis,
+            },
+            None => StorageError::Backend {
+                role: role.name(),
+                source,
+            },
         }
     }
 
@@ -290,12 +312,16 @@ impl Storage {
         Ok(out)
     }
 
-    /// Uploads a local file to `key` in parts (no reader sees a partial object); returns the
-    /// number of bytes written. On failure the upload is aborted.
+    /// Uploads a local file to `key` (no reader sees a partial object): in one put up to
+    /// 10 MiB, in parts above; returns the number of bytes written. On failure (a read error,
+    /// a part or the completion past its deadline) the upload is aborted; an abort that fails
+    /// too is only logged: the parts of an aborted upload are never visible as an object.
     ///
     /// # Errors
-    /// [`StorageError::Backend`], or an I/O error reading the file.
+    /// [`StorageError::Backend`] or [`StorageError::Timeout`], or an I/O error reading the
+    /// file.
     pub async fn put_file(&self, key: &StorageKey, file: &Path) -> Result<u64, StorageError> {
+        const PART: usize = 10 << 20;
         let role = key.role();
         let io = |e: std::io::Error| StorageError::Backend {
             role: role.name(),
@@ -305,25 +331,42 @@ impl Storage {
             },
         };
         let mut reader = tokio::fs::File::open(file).await.map_err(io)?;
-        let mut writer = BufWriter::new(self.store(role).clone(), key.path());
+        let len = reader.metadata().await.map_err(io)?.len();
+        if len <= PART as u64 {
+            let mut all = Vec::with_capacity(usize::try_from(len).unwrap_or(PART));
+            reader.read_to_end(&mut all).await.map_err(io)?;
+            let total = all.len() as u64;
+            self.put(key, Bytes::from(all)).await?;
+            return Ok(total);
+        }
+        let upload = self
+            .store(role)
+            .put_multipart(&key.path())
+            .await
+            .map_err(Self::backend(role))?;
+        let mut writer = object_store::WriteMultipart::new_with_chunk_size(upload, PART);
         let mut buf = vec![0u8; 1 << 20];
         let mut total = 0u64;
-        let result: Result<(), std::io::Error> = async {
-            loop {
-                let n = reader.read(&mut buf).await?;
-                if n == 0 {
-                    break;
-                }
-                writer.write_all(&buf[..n]).await?;
-                total += n as u64;
+        let failed = loop {
+            let n = match reader.read(&mut buf).await {
+                Ok(0) => break None,
+                Ok(n) => n,
+                Err(e) => break Some(io(e)),
+            };
+            if let Err(e) = writer.wait_for_capacity(4).await {
+                break Some(Self::backend(role)(e));
             }
-            writer.shutdown().await
+            writer.write(&buf[..n]);
+            total += n as u64;
+        };
+        if let Some(e) = failed {
+            if let Err(abort) = writer.abort().await {
+                tracing::warn!(error = %abort, key = %key.path(), "aborting an upload failed");
+            }
+            return Err(e);
         }
-        .await;
-        if let Err(e) = result {
-            let _ = writer.abort().await;
-            return Err(io(e));
-        }
+        // `finish` aborts the upload itself when a part or the completion fails.
+        writer.finish().await.map_err(Self::backend(role))?;
         Ok(total)
     }
 
@@ -401,7 +444,8 @@ impl Storage {
                 Err(_) => {
                     return Err(StorageError::Timeout {
                         role: role.name(),
-                        seconds: timeout.as_secs(),
+                        which: "probe",
+                        millis: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
                     });
                 }
             }

@@ -110,7 +110,7 @@ fn probe(args: &ServeArgs, json: bool, quick: bool, timeout: Option<u64>) -> Exi
             return ExitCode::from(2);
         }
     };
-    let storage = match Storage::open(config.storage) {
+    let storage = match Storage::open_with(config.storage, config.storage_deadlines) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("error: {e}");

@@ -114,13 +114,17 @@ impl From<MirrorError> for ApiError {
                 StatusCode::SERVICE_UNAVAILABLE
             }
         };
-        let retry = matches!(e, MirrorError::Overloaded(_));
+        let retry_after = match &e {
+            MirrorError::Overloaded(_) => Some("1"),
+            // A backend that stopped answering takes longer to come back than a full queue.
+            MirrorError::Storage(_) => Some("5"),
+            _ => None,
+        };
         let error = Self::new(status, e.to_string());
         // Like the other caps' 503s: Bazel and other clients retry after it.
-        if retry {
-            error.with_header(header::RETRY_AFTER, HeaderValue::from_static("1"))
-        } else {
-            error
+        match retry_after {
+            Some(secs) => error.with_header(header::RETRY_AFTER, HeaderValue::from_static(secs)),
+            None => error,
         }
     }
 }
@@ -142,7 +146,13 @@ impl From<PublishError> for ApiError {
                 StatusCode::INTERNAL_SERVER_ERROR
             }
         };
-        Self::new(status, e.to_string())
+        let unavailable = matches!(e, PublishError::Unavailable(_));
+        let error = Self::new(status, e.to_string());
+        if unavailable {
+            error.with_header(header::RETRY_AFTER, HeaderValue::from_static("5"))
+        } else {
+            error
+        }
     }
 }
 

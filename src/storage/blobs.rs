@@ -135,7 +135,8 @@ impl Storage {
             Ok(Err(e)) => Err(refused(e.to_string())),
             Err(_) => Err(StorageError::Timeout {
                 role: super::Role::Cas.name(),
-                seconds: timeout.as_secs(),
+                which: "probe",
+                millis: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
             }),
         }
     }

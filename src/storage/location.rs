@@ -4,17 +4,18 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
-use object_store::ObjectStore;
 use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
 use object_store::azure::{AzureConfigKey, MicrosoftAzureBuilder};
 use object_store::gcp::{GoogleCloudStorageBuilder, GoogleConfigKey};
 use object_store::local::LocalFileSystem;
 use object_store::memory::InMemory;
 use object_store::prefix::PrefixStore;
+use object_store::{BackoffConfig, ClientOptions, ObjectStore, RetryConfig};
 use url::Url;
 
-use super::StorageError;
+use super::{Deadlines, StorageError};
 
 /// Settings for object-store locations beyond the standard environment variables (`AWS_*`,
 /// `AZURE_*`, `GOOGLE_*`, which object_store reads itself): object_store configuration keys of
@@ -143,12 +144,18 @@ impl Location {
         a.starts_with(&b) || b.starts_with(&a)
     }
 
-    /// Opens the object store for this location, rooted at it.
+    /// Opens the object store for this location, rooted at it. A cloud client connects
+    /// within the answer deadline, gives up on a read that pauses for the stall deadline, and
+    /// retries (3 times) only within 3 stall deadlines, not object_store's 3 minutes.
     ///
     /// # Errors
     /// [`StorageError::Location`] when the backend cannot be configured (or a local folder
     /// cannot be created).
-    pub fn open(&self, s3: &S3Settings) -> Result<Arc<dyn ObjectStore>, StorageError> {
+    pub fn open(
+        &self,
+        s3: &S3Settings,
+        deadlines: Deadlines,
+    ) -> Result<Arc<dyn ObjectStore>, StorageError> {
         let err = |e: &dyn fmt::Display| StorageError::Location {
             location: self.to_string(),
             message: e.to_string(),
@@ -158,6 +165,18 @@ impl Location {
             let mut u = self.url.clone();
             u.set_path("");
             u.to_string()
+        };
+        let client = ClientOptions::new()
+            .with_connect_timeout(deadlines.answer)
+            .with_read_timeout(deadlines.stall);
+        let retry = RetryConfig {
+            backoff: BackoffConfig {
+                init_backoff: Duration::from_millis(100),
+                max_backoff: deadlines.stall / 4,
+                base: 2.0,
+            },
+            max_retries: 3,
+            retry_timeout: deadlines.stall * 3,
         };
         let store: Arc<dyn ObjectStore> = match self.url.scheme() {
             "file" => {
@@ -170,7 +189,10 @@ impl Location {
             }
             "memory" => return Ok(Arc::new(InMemory::new())),
             "s3" => {
-                let mut builder = AmazonS3Builder::from_env().with_url(&bucket_url);
+                let mut builder = AmazonS3Builder::from_env()
+                    .with_url(&bucket_url)
+                    .with_client_options(client)
+                    .with_retry(retry);
                 for (key, value) in &s3.options {
                     let key: AmazonS3ConfigKey = key.parse().map_err(|e| err(&e))?;
                     builder = builder.with_config(key, value);
@@ -178,7 +200,10 @@ impl Location {
                 Arc::new(builder.build().map_err(|e| err(&e))?)
             }
             "gs" => {
-                let mut builder = GoogleCloudStorageBuilder::from_env().with_url(&bucket_url);
+                let mut builder = GoogleCloudStorageBuilder::from_env()
+                    .with_url(&bucket_url)
+                    .with_client_options(client)
+                    .with_retry(retry);
                 for (key, value) in &s3.options {
                     let key: GoogleConfigKey = key.parse().map_err(|e| err(&e))?;
                     builder = builder.with_config(key, value);
@@ -186,7 +211,10 @@ impl Location {
                 Arc::new(builder.build().map_err(|e| err(&e))?)
             }
             _ => {
-                let mut builder = MicrosoftAzureBuilder::from_env().with_url(&bucket_url);
+                let mut builder = MicrosoftAzureBuilder::from_env()
+                    .with_url(&bucket_url)
+                    .with_client_options(client)
+                    .with_retry(retry);
                 for (key, value) in &s3.options {
                     let key: AzureConfigKey = key.parse().map_err(|e| err(&e))?;
                     builder = builder.with_config(key, value);
@@ -249,7 +277,7 @@ mod tests {
             if url.starts_with("az") {
                 continue;
             }
-            loc.open(&S3Settings::default())
+            loc.open(&S3Settings::default(), Deadlines::default())
                 .unwrap_or_else(|e| panic!("{url}: {e}"));
         }
     }

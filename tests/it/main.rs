@@ -18,6 +18,7 @@ mod garage;
 mod git_registry;
 mod hostile;
 mod http_edges;
+mod hung_backend;
 mod limits;
 mod mirror;
 mod mirror_cli;

@@ -57,6 +57,18 @@ fn is_executable(path: &Path) -> bool {
     std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
 }
 
+/// Sends `sig` (`-STOP`, `-CONT`) to a node with `kill(1)`, waiting for it (bounded: `kill`
+/// returns at once).
+fn signal(child: &Child, sig: &str) {
+    let status = Command::new("kill")
+        .args([sig, &child.id().to_string()])
+        .stdin(Stdio::null())
+        .status();
+    if let Err(e) = status {
+        eprintln!("kill {sig} {}: {e}", child.id());
+    }
+}
+
 /// A hex string no other run uses.
 fn unique_hex(bytes: usize) -> String {
     use sha2::Digest as _;
@@ -125,6 +137,8 @@ impl Drop for Garage {
     fn drop(&mut self) {
         for n in &mut self.nodes {
             if let Some(mut c) = n.child.take() {
+                // A frozen node is thawed first, so no stopped process is ever left behind.
+                signal(&c, "-CONT");
                 let _ = c.kill();
                 let _ = c.wait();
             }
@@ -456,6 +470,25 @@ admin_token = "{admin_token}"
             for (from, to) in [(i, j), (j, i)] {
                 let peer = format!("{}@{}", self.nodes[to].id, self.nodes[to].rpc_addr());
                 self.cli(from, &["node", "connect", &peer]);
+            }
+        }
+    }
+
+    /// Freezes every node (SIGSTOP): connections are still accepted by the kernel, but
+    /// nothing answers, as with a hung backend. `thaw_all` (or the drop) resumes them.
+    pub(crate) fn freeze_all(&mut self) {
+        for n in &self.nodes {
+            if let Some(c) = &n.child {
+                signal(c, "-STOP");
+            }
+        }
+    }
+
+    /// Resumes every frozen node (SIGCONT).
+    pub(crate) fn thaw_all(&mut self) {
+        for n in &self.nodes {
+            if let Some(c) = &n.child {
+                signal(c, "-CONT");
             }
         }
     }

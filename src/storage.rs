@@ -331,8 +331,11 @@ impl Storage {
             },
         };
         let mut reader = tokio::fs::File::open(file).await.map_err(io)?;
-        let len = reader.metadata().await.map_err(io)?.len();
-        if len <= PART as u64 {
+        let meta = reader.metadata().await.map_err(io)?;
+        let len = meta.len();
+        // A regular file of known, small size goes up in one put; anything else (larger, or a
+        // pipe whose size is not known until its end) in parts.
+        if meta.is_file() && len <= PART as u64 {
             let mut all = Vec::with_capacity(usize::try_from(len).unwrap_or(PART));
             reader.read_to_end(&mut all).await.map_err(io)?;
             let total = all.len() as u64;

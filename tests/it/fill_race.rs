@@ -58,16 +58,6 @@ async fn fetch(server: &TestServer, path: &str) -> Got {
     fetched.expect("the request ends in time")
 }
 
-fn policy_for(upstream: &Upstream) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let toml = format!(
-        "[[upstream]]\nprefix = \"{}/\"\nallow_private = true\n",
-        upstream.origin()
-    );
-    std::fs::write(dir.path().join("policy.toml"), toml).expect("policy");
-    dir
-}
-
 async fn replica(data: &str, policy: &std::path::Path, env: &[(&str, &str)]) -> TestServer {
     let mut all = env.to_vec();
     // Other replicas' records are read on misses only, and nothing is collected meanwhile.
@@ -96,7 +86,7 @@ struct Tally {
 /// the URL's final bytes on both replicas.
 async fn race(data: &str, env: &[(&str, &str)]) -> Tally {
     let upstream = Upstream::start().await;
-    let policy = policy_for(&upstream);
+    let policy = upstream.policy_dir();
     let one = replica(data, policy.path(), env).await;
     let two = replica(data, policy.path(), env).await;
     let mut tally = Tally::default();

@@ -28,16 +28,6 @@ async fn server_on(
     .await
 }
 
-fn policy_for(upstream: &Upstream) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let toml = format!(
-        "[[upstream]]\nprefix = \"{}/\"\nallow_private = true\n",
-        upstream.origin()
-    );
-    std::fs::write(dir.path().join("policy.toml"), toml).expect("policy");
-    dir
-}
-
 async fn get_ok(server: &TestServer, path: &str) -> Vec<u8> {
     let resp = server.get(path).await;
     assert_eq!(resp.status(), 200, "{path}");
@@ -54,7 +44,7 @@ async fn two_replicas_share_one_bucket() {
     upstream.serve_bytes("/a.tar.gz", a.clone());
     upstream.serve_bytes("/b.tar.gz", b.clone());
     upstream.serve_bytes("/a-again.tar.gz", a.clone());
-    let policy = policy_for(&upstream);
+    let policy = upstream.policy_dir();
     // Replica A reads other replicas' records only on misses; B also every second.
     let one = server_on(
         &garage,
@@ -130,7 +120,7 @@ async fn the_backend_goes_away_and_comes_back() {
     let a = vec![7u8; 500_000];
     upstream.serve_bytes("/a.tar.gz", a.clone());
     upstream.serve_bytes("/new.tar.gz", vec![8u8; 1000]);
-    let policy = policy_for(&upstream);
+    let policy = upstream.policy_dir();
     let server = server_on(&garage, "gf", policy.path(), &[]).await;
     let url = |p: &str| format!("/mirror/{}{p}", upstream.host());
     assert_eq!(get_ok(&server, &url("/a.tar.gz")).await, a);
@@ -186,7 +176,7 @@ async fn a_cluster_node_down_during_a_fill_loses_nothing() {
         },
     );
     upstream.serve_bytes("/later.tar.gz", vec![3u8; 100_000]);
-    let policy = policy_for(&upstream);
+    let policy = upstream.policy_dir();
     let server = server_on(&garage, "gf", policy.path(), &[]).await;
     let url = |p: &str| format!("/mirror/{}{p}", upstream.host());
 

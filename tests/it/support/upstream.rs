@@ -149,6 +149,17 @@ impl Upstream {
         self.port
     }
 
+    /// A mirror-policy folder allowing this upstream (loopback, so `allow_private`).
+    pub(crate) fn policy_dir(&self) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let toml = format!(
+            "[[upstream]]\nprefix = \"{}/\"\nallow_private = true\n",
+            self.origin()
+        );
+        std::fs::write(dir.path().join("policy.toml"), toml).expect("policy");
+        dir
+    }
+
     /// `127.0.0.1:PORT`.
     pub(crate) fn host(&self) -> String {
         format!("127.0.0.1:{}", self.port)

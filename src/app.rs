@@ -39,7 +39,35 @@ pub struct App {
 /// The state handlers extract.
 pub type AppState = Arc<App>;
 
+/// Counts a request in progress (HTTP or gRPC) while it lives; see [`App::admit`].
+#[derive(Debug)]
+pub struct InFlight<'a> {
+    counter: &'a std::sync::atomic::AtomicUsize,
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.counter
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
 impl App {
+    /// Counts a request in progress while the returned guard lives, or refuses it (`None`)
+    /// when `server.max_concurrent_requests` are already in progress. One count for both
+    /// edges, HTTP and gRPC.
+    #[must_use]
+    pub fn admit(&self) -> Option<InFlight<'_>> {
+        let count = self
+            .in_flight
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            + 1;
+        let guard = InFlight {
+            counter: &self.in_flight,
+        };
+        (count <= self.config.max_concurrent_requests).then_some(guard)
+    }
+
     /// Opens the registry source and the storage roles, and loads the first snapshot.
     ///
     /// # Errors

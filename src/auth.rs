@@ -56,6 +56,9 @@ pub enum Scope {
     Publish(Glob),
     /// `yank:<glob>`: yank, unyank and deprecate the modules the glob matches.
     Yank(Glob),
+    /// `push`: put blobs into the mirror's CAS and bind URLs to them over gRPC
+    /// (`ByteStream/Write`, `BatchUpdateBlobs`, `Push/PushBlob`), for CI that pre-seeds it.
+    Push,
     /// `admin`: everything.
     Admin,
 }
@@ -74,6 +77,8 @@ pub enum Action<'a> {
     Publish(&'a str),
     /// Yank, unyank or deprecate this module.
     Yank(&'a str),
+    /// Put blobs into the CAS, or bind URLs to them.
+    Push,
     /// Administrative operations.
     Admin,
 }
@@ -321,6 +326,7 @@ mod tests {
             "publish:rules_*",
             "yank:foo",
             "admin",
+            "push",
             "publish:*",
             "yank:a?c",
         ] {
@@ -337,7 +343,7 @@ mod tests {
         let e = "pubish:x".parse::<Scope>().unwrap_err();
         assert_eq!(
             e,
-            r#"unknown scope "pubish:x" (expected publish:<glob>, yank:<glob> or admin)"#
+            r#"unknown scope "pubish:x" (expected publish:<glob>, yank:<glob>, push or admin)"#
         );
         for bad in ["publish:", "yank:UP", "Admin", "admin:x", "read", "publish"] {
             assert!(bad.parse::<Scope>().is_err(), "{bad}");
@@ -354,9 +360,15 @@ mod tests {
         assert!(!p.allows(&Action::Yank("rules_go")));
         assert!(!p.allows(&Action::Admin));
         assert!(p.allows(&Action::Read));
+        assert!(!p.allows(&Action::Push));
         let y = Scope::Yank(glob("foo"));
         assert!(y.allows(&Action::Yank("foo")));
         assert!(!y.allows(&Action::Publish("foo")));
+        assert!(!y.allows(&Action::Push));
+        assert!(Scope::Push.allows(&Action::Push));
+        assert!(Scope::Push.allows(&Action::Read));
+        assert!(!Scope::Push.allows(&Action::Publish("x")));
+        assert!(!Scope::Push.allows(&Action::Admin));
         for a in [
             Action::Read,
             Action::Publish("x"),

@@ -4,6 +4,7 @@ pub mod app;
 pub mod auth;
 pub mod cli;
 pub mod config;
+pub mod grpc;
 pub mod http;
 pub mod metrics;
 pub mod mirror;

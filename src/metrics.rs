@@ -38,7 +38,17 @@ pub fn method_label(method: &str) -> &'static str {
         .unwrap_or("other")
 }
 
+/// Labels of a served gRPC call.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct GrpcLabels {
+    /// `Service/Method` of a method this server offers, or `other`.
+    pub method: &'static str,
+    /// The gRPC status code's name (`OK`, `NOT_FOUND`, ...).
+    pub code: &'static str,
+}
+
 type HistogramFamily = Family<RequestLabels, Histogram, fn() -> Histogram>;
+type GrpcHistogramFamily = Family<GrpcLabels, Histogram, fn() -> Histogram>;
 
 /// The server's metrics.
 #[derive(Debug)]
@@ -46,6 +56,8 @@ pub struct Metrics {
     registry: prometheus_client::registry::Registry,
     requests: Family<RequestLabels, Counter>,
     latency: HistogramFamily,
+    grpc_calls: Family<GrpcLabels, Counter>,
+    grpc_latency: GrpcHistogramFamily,
     /// The counter and histogram of fixed label sets, by slot (see [`Metrics::observe_slot`]).
     slots: [OnceLock<(Counter, Histogram)>; SLOTS],
 }
@@ -76,6 +88,18 @@ impl Metrics {
             "Time to produce the response head, by matched route, method and status",
             latency.clone(),
         );
+        let grpc_calls = Family::<GrpcLabels, Counter>::default();
+        let grpc_latency: GrpcHistogramFamily = Family::new_with_constructor(latency_histogram);
+        reg.register(
+            "grpc_calls",
+            "gRPC calls served, by method and status code",
+            grpc_calls.clone(),
+        );
+        reg.register(
+            "grpc_call_duration_seconds",
+            "Time to produce a gRPC call's answer (the first message of a stream), by method and status code",
+            grpc_latency.clone(),
+        );
         reg.register_collector(Box::new(CacheCollector(registry)));
         reg.register_collector(Box::new(MirrorCollector(mirror)));
         if let Some(upstreams) = upstreams {
@@ -85,6 +109,8 @@ impl Metrics {
             registry: reg,
             requests,
             latency,
+            grpc_calls,
+            grpc_latency,
             slots: std::array::from_fn(|_| OnceLock::new()),
         }
     }
@@ -93,6 +119,12 @@ impl Metrics {
     pub fn observe(&self, labels: RequestLabels, seconds: f64) {
         self.latency.get_or_create(&labels).observe(seconds);
         self.requests.get_or_create(&labels).inc();
+    }
+
+    /// Records one gRPC call.
+    pub fn observe_grpc(&self, labels: GrpcLabels, seconds: f64) {
+        self.grpc_latency.get_or_create(&labels).observe(seconds);
+        self.grpc_calls.get_or_create(&labels).inc();
     }
 
     /// Records one request whose labels the caller has numbered: `slot` (below [`SLOTS`]) must

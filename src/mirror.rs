@@ -256,6 +256,13 @@ impl Mirror {
         lookup::get_digest(self.parts(), algorithm, hex_digest, range).await
     }
 
+    /// The available blob whose digest is `integrity`: its hex sha256 and size. Memory only:
+    /// after a miss, [`Mirror::reload_records`] picks up what other replicas stored.
+    #[must_use]
+    pub fn stored(&self, integrity: &Integrity) -> Option<(String, u64)> {
+        lookup::stored(self.parts(), integrity)
+    }
+
     /// Stores (or finds) the archive at `url` and returns its hex sha256. A URL pinned before
     /// keeps its first-seen bytes; `expected` must match what is (or gets) stored.
     ///

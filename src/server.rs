@@ -75,11 +75,13 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let _ = app.public_url.set(public_url.clone());
     let (shutdown, rx) = watch::channel(false);
     let front = crate::http::service::front(app.clone());
+    let grpc = crate::grpc::routes(app.clone());
     let limits = app.config.conn_limits;
     let open = conn::counter();
     let mut threads = Vec::new();
     for (i, listener) in listeners.into_iter().enumerate() {
         let front = front.clone();
+        let grpc = grpc.clone();
         let serve_rx = rx.clone();
         let open = open.clone();
         let cpu = pin_to.as_ref().map(|cpus| cpus[i]);
@@ -96,7 +98,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
                     .build()?;
                 rt.block_on(async move {
                     let listener = TcpListener::from_std(listener)?;
-                    conn::serve(listener, front, limits, open, serve_rx).await
+                    conn::serve(listener, front, grpc, limits, open, serve_rx).await
                 })
             },
         )?;

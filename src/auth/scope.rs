@@ -81,13 +81,15 @@ impl FromStr for Scope {
         let glob = |g: &str| g.parse::<Glob>().map_err(|e| format!("scope {s:?}: {e}"));
         if s == "admin" {
             Ok(Self::Admin)
+        } else if s == "push" {
+            Ok(Self::Push)
         } else if let Some(g) = s.strip_prefix("publish:") {
             Ok(Self::Publish(glob(g)?))
         } else if let Some(g) = s.strip_prefix("yank:") {
             Ok(Self::Yank(glob(g)?))
         } else {
             Err(format!(
-                "unknown scope {s:?} (expected publish:<glob>, yank:<glob> or admin)"
+                "unknown scope {s:?} (expected publish:<glob>, yank:<glob>, push or admin)"
             ))
         }
     }
@@ -98,6 +100,7 @@ impl fmt::Display for Scope {
         match self {
             Self::Publish(g) => write!(f, "publish:{g}"),
             Self::Yank(g) => write!(f, "yank:{g}"),
+            Self::Push => f.write_str("push"),
             Self::Admin => f.write_str("admin"),
         }
     }
@@ -108,7 +111,7 @@ impl Scope {
     #[must_use]
     pub fn allows(&self, action: &Action<'_>) -> bool {
         match (self, action) {
-            (Self::Admin, _) | (_, Action::Read) => true,
+            (Self::Admin, _) | (_, Action::Read) | (Self::Push, Action::Push) => true,
             (Self::Publish(g), Action::Publish(m)) | (Self::Yank(g), Action::Yank(m)) => {
                 g.matches(m)
             }
@@ -126,6 +129,7 @@ impl Action<'_> {
             Self::Read => "read".to_owned(),
             Self::Publish(m) => format!("publish:{m}"),
             Self::Yank(m) => format!("yank:{m}"),
+            Self::Push => "push".to_owned(),
             Self::Admin => "admin".to_owned(),
         }
     }

@@ -69,13 +69,8 @@ fn metrics_slot(route: &str, head: bool, status: u16) -> usize {
 
 /// Counts a request in progress while the returned guard lives, or refuses it when
 /// `server.max_concurrent_requests` are already in progress.
-pub(super) fn admit(app: &AppState) -> Result<InFlight<'_>, Overloaded> {
-    let in_flight = InFlight::enter(&app.in_flight);
-    if in_flight.count > app.config.max_concurrent_requests {
-        Err(Overloaded)
-    } else {
-        Ok(in_flight)
-    }
+pub(super) fn admit(app: &AppState) -> Result<crate::app::InFlight<'_>, Overloaded> {
+    app.admit().ok_or(Overloaded)
 }
 
 /// A request refused by [`admit`]; its response is the `503` Bazel retries.
@@ -84,26 +79,6 @@ pub(super) struct Overloaded;
 impl IntoResponse for Overloaded {
     fn into_response(self) -> Response {
         overloaded()
-    }
-}
-
-/// Counts a request in progress while it lives.
-pub(super) struct InFlight<'a> {
-    counter: &'a std::sync::atomic::AtomicUsize,
-    count: usize,
-}
-
-impl<'a> InFlight<'a> {
-    fn enter(counter: &'a std::sync::atomic::AtomicUsize) -> Self {
-        let count = counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
-        Self { counter, count }
-    }
-}
-
-impl Drop for InFlight<'_> {
-    fn drop(&mut self) {
-        self.counter
-            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
     }
 }
 

@@ -84,6 +84,7 @@ pub fn downloader_config(
 #[must_use]
 pub fn bazelrc(public_url: &str, registries: &[String]) -> String {
     let base = public_url.trim_end_matches('/');
+    let grpc = grpc_target(base);
     let registry_lines = if registries.is_empty() {
         format!(
             "# Our registry first; the Bazel Central Registry for everything we do not hold.\n\
@@ -126,11 +127,30 @@ pub fn bazelrc(public_url: &str, registries: &[String]) -> String {
          # Bazel 8.4+: module source archives also try the mirror first.\n\
          common --module_mirrors={base}/mirror\n\
          \n\
+         # Or, instead of the downloader config: every download over the Remote Asset API\n\
+         # (gRPC, same port). Bazel reads the blobs from its --remote_cache, which must be this\n\
+         # server; it is not an action cache, so build results are not uploaded.\n\
+         # common --experimental_remote_downloader={grpc}\n\
+         # common --remote_cache={grpc}\n\
+         # common --noremote_upload_local_results\n\
+         \n\
          # Bazel 7.0+ http rules key the repository cache by the URL list (canonical id).\n\
          # Exports from `gf-registry mirror export --format repository-cache` carry those ids for\n\
          # the URL lists the mirror knows; to reuse a cache across URL changes set:\n\
          # common --repo_env=BAZEL_HTTP_RULES_URLS_AS_DEFAULT_CANONICAL_ID=0\n"
     )
+}
+
+/// The gRPC target of the server at `base` (`http://h:p` is `grpc://h:p`, `https://` is
+/// `grpcs://`); a path on the public URL does not apply to gRPC, which has none.
+fn grpc_target(base: &str) -> String {
+    let (scheme, rest) = match base.split_once("://") {
+        Some(("https", rest)) => ("grpcs", rest),
+        Some((_, rest)) => ("grpc", rest),
+        None => ("grpc", base),
+    };
+    let authority = rest.split('/').next().unwrap_or(rest);
+    format!("{scheme}://{authority}")
 }
 
 #[cfg(test)]
@@ -226,5 +246,20 @@ mod tests {
             plain.contains("common --registry=https://bcr.bazel.build/\n"),
             "{plain}"
         );
+    }
+
+    #[test]
+    fn the_grpc_door_is_on_the_same_authority() {
+        let rc = bazelrc("http://gf.example:8080/", &[]);
+        assert!(
+            rc.contains("# common --experimental_remote_downloader=grpc://gf.example:8080\n"),
+            "{rc}"
+        );
+        assert!(
+            rc.contains("# common --remote_cache=grpc://gf.example:8080\n"),
+            "{rc}"
+        );
+        assert_eq!(grpc_target("https://gf.example/reg"), "grpcs://gf.example");
+        assert_eq!(grpc_target("http://127.0.0.1:1"), "grpc://127.0.0.1:1");
     }
 }

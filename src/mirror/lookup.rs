@@ -183,3 +183,15 @@ pub(super) async fn get_digest(
     })?;
     p.serve.serve_blob(blob, range).await
 }
+
+/// The available blob whose digest is `integrity` (its sha256, or a sha384 or sha512 its
+/// records carry): its hex sha256 and size. Reads memory only.
+pub(super) fn stored(p: Parts<'_>, integrity: &Integrity) -> Option<(String, u64)> {
+    let state = p.ledger.read();
+    let sha = match integrity.algorithm() {
+        crate::registry::Algorithm::Sha256 => integrity.hex(),
+        _ => state.alias(integrity)?,
+    };
+    let size = state.blob(&sha).filter(|b| b.is_available())?.size();
+    Some((sha, size))
+}

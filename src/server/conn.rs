@@ -15,6 +15,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
+use futures::future::Either;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -130,6 +131,7 @@ const BUSY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/pla
 pub(super) async fn serve(
     listener: TcpListener,
     front: crate::http::service::Front,
+    grpc: tonic::service::Routes,
     limits: ConnLimits,
     open: Arc<AtomicUsize>,
     mut stop: watch::Receiver<bool>,
@@ -168,13 +170,23 @@ pub(super) async fn serve(
         let guard = Open(open.clone());
         let _ = stream.set_nodelay(true);
         let mut service = front.connection(peer);
+        let mut grpc = grpc.clone();
         let activity = Activity::new();
         let tracked = activity.clone();
-        // Registry files the cache holds are answered before routing (the hot path of
-        // every Bazel resolution); everything else goes through the router.
-        let service = tower::service_fn(move |req: axum::http::Request<Incoming>| {
+        // gRPC calls (`content-type: application/grpc`) go to the gRPC services. Registry
+        // files the cache holds are answered before routing (the hot path of every Bazel
+        // resolution); everything else goes through the router.
+        let service = tower::service_fn(move |mut req: axum::http::Request<Incoming>| {
             let busy = Busy::enter(&tracked);
-            let response = tower::Service::call(&mut service, req);
+            let response = if crate::grpc::is_grpc(&req) {
+                req.extensions_mut().insert(crate::grpc::Peer(peer));
+                Either::Left(futures::FutureExt::map(
+                    tower::Service::call(&mut grpc, req),
+                    |answer| answer.map(|response| response.map(Body::new)),
+                ))
+            } else {
+                Either::Right(tower::Service::call(&mut service, req))
+            };
             async move {
                 let response = match response.await {
                     Ok(response) => response,
@@ -198,6 +210,10 @@ pub(super) async fn serve(
                 .http2()
                 .timer(TokioTimer::new())
                 .max_concurrent_streams(limits.max_streams_per_connection)
+                // Bazel sends every gRPC call over one connection: let a stream's window
+                // grow with the bandwidth-delay product instead of capping a blob at 64 KiB
+                // in flight.
+                .adaptive_window(true)
                 .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX));
             let conn = builder
                 .serve_connection_with_upgrades(TokioIo::new(stream), service)

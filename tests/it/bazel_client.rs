@@ -21,11 +21,11 @@ const BAZEL_TIMEOUT: Duration = Duration::from_secs(300);
 const EXPORT_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// The archives the fixture WORKSPACE fetches, served by the upstream under `/releases/`.
-const ARCHIVES: [&str; 2] = ["hello_lib-1.2.0.tar.gz", "greet_overlay-0.2.0.tar.gz"];
+pub(crate) const ARCHIVES: [&str; 2] = ["hello_lib-1.2.0.tar.gz", "greet_overlay-0.2.0.tar.gz"];
 /// The release the upstream "changes" in place.
-const CHANGED: &str = "hello_lib-1.2.0.tar.gz";
+pub(crate) const CHANGED: &str = "hello_lib-1.2.0.tar.gz";
 /// What it serves instead: another valid archive (different bytes, same URL).
-const CHANGED_TO: &str = "hello_lib-1.1.0.tar.gz";
+pub(crate) const CHANGED_TO: &str = "hello_lib-1.1.0.tar.gz";
 /// Lines of `bazel-bin/combined.txt` that only the original (pinned) archives produce.
 const EXPECTED_OUTPUT: [&str; 2] = ["version = \"1.2.0\"", "#define GREET_VERSION \"0.2.0\""];
 
@@ -279,7 +279,7 @@ async fn upstream_double_stops_restarts_and_changes_bytes() {
 // ---------------------------------------------------------------------------------------------
 
 /// `bazel` from PATH, or `None` (after saying why) when it is missing outside CI.
-fn bazel_or_skip() -> Option<PathBuf> {
+pub(crate) fn bazel_or_skip() -> Option<PathBuf> {
     let found = std::env::var_os("PATH").and_then(|paths| {
         std::env::split_paths(&paths)
             .map(|dir| dir.join("bazel"))
@@ -304,14 +304,14 @@ fn is_executable(path: &Path) -> bool {
     std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
 }
 
-fn fixture_archive(name: &str) -> Vec<u8> {
+pub(crate) fn fixture_archive(name: &str) -> Vec<u8> {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures/archives")
         .join(name);
     std::fs::read(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
 }
 
-fn release_path(name: &str) -> String {
+pub(crate) fn release_path(name: &str) -> String {
     format!("/releases/{name}")
 }
 
@@ -320,14 +320,14 @@ fn mirror_path(host: &str, name: &str) -> String {
     format!("/mirror/{host}{}", release_path(name))
 }
 
-fn original_files() -> BTreeMap<String, Vec<u8>> {
+pub(crate) fn original_files() -> BTreeMap<String, Vec<u8>> {
     ARCHIVES
         .iter()
         .map(|name| (release_path(name), fixture_archive(name)))
         .collect()
 }
 
-fn one_hit_per_archive() -> BTreeMap<String, u32> {
+pub(crate) fn one_hit_per_archive() -> BTreeMap<String, u32> {
     ARCHIVES
         .iter()
         .map(|name| (release_path(name), 1))
@@ -462,7 +462,7 @@ async fn bazel_fetches_upstream_registry_files_through_the_transparent_door() {
 }
 
 /// Writes `policy/policy.toml` allowing the upstream; returns the policy folder.
-fn write_policy(dir: &Path, upstream: &Upstream) -> PathBuf {
+pub(crate) fn write_policy(dir: &Path, upstream: &Upstream) -> PathBuf {
     let policy = dir.join("policy");
     std::fs::create_dir_all(&policy).expect("mkdir policy");
     std::fs::write(
@@ -489,7 +489,7 @@ async fn downloader_config(server: &TestServer) -> String {
 // Bazel: a workspace, an output root and a repository cache in one temp dir
 // ---------------------------------------------------------------------------------------------
 
-struct Bazel {
+pub(crate) struct Bazel {
     bin: PathBuf,
     /// `ws/` (the workspace), `root/` (output user root), `repo-cache/`, `logs/`.
     dir: tempfile::TempDir,
@@ -498,7 +498,7 @@ struct Bazel {
 
 impl Bazel {
     /// Copies the fixture workspace with its URLs pointing at `upstream` (`http://host:port`).
-    fn new(bin: PathBuf, upstream: &str) -> Self {
+    pub(crate) fn new(bin: PathBuf, upstream: &str) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/bazel_workspace");
         let ws = dir.path().join("ws");
@@ -541,7 +541,7 @@ impl Bazel {
         }
     }
 
-    fn ws(&self) -> PathBuf {
+    pub(crate) fn ws(&self) -> PathBuf {
         self.dir.path().join("ws")
     }
 
@@ -558,7 +558,7 @@ impl Bazel {
     }
 
     /// `bazel build //:all` with this test's repository cache.
-    fn build(&self, extra: &[&str]) -> Outcome {
+    pub(crate) fn build(&self, extra: &[&str]) -> Outcome {
         let cache = format!("--repository_cache={}", self.repo_cache().display());
         let mut args = vec![
             "build",
@@ -575,7 +575,7 @@ impl Bazel {
 
     /// Forgets every download: the output base (`clean --expunge`, which also stops the Bazel
     /// server) and the repository cache.
-    fn forget_downloads(&self) {
+    pub(crate) fn forget_downloads(&self) {
         self.run(&["clean", "--expunge", "--color=no", "--curses=no"])
             .assert_ok("clean --expunge");
         match std::fs::remove_dir_all(self.repo_cache()) {
@@ -586,7 +586,7 @@ impl Bazel {
     }
 
     /// The last build used the original archives.
-    fn assert_original_output(&self) {
+    pub(crate) fn assert_original_output(&self) {
         let path = self.ws().join("bazel-bin/combined.txt");
         let text = std::fs::read_to_string(&path)
             .unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
@@ -638,20 +638,20 @@ impl Drop for Bazel {
 }
 
 /// How a command ended, and everything it printed.
-struct Outcome {
+pub(crate) struct Outcome {
     what: String,
     /// `None`: killed at the timeout.
     status: Option<ExitStatus>,
-    log: String,
+    pub(crate) log: String,
 }
 
 impl Outcome {
-    fn success(&self) -> bool {
+    pub(crate) fn success(&self) -> bool {
         self.status.is_some_and(|s| s.success())
     }
 
     /// The last lines of output (the whole log can be long).
-    fn tail(&self) -> String {
+    pub(crate) fn tail(&self) -> String {
         let lines: Vec<&str> = self.log.lines().collect();
         let start = lines.len().saturating_sub(60);
         format!(
@@ -662,7 +662,7 @@ impl Outcome {
         )
     }
 
-    fn assert_ok(&self, step: &str) {
+    pub(crate) fn assert_ok(&self, step: &str) {
         assert!(self.success(), "{step}: {}", self.tail());
     }
 }

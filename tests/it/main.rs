@@ -8,6 +8,7 @@
 #![allow(clippy::disallowed_methods)]
 
 mod bazel_client;
+mod bazel_remote;
 mod check_bcr;
 mod cli;
 mod crash;
@@ -28,6 +29,7 @@ mod publish_cli;
 mod publish_git;
 mod registry_dir;
 mod reliability;
+mod remote_asset;
 mod replicas;
 mod soak;
 mod storage_conformance;

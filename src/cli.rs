@@ -117,6 +117,12 @@ pub(crate) struct ServeArgs {
     /// Mirror policy folder [default: ./mirror-policy] (env GF_REGISTRY_MIRROR_POLICY).
     #[arg(long)]
     mirror_policy: Option<String>,
+    /// PEM certificate chain: serve HTTPS and gRPC over TLS, with --tls-key (env GF_REGISTRY_TLS_CERT).
+    #[arg(long)]
+    tls_cert: Option<String>,
+    /// PEM private key of --tls-cert (env GF_REGISTRY_TLS_KEY).
+    #[arg(long)]
+    tls_key: Option<String>,
     /// Log format: text or json [default: text] (env GF_REGISTRY_LOG_FORMAT).
     #[arg(long)]
     log_format: Option<String>,
@@ -128,7 +134,7 @@ pub(crate) struct ServeArgs {
 impl ServeArgs {
     fn inputs(&self) -> Inputs {
         let mut flags = BTreeMap::new();
-        let pairs: [(&'static str, &Option<String>); 7] = [
+        let pairs: [(&'static str, &Option<String>); 9] = [
             ("listen", &self.listen),
             ("public-url", &self.public_url),
             ("registry", &self.registry),
@@ -136,6 +142,8 @@ impl ServeArgs {
             ("data", &self.data),
             ("mirror-policy", &self.mirror_policy),
             ("log-format", &self.log_format),
+            ("tls-cert", &self.tls_cert),
+            ("tls-key", &self.tls_key),
         ];
         for (flag, value) in pairs {
             if let Some(v) = value {

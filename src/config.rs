@@ -96,6 +96,9 @@ macro_rules! settings {
 settings! {
     LISTEN = ("server.listen", "GF_REGISTRY_LISTEN", Some("listen"), Some("127.0.0.1:8080"), "address to listen on");
     PUBLIC_URL = ("server.public_url", "GF_REGISTRY_PUBLIC_URL", Some("public-url"), None, "how clients reach the server (default: http://LISTEN/)");
+    TLS_CERT = ("server.tls_cert", "GF_REGISTRY_TLS_CERT", Some("tls-cert"), None, "PEM certificate chain: serve HTTPS and gRPC over TLS on the listen port, with server.tls_key (both reloaded on SIGHUP and when the files change; default: plain HTTP)");
+    TLS_KEY = ("server.tls_key", "GF_REGISTRY_TLS_KEY", Some("tls-key"), None, "PEM private key of server.tls_cert");
+    TLS_CLIENT_CA = ("server.tls_client_ca", "GF_REGISTRY_TLS_CLIENT_CA", None, None, "PEM CA certificates: a client may present a certificate, which must then chain to one of them (default: none asked for)");
     LOG_FORMAT = ("server.log_format", "GF_REGISTRY_LOG_FORMAT", Some("log-format"), Some("text"), "log format: text or json");
     ACCESS_LOG = ("server.access_log", "GF_REGISTRY_ACCESS_LOG", None, Some("true"), "one log line per request (method, path, status, bytes, duration, client, actor), in the log format");
     SHUTDOWN = ("server.shutdown_timeout_seconds", "GF_REGISTRY_SHUTDOWN_TIMEOUT_SECONDS", None, Some("30"), "how long in-flight requests may take to finish on SIGTERM");
@@ -196,6 +199,17 @@ pub struct ConnLimits {
     pub max_streams_per_connection: u32,
 }
 
+/// The PEM files of TLS on the listen port.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// Certificate chain, leaf first.
+    pub cert: PathBuf,
+    /// The leaf's private key.
+    pub key: PathBuf,
+    /// CA certificates a client certificate must chain to, when clients may present one.
+    pub client_ca: Option<PathBuf>,
+}
+
 /// The effective configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -205,6 +219,8 @@ pub struct Config {
     pub listen: SocketAddr,
     /// Public base URL, if configured (otherwise derived from the bound address).
     pub public_url: Option<Url>,
+    /// TLS on the listen port (`server.tls_cert`, `server.tls_key`, `server.tls_client_ca`).
+    pub tls: Option<TlsFiles>,
     /// Log format.
     pub log_format: LogFormat,
     /// Graceful shutdown limit.
@@ -438,8 +454,38 @@ impl Config {
             }
             v => v.unwrap_or_default(),
         };
+        let path = |s: &str| Ok::<_, String>(PathBuf::from(s));
+        let tls = match (
+            r.parse(Id::TLS_CERT, path)?,
+            r.parse(Id::TLS_KEY, path)?,
+            r.parse(Id::TLS_CLIENT_CA, path)?,
+        ) {
+            (Some(cert), Some(key), client_ca) => Some(TlsFiles {
+                cert,
+                key,
+                client_ca,
+            }),
+            (None, None, None) => None,
+            (Some(_), None, _) => {
+                return Err(ConfigError::Conflict(
+                    "server.tls_cert is set without server.tls_key (--tls-key)".to_owned(),
+                ));
+            }
+            (None, Some(_), _) => {
+                return Err(ConfigError::Conflict(
+                    "server.tls_key is set without server.tls_cert (--tls-cert)".to_owned(),
+                ));
+            }
+            (None, None, Some(_)) => {
+                return Err(ConfigError::Conflict(
+                    "server.tls_client_ca is set without server.tls_cert and server.tls_key"
+                        .to_owned(),
+                ));
+            }
+        };
         Ok(Self {
             config_file,
+            tls,
             listen: r
                 .parse(Id::LISTEN, |s| {
                     s.parse::<SocketAddr>()
@@ -547,6 +593,7 @@ impl Config {
     pub fn public_url_for(&self, bound: SocketAddr) -> String {
         let s = match &self.public_url {
             Some(u) => u.to_string(),
+            None if self.tls.is_some() => format!("https://{bound}/"),
             None => format!("http://{bound}/"),
         };
         if s.ends_with('/') { s } else { format!("{s}/") }

@@ -13,6 +13,9 @@ use crate::config::Config;
 
 mod conn;
 mod steer;
+mod tls;
+
+pub use tls::Tls;
 
 pub use conn::ConnLimits;
 
@@ -30,6 +33,7 @@ pub struct Running {
     poll: JoinHandle<()>,
     gc: JoinHandle<()>,
     records: JoinHandle<()>,
+    tls_watch: Option<JoinHandle<()>>,
     workers: usize,
 }
 
@@ -76,12 +80,17 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let (shutdown, rx) = watch::channel(false);
     let front = crate::http::service::front(app.clone());
     let grpc = crate::grpc::routes(app.clone());
+    let tls = match &app.config.tls {
+        Some(files) => Some(Arc::new(Tls::load(files)?)),
+        None => None,
+    };
     let limits = app.config.conn_limits;
     let open = conn::counter();
     let mut threads = Vec::new();
     for (i, listener) in listeners.into_iter().enumerate() {
         let front = front.clone();
         let grpc = grpc.clone();
+        let tls = tls.clone();
         let serve_rx = rx.clone();
         let open = open.clone();
         let cpu = pin_to.as_ref().map(|cpus| cpus[i]);
@@ -98,7 +107,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
                     .build()?;
                 rt.block_on(async move {
                     let listener = TcpListener::from_std(listener)?;
-                    conn::serve(listener, front, grpc, limits, open, serve_rx).await
+                    conn::serve(listener, front, grpc, tls, limits, open, serve_rx).await
                 })
             },
         )?;
@@ -115,6 +124,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         .await
         .map_err(std::io::Error::other)?
     });
+    let tls_watch = tls.map(|tls| watch_tls(tls, rx.clone()));
     let poll_app = app.clone();
     let poll = every(app.config.poll_interval, rx.clone(), move || {
         let app = poll_app.clone();
@@ -172,7 +182,32 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         poll,
         gc,
         records,
+        tls_watch,
         workers,
+    })
+}
+
+/// Reloads the TLS files on `SIGHUP`, and when they change, until shutdown.
+fn watch_tls(tls: Arc<Tls>, mut stop: watch::Receiver<bool>) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+        let mut tick = tokio::time::interval(tls::WATCH_INTERVAL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let force = tokio::select! {
+                _ = stop.wait_for(|s| *s) => return,
+                _ = tick.tick() => false,
+                Some(()) = async {
+                    match hup.as_mut() {
+                        Some(h) => h.recv().await,
+                        None => std::future::pending().await,
+                    }
+                } => true,
+            };
+            let tls = tls.clone();
+            // Reading the files is blocking work.
+            let _ = crate::tasks::spawn_blocking(move || tls.reload(force)).await;
+        }
     })
 }
 
@@ -234,6 +269,9 @@ impl Running {
         self.poll.abort();
         self.gc.abort();
         self.records.abort();
+        if let Some(t) = &self.tls_watch {
+            t.abort();
+        }
         match tokio::time::timeout(grace, self.serve).await {
             Ok(joined) => Ok(joined??),
             Err(_) => anyhow::bail!(

@@ -132,6 +132,7 @@ pub(super) async fn serve(
     listener: TcpListener,
     front: crate::http::service::Front,
     grpc: tonic::service::Routes,
+    tls: Option<Arc<super::Tls>>,
     limits: ConnLimits,
     open: Arc<AtomicUsize>,
     mut stop: watch::Receiver<bool>,
@@ -152,6 +153,11 @@ pub(super) async fn serve(
         };
         if open.fetch_add(1, Ordering::Relaxed) >= limits.max_connections {
             open.fetch_sub(1, Ordering::Relaxed);
+            if tls.is_some() {
+                // A plain-text 503 means nothing inside TLS: closing says "try later".
+                drop(stream);
+                continue;
+            }
             tokio::spawn(async move {
                 let mut stream = stream;
                 let _ = tokio::time::timeout(Duration::from_secs(2), async {
@@ -199,7 +205,27 @@ pub(super) async fn serve(
         });
         let service = TowerToHyperService::new(service);
         let watcher = graceful.watcher();
+        let acceptor = tls.as_ref().map(|t| t.acceptor());
         tokio::spawn(async move {
+            let io = match acceptor {
+                None => tokio_util::either::Either::Left(stream),
+                // The handshake gets the header timeout too: a client that connects and
+                // says nothing is closed as on plain HTTP.
+                Some(acceptor) => {
+                    match tokio::time::timeout(limits.header_timeout, acceptor.accept(stream)).await
+                    {
+                        Ok(Ok(tls)) => tokio_util::either::Either::Right(tls),
+                        Ok(Err(e)) => {
+                            tracing::debug!(peer = %peer, error = %e, "TLS handshake failed");
+                            return;
+                        }
+                        Err(_) => {
+                            tracing::debug!(peer = %peer, "TLS handshake timed out");
+                            return;
+                        }
+                    }
+                }
+            };
             let mut builder = auto::Builder::new(TokioExecutor::new());
             builder
                 .http1()
@@ -216,7 +242,7 @@ pub(super) async fn serve(
                 .adaptive_window(true)
                 .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX));
             let conn = builder
-                .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                .serve_connection_with_upgrades(TokioIo::new(io), service)
                 .into_owned();
             tokio::select! {
                 ended = watcher.watch(conn) => {

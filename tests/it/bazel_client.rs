@@ -494,6 +494,8 @@ pub(crate) struct Bazel {
     /// `ws/` (the workspace), `root/` (output user root), `repo-cache/`, `logs/`.
     dir: tempfile::TempDir,
     runs: AtomicU32,
+    /// Extra startup options (the same on every call, or Bazel restarts its server).
+    startup: Vec<String>,
 }
 
 impl Bazel {
@@ -522,6 +524,7 @@ impl Bazel {
             bin,
             dir,
             runs: AtomicU32::new(0),
+            startup: Vec::new(),
         }
     }
 
@@ -538,7 +541,41 @@ impl Bazel {
             bin,
             dir,
             runs: AtomicU32::new(0),
+            startup: Vec::new(),
         }
+    }
+
+    /// Makes Bazel's JVM trust the CA in `ca` (PEM) for HTTPS, through a trust store made
+    /// with the JDK's `keytool`; before the first command.
+    pub(crate) fn trust_ca(&mut self, ca: &Path) {
+        let store = self.dir.path().join("truststore.p12");
+        let out = Command::new("keytool")
+            .args([
+                "-importcert",
+                "-noprompt",
+                "-alias",
+                "gf-test-ca",
+                "-storepass",
+                "changeit",
+            ])
+            .arg("-file")
+            .arg(ca)
+            .arg("-keystore")
+            .arg(&store)
+            .output()
+            .expect("run keytool (it comes with Bazel's JDK)");
+        assert!(
+            out.status.success(),
+            "keytool: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        self.startup = vec![
+            format!(
+                "--host_jvm_args=-Djavax.net.ssl.trustStore={}",
+                store.display()
+            ),
+            "--host_jvm_args=-Djavax.net.ssl.trustStorePassword=changeit".to_owned(),
+        ];
     }
 
     pub(crate) fn ws(&self) -> PathBuf {
@@ -550,7 +587,7 @@ impl Bazel {
     }
 
     /// Writes a downloader config file; returns the flag that uses it.
-    fn write_downloader_config(&self, text: &str) -> String {
+    pub(crate) fn write_downloader_config(&self, text: &str) -> String {
         let path = self.dir.path().join("downloader.cfg");
         std::fs::write(&path, text).expect("write downloader.cfg");
         // Bazel 4.2 resolves a relative path against the server's cwd: always pass it absolute.
@@ -614,6 +651,7 @@ impl Bazel {
             .arg("--host_jvm_args=-Djava.net.preferIPv4Stack=true")
             // A server orphaned by a killed test goes away by itself.
             .arg("--max_idle_secs=600")
+            .args(&self.startup)
             .args(args);
         for var in PROXY_VARS {
             cmd.env_remove(var);

@@ -35,5 +35,6 @@ mod soak;
 mod storage_conformance;
 mod storage_probe;
 mod support;
+mod tls;
 mod upstream;
 mod upstream_registry;

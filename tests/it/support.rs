@@ -3,6 +3,7 @@
 
 pub(crate) mod app;
 pub(crate) mod azurite;
+pub(crate) mod certs;
 pub(crate) mod client;
 pub(crate) mod fixtures;
 pub(crate) mod garage;

@@ -175,6 +175,9 @@ impl Cli {
                 }
                 let source = RegistrySource::open(&c.registry, c.registry_ref.as_deref())
                     .map_err(|e| anyhow::anyhow!("registry.path: {e}"))?;
+                if let Some(files) = &c.tls {
+                    crate::server::Tls::load(files)?;
+                }
                 println!("configuration OK (registry: {})", source.describe());
                 Ok(())
             }),

@@ -22,6 +22,7 @@ use tonic::Code;
 use tonic::transport::Channel;
 
 use crate::support::publish::{PUBLISHER, config_file};
+use crate::support::spawned::output_within;
 use crate::support::{TestServer, Upstream, example_registry, path_str, sha256_hex};
 
 /// Bound on one whole test.
@@ -560,4 +561,81 @@ async fn grpc_reads_need_a_token_when_http_reads_do() {
     })
     .await
     .expect("within the test's bound");
+}
+
+/// grpcio (gRPC's C core, from PyPI) as a second, independent client: SRI lists, header
+/// qualifiers, an unknown qualifier, `read_offset`/`read_limit`, and concurrent FetchBlob
+/// calls of one URL (`tests/grpc_client/remote_asset.py`). Without grpcio the test says why
+/// and passes, unless `CI` is set.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_python_grpcio_client_gets_the_same_answers() {
+    let has_grpcio = std::process::Command::new("python3")
+        .args(["-c", "import grpc, google.protobuf"])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !has_grpcio {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "python3 with grpcio and protobuf is needed (pip install grpcio protobuf)"
+        );
+        eprintln!("skipped: python3 has no grpcio");
+        return;
+    }
+    let bytes = archive(5);
+    let upstream = Upstream::start_with_files([("/py/a.tar.gz".to_owned(), bytes.clone())]).await;
+    let door = Door::start(&upstream, "").await;
+    let script =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/grpc_client/remote_asset.py");
+    let mut cmd = std::process::Command::new("python3");
+    cmd.arg(&script)
+        .arg(door.server.addr().to_string())
+        .arg(upstream.url("/py/a.tar.gz"))
+        .arg(bytes.len().to_string())
+        .arg(sri256(&bytes))
+        .arg(sri384(&bytes))
+        .arg(sri256(b"other bytes"))
+        .env_remove("http_proxy")
+        .env_remove("https_proxy")
+        .env_remove("grpc_proxy");
+    // Blocking wait on this worker thread; the server runs on its own threads.
+    let (code, stdout, stderr) =
+        tokio::task::block_in_place(|| output_within(&mut cmd, TEST_TIMEOUT));
+    assert_eq!(code, 0, "{stderr}");
+    let v: serde_json::Value = serde_json::from_str(&stdout).expect("JSON from the client");
+    let hash = sha256_hex(&bytes);
+    let concurrent = v["concurrent"].as_array().expect("concurrent answers");
+    assert_eq!(concurrent.len(), 8);
+    for a in concurrent {
+        assert_eq!(a["code"], "OK", "{a}");
+        assert_eq!(a["status_set"], false, "no error status inside an OK: {a}");
+        assert_eq!(a["hash"], hash.as_str());
+        assert_eq!(a["size"], bytes.len());
+    }
+    assert_eq!(
+        upstream.gets("/py/a.tar.gz"),
+        1,
+        "one upstream GET for 8 callers"
+    );
+    assert_eq!(v["sri_list"]["code"], "OK", "{}", v["sri_list"]);
+    assert_eq!(
+        v["sri_list"]["qualifiers"],
+        serde_json::json!(["checksum.sri"]),
+        "header qualifiers are never echoed"
+    );
+    assert_eq!(v["no_match"]["code"], "NOT_FOUND", "{}", v["no_match"]);
+    assert_eq!(v["unknown_qualifier"]["code"], "INVALID_ARGUMENT");
+    assert!(
+        v["unknown_qualifier"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("`resource_type`")),
+        "{}",
+        v["unknown_qualifier"]
+    );
+    assert_eq!(v["read_middle"]["data"], hex::encode(&bytes[1000..1016]));
+    assert_eq!(
+        v["read_tail"]["data"],
+        hex::encode(&bytes[bytes.len() - 5..])
+    );
+    assert_eq!(v["read_past_end"]["code"], "OUT_OF_RANGE");
+    door.server.stop().await;
 }

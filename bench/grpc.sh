@@ -2,7 +2,7 @@
 # bench/grpc.sh: the gRPC door (Remote Asset API) against the HTTP /cas path, same server,
 # same run. Not part of CI. See bench/README.md ("The gRPC door").
 #
-#   bench/grpc.sh [--runs N] [--size-mb M] [--hits N] [--concurrency N]
+#   bench/grpc.sh [--runs N] [--size-mb M] [--hits N] [--concurrency N] [--window-mib W]
 #
 # Builds the release binary and examples/grpc_bench.rs, generates an M MiB blob (default 100),
 # serves it from a Python upstream on 127.0.0.1, starts gf-registry with a policy allowing
@@ -13,13 +13,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-RUNS=5 SIZE_MB=100 HITS=1000 CONC=64
+RUNS=5 SIZE_MB=100 HITS=1000 CONC=64 EXTRA=()
 while [[ $# -gt 0 ]]; do
   case $1 in
     --runs) RUNS=$2; shift 2 ;;
     --size-mb) SIZE_MB=$2; shift 2 ;;
     --hits) HITS=$2; shift 2 ;;
     --concurrency) CONC=$2; shift 2 ;;
+    --window-mib) EXTRA=(--window-mib "$2"); shift 2 ;;
     *) echo "bench/grpc.sh: unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -82,4 +83,4 @@ done
 
 log "measuring: $RUNS runs, $HITS FetchBlob hits at $CONC streams"
 timeout 900 "$CLIENT" --server "http://127.0.0.1:$GF" --uri "http://127.0.0.1:$UP/big.bin" \
-  --sri "$SRI" --runs "$RUNS" --hits "$HITS" --concurrency "$CONC" | tee "$WORK/logs/results.jsonl"
+  --sri "$SRI" --runs "$RUNS" --hits "$HITS" --concurrency "$CONC" "${EXTRA[@]}" | tee "$WORK/logs/results.jsonl"

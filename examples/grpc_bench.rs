@@ -45,6 +45,9 @@ struct Args {
     /// Concurrent streams of a latency run.
     #[arg(long, default_value_t = 64)]
     concurrency: usize,
+    /// The client's HTTP/2 stream and connection windows, in MiB (default: hyper's).
+    #[arg(long)]
+    window_mib: Option<u32>,
 }
 
 fn request(args: &Args) -> FetchBlobRequest {

@@ -22,6 +22,7 @@ use std::net::SocketAddr;
 use std::time::Instant;
 
 use bazel_remote_apis::build::bazel::remote::asset::v1::fetch_server::FetchServer;
+use bazel_remote_apis::build::bazel::remote::asset::v1::push_server::PushServer;
 use bazel_remote_apis::build::bazel::remote::execution::v2::action_cache_server::ActionCacheServer;
 use bazel_remote_apis::build::bazel::remote::execution::v2::capabilities_server::CapabilitiesServer;
 use bazel_remote_apis::build::bazel::remote::execution::v2::content_addressable_storage_server::ContentAddressableStorageServer;
@@ -65,6 +66,7 @@ pub fn routes(app: AppState) -> tonic::service::Routes {
             .max_decoding_message_size(max)
             .max_encoding_message_size(max),
     )
+    .add_service(PushServer::new(door.clone()))
     .add_service(
         ByteStreamServer::new(door.clone())
             .max_decoding_message_size(max)
@@ -182,6 +184,7 @@ fn status_of(e: &MirrorError) -> Status {
         }
         MirrorError::BadRequest(_) => Status::invalid_argument(message),
         MirrorError::RangeNotSatisfiable { .. } => Status::out_of_range(message),
+        MirrorError::PinConflict { .. } => Status::already_exists(message),
         MirrorError::Upstream { timeout: true, .. } => Status::deadline_exceeded(message),
         MirrorError::Upstream { .. } | MirrorError::Storage(_) | MirrorError::Overloaded(_) => {
             Status::unavailable(message)

@@ -278,6 +278,21 @@ impl Mirror {
         ingest::ingest_url(self.parts(), url, expected, requested_by).await
     }
 
+    /// Binds `urls` to the stored blob `sha256` as first-seen pins (a push); returns how
+    /// many pins were written.
+    ///
+    /// # Errors
+    /// [`MirrorError::NotFound`] when the blob is not stored; [`MirrorError::PinConflict`]
+    /// when a URL is pinned to another blob (then nothing is written).
+    pub async fn bind_urls(
+        &self,
+        urls: &[url::Url],
+        sha256: &str,
+        requested_by: &str,
+    ) -> Result<usize, MirrorError> {
+        ingest::bind_urls(self.parts(), urls, sha256, requested_by).await
+    }
+
     /// Stores uploaded bytes as a blob and returns its hex sha256.
     ///
     /// # Errors

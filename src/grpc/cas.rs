@@ -52,7 +52,7 @@ impl BlobAddress {
         self.size == 0 && self.sha256 == EMPTY_SHA256
     }
 
-    fn integrity(&self) -> Integrity {
+    pub(super) fn integrity(&self) -> Integrity {
         let raw = hex::decode(&self.sha256).unwrap_or_default();
         Integrity::of_digest(crate::registry::Algorithm::Sha256, raw)
     }
@@ -66,7 +66,7 @@ impl BlobAddress {
 }
 
 /// A digest as a request gives it; `field` names it in the error.
-fn address(digest: Option<&Digest>, field: &str) -> Result<BlobAddress, Status> {
+pub(super) fn address(digest: Option<&Digest>, field: &str) -> Result<BlobAddress, Status> {
     let d = digest.ok_or_else(|| Status::invalid_argument(format!("{field}: missing")))?;
     parse_address(&d.hash, &d.size_bytes.to_string(), field)
 }

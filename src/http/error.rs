@@ -108,6 +108,7 @@ impl From<MirrorError> for ApiError {
             MirrorError::Upstream { .. } | MirrorError::IntegrityMismatch { .. } => {
                 StatusCode::BAD_GATEWAY
             }
+            MirrorError::PinConflict { .. } => StatusCode::CONFLICT,
             MirrorError::Overloaded(_) => StatusCode::SERVICE_UNAVAILABLE,
             MirrorError::Storage(_) => {
                 tracing::error!(error = %e, "mirror storage failure");

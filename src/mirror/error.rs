@@ -37,6 +37,14 @@ pub enum MirrorError {
         /// What the bytes hash to.
         actual: String,
     },
+    /// The URL is pinned to another blob, and first-seen pins never change (409).
+    #[error("{url} is already pinned to sha256 {pinned}; a pin never changes")]
+    PinConflict {
+        /// The URL.
+        url: String,
+        /// The hex sha256 it is pinned to.
+        pinned: String,
+    },
     /// The storage backend failed (503).
     #[error("storage: {0}")]
     Storage(String),

@@ -8,7 +8,7 @@ use url::Url;
 use super::error::MirrorError;
 use super::lookup::pinned_integrity;
 use super::parts::Parts;
-use super::record::{BlobRecord, Record};
+use super::record::{BlobRecord, PinRecord, Record};
 use super::verify::{CHUNK_SIZE, Hashers};
 use crate::registry::{Algorithm, Integrity};
 
@@ -238,4 +238,52 @@ async fn check_blob_integrity(
             actual,
         })
     }
+}
+
+/// Binds `urls` to the stored blob `sha256` as first-seen pins, as if each had been fetched
+/// and had those bytes (the Remote Asset API's `Push.PushBlob`, for CI that pre-seeds the
+/// mirror). Nothing is written when any URL is already pinned to another blob; a URL pinned
+/// to this one is left as it is. Returns how many pins were written.
+///
+/// # Errors
+/// [`MirrorError::NotFound`] when the blob is not stored; [`MirrorError::PinConflict`];
+/// [`MirrorError::Storage`].
+pub(super) async fn bind_urls(
+    p: Parts<'_>,
+    urls: &[Url],
+    sha256: &str,
+    requested_by: &str,
+) -> Result<usize, MirrorError> {
+    // Other replicas' blobs and pins first: a pin written elsewhere wins over this one.
+    p.ledger.reload().await?;
+    if p.ledger.available(sha256).is_none() {
+        return Err(MirrorError::NotFound(format!(
+            "no blob {sha256} in the CAS: write it first (ByteStream/Write or BatchUpdateBlobs)"
+        )));
+    }
+    let mut new = Vec::new();
+    for url in urls {
+        match p.ledger.pin(url.as_str()) {
+            Some(pinned) if pinned == sha256 => {}
+            Some(pinned) => {
+                return Err(MirrorError::PinConflict {
+                    url: url.to_string(),
+                    pinned,
+                });
+            }
+            None => new.push(url),
+        }
+    }
+    check_ingest_allowed(p).await?;
+    for url in &new {
+        p.ledger
+            .record(&Record::Pin(PinRecord {
+                url: url.to_string(),
+                sha256: sha256.to_owned(),
+                at: p.clock.now(),
+            }))
+            .await?;
+        tracing::info!(%url, sha256, requested_by, "URL bound to a pushed blob");
+    }
+    Ok(new.len())
 }

@@ -40,6 +40,8 @@ pub(super) fn mirror_err(field: &str, e: MirrorError) -> PublishError {
         MirrorError::Storage(m) | MirrorError::Overloaded(m) => {
             PublishError::Unavailable(format!("the mirror cannot store the archive: {m}"))
         }
-        MirrorError::RangeNotSatisfiable { .. } => PublishError::Registry(e.to_string()),
+        MirrorError::RangeNotSatisfiable { .. } | MirrorError::PinConflict { .. } => {
+            PublishError::Registry(e.to_string())
+        }
     }
 }

@@ -6,7 +6,10 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use bazel_remote_apis::build::bazel::remote::asset::v1::fetch_client::FetchClient;
-use bazel_remote_apis::build::bazel::remote::asset::v1::{FetchBlobRequest, Qualifier};
+use bazel_remote_apis::build::bazel::remote::asset::v1::push_client::PushClient;
+use bazel_remote_apis::build::bazel::remote::asset::v1::{
+    FetchBlobRequest, PushBlobRequest, Qualifier,
+};
 use bazel_remote_apis::build::bazel::remote::execution::v2::action_cache_client::ActionCacheClient;
 use bazel_remote_apis::build::bazel::remote::execution::v2::capabilities_client::CapabilitiesClient;
 use bazel_remote_apis::build::bazel::remote::execution::v2::content_addressable_storage_client::ContentAddressableStorageClient;
@@ -408,7 +411,7 @@ async fn fetch_blob_checks_checksums_qualifiers_policy_and_pins() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn cas_writes_need_push_and_must_hash_to_their_digest() {
+async fn cas_writes_and_pushes_need_the_push_scope_and_must_hash_to_their_digest() {
     tokio::time::timeout(TEST_TIMEOUT, async {
         let upstream = Upstream::start().await;
         let door = Door::start(&upstream, "").await;
@@ -491,6 +494,68 @@ async fn cas_writes_need_push_and_must_hash_to_their_digest() {
                 .await,
             vec![bad_digest]
         );
+
+        // Push.PushBlob binds a URL to the pushed blob, like a first-seen pin: the URL is then
+        // served with no upstream fetch, over gRPC and HTTP.
+        let url = upstream.url("/pushed/pre-seeded.tar.gz");
+        let push = |uri: &str, digest: &Digest, qualifiers: Vec<Qualifier>, token: Option<&str>| {
+            let message = PushBlobRequest {
+                uris: vec![uri.to_owned()],
+                qualifiers,
+                blob_digest: Some(digest.clone()),
+                ..PushBlobRequest::default()
+            };
+            let request = match token {
+                Some(t) => with_token(message, t),
+                None => tonic::Request::new(message),
+            };
+            let mut client = PushClient::new(door.channel.clone());
+            async move { client.push_blob(request).await }
+        };
+        let e = push(&url, &d, vec![], None).await.unwrap_err();
+        assert_eq!(e.code(), Code::Unauthenticated, "{e:?}");
+        let e = push(
+            &url,
+            &d,
+            vec![q("checksum.sri", &sri256(b"other"))],
+            Some(PUSHER),
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+        let e = push(&url, &digest_of(b"never stored"), vec![], Some(PUSHER))
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Code::NotFound, "{e:?}");
+        push(
+            &url,
+            &d,
+            vec![q("checksum.sri", &sri256(&blob))],
+            Some(PUSHER),
+        )
+        .await
+        .expect("PushBlob");
+        assert_eq!(
+            door.fetch_blob(std::slice::from_ref(&url), vec![])
+                .await
+                .expect("FetchBlob of the pushed URL"),
+            d
+        );
+        let (status, body) = door
+            .server
+            .get_bytes(&format!(
+                "/mirror/{}/pushed/pre-seeded.tar.gz",
+                upstream.host()
+            ))
+            .await;
+        assert_eq!(status, 200);
+        assert!(body == blob);
+        assert_eq!(upstream.total_requests(), 0, "the upstream was never asked");
+        let e = push(&url, &digest_of(&good), vec![], Some(PUSHER))
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Code::AlreadyExists, "{e:?}");
+        assert!(e.message().contains("already pinned"), "{}", e.message());
 
         // Not an action cache, and it says so; Capabilities tell Bazel the same.
         let mut ac = ActionCacheClient::new(door.channel.clone());

@@ -32,6 +32,9 @@ pub struct App {
     pub metrics: Metrics,
     /// The public base URL (ending in `/`), known once the listener is bound.
     pub public_url: std::sync::OnceLock<String>,
+    /// The gRPC target clients are told (`grpc://HOST:PORT`, `grpcs://` with TLS), known once
+    /// the listeners are bound.
+    pub grpc_target: std::sync::OnceLock<String>,
     /// Requests in progress (the edge middleware's load-shedding count).
     pub in_flight: std::sync::atomic::AtomicUsize,
 }
@@ -201,6 +204,7 @@ impl App {
             upstreams,
             metrics,
             public_url: std::sync::OnceLock::new(),
+            grpc_target: std::sync::OnceLock::new(),
             in_flight: std::sync::atomic::AtomicUsize::new(0),
         })
     }
@@ -212,6 +216,16 @@ impl App {
             .get()
             .cloned()
             .unwrap_or_else(|| self.config.public_url_for(self.config.listen))
+    }
+
+    /// The gRPC target clients are told: `grpc://` (`grpcs://` with TLS) and the public URL's
+    /// host, with the gRPC port when it has its own.
+    #[must_use]
+    pub fn grpc_target(&self) -> String {
+        self.grpc_target
+            .get()
+            .cloned()
+            .unwrap_or_else(|| crate::mirror::client_config::grpc_target(&self.public_url(), None))
     }
 
     /// Whether every backend answers: the storage roles list within a short limit, and the

@@ -95,6 +95,7 @@ macro_rules! settings {
 
 settings! {
     LISTEN = ("server.listen", "GF_REGISTRY_LISTEN", Some("listen"), Some("127.0.0.1:8080"), "address to listen on");
+    GRPC_LISTEN = ("server.grpc_listen", "GF_REGISTRY_GRPC_LISTEN", None, None, "address of a port of its own for gRPC (the Remote Asset API); default: gRPC on the listen port, told apart by content-type");
     PUBLIC_URL = ("server.public_url", "GF_REGISTRY_PUBLIC_URL", Some("public-url"), None, "how clients reach the server (default: http://LISTEN/)");
     TLS_CERT = ("server.tls_cert", "GF_REGISTRY_TLS_CERT", Some("tls-cert"), None, "PEM certificate chain: serve HTTPS and gRPC over TLS on the listen port, with server.tls_key (both reloaded on SIGHUP and when the files change; default: plain HTTP)");
     TLS_KEY = ("server.tls_key", "GF_REGISTRY_TLS_KEY", Some("tls-key"), None, "PEM private key of server.tls_cert");
@@ -217,6 +218,8 @@ pub struct Config {
     pub config_file: Option<PathBuf>,
     /// Listen address.
     pub listen: SocketAddr,
+    /// A port of its own for gRPC (`server.grpc_listen`); `None`: gRPC on `listen`.
+    pub grpc_listen: Option<SocketAddr>,
     /// Public base URL, if configured (otherwise derived from the bound address).
     pub public_url: Option<Url>,
     /// TLS on the listen port (`server.tls_cert`, `server.tls_key`, `server.tls_client_ca`).
@@ -492,6 +495,10 @@ impl Config {
                         .map_err(|e| format!("{e} (expected IP:PORT)"))
                 })?
                 .ok_or_else(|| missing(Id::LISTEN))?,
+            grpc_listen: r.parse(Id::GRPC_LISTEN, |s| {
+                s.parse::<SocketAddr>()
+                    .map_err(|e| format!("{e} (expected IP:PORT)"))
+            })?,
             public_url,
             log_format: r
                 .parse(Id::LOG_FORMAT, LogFormat::from_str)?

@@ -60,6 +60,25 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     for _ in 1..workers {
         listeners.push(bind_reuseport(addr)?);
     }
+    // `server.grpc_listen`: gRPC on a port of its own, one listener per worker as well.
+    let grpc_addr = match app.config.grpc_listen {
+        None => None,
+        Some(want) => Some(
+            std::net::TcpListener::bind(want)
+                .and_then(|l| l.local_addr())
+                .map_err(|e| {
+                    anyhow::anyhow!("cannot listen on {want} (server.grpc_listen): {e}")
+                })?,
+        ),
+    };
+    let mut grpc_listeners = Vec::new();
+    if let Some(grpc_addr) = grpc_addr {
+        for _ in 0..workers {
+            grpc_listeners.push(Some(bind_reuseport(grpc_addr)?));
+        }
+    } else {
+        grpc_listeners.resize_with(workers, || None);
+    }
     // A connection goes to the worker tied to the CPU it arrived on (see `steer`).
     let cpus = steer::allowed_cpus();
     let tied = steer::by_cpu(&listeners, &cpus);
@@ -77,6 +96,12 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     };
     let public_url = app.config.public_url_for(addr);
     let _ = app.public_url.set(public_url.clone());
+    let _ = app
+        .grpc_target
+        .set(crate::mirror::client_config::grpc_target(
+            &public_url,
+            grpc_addr.map(|a| a.port()),
+        ));
     let (shutdown, rx) = watch::channel(false);
     let front = crate::http::service::front(app.clone());
     let grpc = crate::grpc::routes(app.clone());
@@ -87,8 +112,11 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let limits = app.config.conn_limits;
     let open = conn::counter();
     let mut threads = Vec::new();
-    for (i, listener) in listeners.into_iter().enumerate() {
-        let front = front.clone();
+    for (i, (listener, grpc_listener)) in listeners.into_iter().zip(grpc_listeners).enumerate() {
+        let doors = match grpc_listener {
+            None => conn::Doors::Both(front.clone(), grpc.clone()),
+            Some(_) => conn::Doors::Http(front.clone()),
+        };
         let grpc = grpc.clone();
         let tls = tls.clone();
         let serve_rx = rx.clone();
@@ -107,7 +135,29 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
                     .build()?;
                 rt.block_on(async move {
                     let listener = TcpListener::from_std(listener)?;
-                    conn::serve(listener, front, grpc, tls, limits, open, serve_rx).await
+                    let http = conn::serve(
+                        listener,
+                        doors,
+                        tls.clone(),
+                        limits,
+                        open.clone(),
+                        serve_rx.clone(),
+                    );
+                    match grpc_listener {
+                        None => http.await,
+                        Some(l) => {
+                            let l = TcpListener::from_std(l)?;
+                            let grpc = conn::serve(
+                                l,
+                                conn::Doors::Grpc(grpc),
+                                tls,
+                                limits,
+                                open,
+                                serve_rx,
+                            );
+                            tokio::try_join!(http, grpc).map(|_| ())
+                        }
+                    }
                 })
             },
         )?;

@@ -177,7 +177,7 @@ fn upstream_bases(app: &AppState) -> Vec<String> {
 
 /// `GET /bazel/bazelrc`.
 pub(super) async fn get_bazelrc(State(app): State<AppState>) -> impl IntoResponse {
-    let body = client_config::bazelrc(&app.public_url(), &upstream_bases(&app));
+    let body = client_config::bazelrc(&app.public_url(), &app.grpc_target(), &upstream_bases(&app));
     (
         [
             (header::CONTENT_TYPE, "text/plain; charset=utf-8"),

@@ -82,9 +82,8 @@ pub fn downloader_config(
 /// the named one (only our URL) and the transparent one (the upstream's own URL, sent through
 /// the server by the downloader config).
 #[must_use]
-pub fn bazelrc(public_url: &str, registries: &[String]) -> String {
+pub fn bazelrc(public_url: &str, grpc: &str, registries: &[String]) -> String {
     let base = public_url.trim_end_matches('/');
-    let grpc = grpc_target(base);
     let registry_lines = if registries.is_empty() {
         format!(
             "# Our registry first; the Bazel Central Registry for everything we do not hold.\n\
@@ -141,16 +140,28 @@ pub fn bazelrc(public_url: &str, registries: &[String]) -> String {
     )
 }
 
-/// The gRPC target of the server at `base` (`http://h:p` is `grpc://h:p`, `https://` is
-/// `grpcs://`); a path on the public URL does not apply to gRPC, which has none.
-fn grpc_target(base: &str) -> String {
-    let (scheme, rest) = match base.split_once("://") {
+/// The gRPC target of the server whose public URL is `public_url` (`http://h:p/` is
+/// `grpc://h:p`, `https://` is `grpcs://`; a path does not apply to gRPC, which has none), on
+/// `port` instead when gRPC has a port of its own.
+#[must_use]
+pub fn grpc_target(public_url: &str, port: Option<u16>) -> String {
+    let (scheme, rest) = match public_url.split_once("://") {
         Some(("https", rest)) => ("grpcs", rest),
         Some((_, rest)) => ("grpc", rest),
-        None => ("grpc", base),
+        None => ("grpc", public_url),
     };
     let authority = rest.split('/').next().unwrap_or(rest);
-    format!("{scheme}://{authority}")
+    match port {
+        None => format!("{scheme}://{authority}"),
+        Some(port) => {
+            // The host without its port: `[v6]:p`, `host:p` or `host`.
+            let host = match authority.rsplit_once(':') {
+                Some((h, p)) if !h.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) => h,
+                _ => authority,
+            };
+            format!("{scheme}://{host}:{port}")
+        }
+    }
 }
 
 #[cfg(test)]
@@ -222,7 +233,11 @@ mod tests {
             1,
             "{cfg}"
         );
-        let rc = bazelrc("http://gf.example:8080/", &registries);
+        let rc = bazelrc(
+            "http://gf.example:8080/",
+            "grpc://gf.example:8080",
+            &registries,
+        );
         let active: Vec<&str> = rc
             .lines()
             .filter(|l| l.starts_with("common --registry"))
@@ -241,7 +256,7 @@ mod tests {
             .expect("our line in the transparent door");
         assert!(upstream < ours, "{rc}");
         // Without upstreams, the old advice: ours first, the BCR after it.
-        let plain = bazelrc("http://gf.example:8080/", &[]);
+        let plain = bazelrc("http://gf.example:8080/", "grpc://gf.example:8080", &[]);
         assert!(
             plain.contains("common --registry=https://bcr.bazel.build/\n"),
             "{plain}"
@@ -250,7 +265,7 @@ mod tests {
 
     #[test]
     fn the_grpc_door_is_on_the_same_authority() {
-        let rc = bazelrc("http://gf.example:8080/", &[]);
+        let rc = bazelrc("http://gf.example:8080/", "grpc://gf.example:8080", &[]);
         assert!(
             rc.contains("# common --experimental_remote_downloader=grpc://gf.example:8080\n"),
             "{rc}"
@@ -259,7 +274,22 @@ mod tests {
             rc.contains("# common --remote_cache=grpc://gf.example:8080\n"),
             "{rc}"
         );
-        assert_eq!(grpc_target("https://gf.example/reg"), "grpcs://gf.example");
-        assert_eq!(grpc_target("http://127.0.0.1:1"), "grpc://127.0.0.1:1");
+        assert_eq!(
+            grpc_target("https://gf.example/reg/", None),
+            "grpcs://gf.example"
+        );
+        assert_eq!(
+            grpc_target("http://127.0.0.1:1/", None),
+            "grpc://127.0.0.1:1"
+        );
+        assert_eq!(
+            grpc_target("http://127.0.0.1:1/", Some(9)),
+            "grpc://127.0.0.1:9"
+        );
+        assert_eq!(
+            grpc_target("https://gf.example/", Some(9)),
+            "grpcs://gf.example:9"
+        );
+        assert_eq!(grpc_target("http://[::1]:80/", Some(9)), "grpc://[::1]:9");
     }
 }

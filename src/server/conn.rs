@@ -127,11 +127,40 @@ impl hyper::body::Body for Tracked {
 
 const BUSY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\nRetry-After: 1\r\nConnection: close\r\nContent-Length: 42\r\n\r\ntoo many open connections; retry shortly\r\n";
 
+/// What a listener serves: HTTP and gRPC (told apart by content type), or one of them
+/// (`server.grpc_listen` gives gRPC a port of its own).
+#[derive(Debug, Clone)]
+pub(super) enum Doors {
+    Both(crate::http::service::Front, tonic::service::Routes),
+    Http(crate::http::service::Front),
+    Grpc(tonic::service::Routes),
+}
+
+/// [`Doors`] for one connection.
+#[derive(Clone)]
+enum ConnDoors {
+    Both(
+        crate::http::service::PreRouting<axum::Router>,
+        tonic::service::Routes,
+    ),
+    Http(crate::http::service::PreRouting<axum::Router>),
+    Grpc(tonic::service::Routes),
+}
+
+impl Doors {
+    fn connection(&self, peer: std::net::SocketAddr) -> ConnDoors {
+        match self {
+            Self::Both(front, grpc) => ConnDoors::Both(front.connection(peer), grpc.clone()),
+            Self::Http(front) => ConnDoors::Http(front.connection(peer)),
+            Self::Grpc(grpc) => ConnDoors::Grpc(grpc.clone()),
+        }
+    }
+}
+
 /// Serves `listener` until `stop` turns true, then waits for open connections to finish.
 pub(super) async fn serve(
     listener: TcpListener,
-    front: crate::http::service::Front,
-    grpc: tonic::service::Routes,
+    doors: Doors,
     tls: Option<Arc<super::Tls>>,
     limits: ConnLimits,
     open: Arc<AtomicUsize>,
@@ -175,23 +204,32 @@ pub(super) async fn serve(
         }
         let guard = Open(open.clone());
         let _ = stream.set_nodelay(true);
-        let mut service = front.connection(peer);
-        let mut grpc = grpc.clone();
+        let mut conn_doors = doors.connection(peer);
         let activity = Activity::new();
         let tracked = activity.clone();
-        // gRPC calls (`content-type: application/grpc`) go to the gRPC services. Registry
-        // files the cache holds are answered before routing (the hot path of every Bazel
-        // resolution); everything else goes through the router.
+        // gRPC calls (`content-type: application/grpc`) go to the gRPC services, and
+        // everything on a gRPC-only port. Registry files the cache holds are answered before
+        // routing (the hot path of every Bazel resolution); everything else goes through the
+        // router.
         let service = tower::service_fn(move |mut req: axum::http::Request<Incoming>| {
             let busy = Busy::enter(&tracked);
-            let response = if crate::grpc::is_grpc(&req) {
-                req.extensions_mut().insert(crate::grpc::Peer(peer));
-                Either::Left(futures::FutureExt::map(
-                    tower::Service::call(&mut grpc, req),
-                    |answer| answer.map(|response| response.map(Body::new)),
-                ))
-            } else {
-                Either::Right(tower::Service::call(&mut service, req))
+            let to_grpc = match &conn_doors {
+                ConnDoors::Both(..) => crate::grpc::is_grpc(&req),
+                ConnDoors::Http(_) => false,
+                ConnDoors::Grpc(_) => true,
+            };
+            let response = match &mut conn_doors {
+                ConnDoors::Both(http, _) | ConnDoors::Http(http) if !to_grpc => {
+                    Either::Right(tower::Service::call(http, req))
+                }
+                ConnDoors::Both(_, grpc) | ConnDoors::Grpc(grpc) => {
+                    req.extensions_mut().insert(crate::grpc::Peer(peer));
+                    Either::Left(futures::FutureExt::map(
+                        tower::Service::call(grpc, req),
+                        |answer| answer.map(|response| response.map(Body::new)),
+                    ))
+                }
+                ConnDoors::Http(http) => Either::Right(tower::Service::call(http, req)),
             };
             async move {
                 let response = match response.await {

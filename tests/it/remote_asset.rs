@@ -704,3 +704,51 @@ async fn a_python_grpcio_client_gets_the_same_answers() {
     assert_eq!(v["read_past_end"]["code"], "OUT_OF_RANGE");
     door.server.stop().await;
 }
+
+/// `server.grpc_listen` moves gRPC to a port of its own: the advice names it, gRPC answers
+/// there, and the HTTP port answers HTTP only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_listen_gives_grpc_a_port_of_its_own() {
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let upstream = Upstream::start().await;
+        let door = Door::start(&upstream, "[server]\ngrpc_listen = \"127.0.0.1:0\"\n").await;
+        let target = door.server.running().app.grpc_target();
+        let http_port = door.server.addr().port();
+        let grpc_port: u16 = target
+            .rsplit_once(':')
+            .and_then(|(_, p)| p.parse().ok())
+            .unwrap_or_else(|| panic!("a port in {target}"));
+        assert_ne!(grpc_port, http_port);
+        let rc = door
+            .server
+            .get("/bazel/bazelrc")
+            .await
+            .text()
+            .await
+            .expect("bazelrc");
+        assert!(
+            rc.contains(&format!("--remote_cache=grpc://127.0.0.1:{grpc_port}\n")),
+            "{rc}"
+        );
+
+        let channel = Channel::from_shared(format!("http://127.0.0.1:{grpc_port}"))
+            .expect("endpoint")
+            .connect()
+            .await
+            .expect("connect to the gRPC port");
+        CapabilitiesClient::new(channel)
+            .get_capabilities(GetCapabilitiesRequest::default())
+            .await
+            .expect("gRPC on its own port");
+        let e = CapabilitiesClient::new(door.channel.clone())
+            .get_capabilities(GetCapabilitiesRequest::default())
+            .await
+            .unwrap_err();
+        assert_ne!(e.code(), Code::Ok, "no gRPC on the HTTP port: {e:?}");
+        let (status, _) = door.server.get_bytes("/bazel_registry.json").await;
+        assert_eq!(status, 200);
+        door.server.stop().await;
+    })
+    .await
+    .expect("within the test's bound");
+}

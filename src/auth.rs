@@ -779,7 +779,7 @@ expires = 2027-01-01T01:00:00+01:00
                 one(&format!(
                     "name = \"b\"\nsha256 = \"{H1}\"\nscopes = [\"pubish:x\"]\n"
                 )),
-                r#"auth.tokens[1].scopes[0]: unknown scope "pubish:x" (expected publish:<glob>, yank:<glob> or admin)"#,
+                r#"auth.tokens[1].scopes[0]: unknown scope "pubish:x" (expected publish:<glob>, yank:<glob>, push or admin)"#,
             ),
             (
                 one(&format!(

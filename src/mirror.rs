@@ -293,6 +293,20 @@ impl Mirror {
         ingest::bind_urls(self.parts(), urls, sha256, requested_by).await
     }
 
+    /// Records that a client named blob `sha256`'s download from `url` by canonical id `id`
+    /// (Bazel's repository-cache key), once per blob and id; exports mark it.
+    ///
+    /// # Errors
+    /// [`MirrorError::Storage`] when the record cannot be written.
+    pub async fn note_canonical_id(
+        &self,
+        sha256: &str,
+        url: &url::Url,
+        id: &str,
+    ) -> Result<(), MirrorError> {
+        ingest::note_canonical_id(self.parts(), sha256, url, id).await
+    }
+
     /// Stores uploaded bytes as a blob and returns its hex sha256.
     ///
     /// # Errors

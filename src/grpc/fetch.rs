@@ -147,6 +147,16 @@ fn overall(failures: &[Failure]) -> Status {
 }
 
 impl Door {
+    /// Records the request's `bazel.canonical_id` for the blob it got, for exports' `id-`
+    /// markers. The blob is served either way: a failure only loses the marker.
+    async fn note_canonical_id(&self, q: &Qualifiers, sha: &str, url: &Url) {
+        if let Some(id) = &q.canonical_id
+            && let Err(e) = self.app.mirror.note_canonical_id(sha, url, id).await
+        {
+            tracing::warn!(%url, error = %e, "the canonical id was not recorded");
+        }
+    }
+
     async fn fetch_blob_inner(
         &self,
         caller: Caller,
@@ -182,6 +192,9 @@ impl Door {
         // content-addressed and Bazel checks what it reads against the same checksum.
         for checksum in &q.checksums {
             if let Some((sha, size)) = mirror.stored(checksum) {
+                if let Ok(url) = Url::parse(&req.uris[0]) {
+                    self.note_canonical_id(q, &sha, &url).await;
+                }
                 return Ok(answer(&req.uris[0], &req.qualifiers, &sha, size));
             }
         }
@@ -233,9 +246,7 @@ impl Door {
                             });
                             continue;
                         };
-                        if let Some(id) = &q.canonical_id {
-                            tracing::debug!(%url, canonical_id = %id, sha256 = %sha, "FetchBlob");
-                        }
+                        self.note_canonical_id(q, &sha, &url).await;
                         return Ok(answer(uri, &req.qualifiers, &sha, size));
                     }
                     Err(e) => {

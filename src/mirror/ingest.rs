@@ -8,7 +8,7 @@ use url::Url;
 use super::error::MirrorError;
 use super::lookup::pinned_integrity;
 use super::parts::Parts;
-use super::record::{BlobRecord, PinRecord, Record};
+use super::record::{BlobRecord, EventKind, EventRecord, PinRecord, Record};
 use super::verify::{CHUNK_SIZE, Hashers};
 use crate::registry::{Algorithm, Integrity};
 
@@ -286,4 +286,36 @@ pub(super) async fn bind_urls(
         tracing::info!(%url, sha256, requested_by, "URL bound to a pushed blob");
     }
     Ok(new.len())
+}
+
+/// Records that a client named stored blob `sha256`'s download from `url` by canonical id
+/// `id` (once per blob and id), so exports write the repository cache's `id-` marker for it.
+///
+/// # Errors
+/// [`MirrorError::Storage`] when the record cannot be written.
+pub(super) async fn note_canonical_id(
+    p: Parts<'_>,
+    sha256: &str,
+    url: &Url,
+    id: &str,
+) -> Result<(), MirrorError> {
+    if id.is_empty()
+        || p.ledger
+            .read()
+            .canonical_ids(sha256)
+            .iter()
+            .any(|k| **k == *id)
+    {
+        return Ok(());
+    }
+    p.ledger
+        .record(&Record::Event(EventRecord {
+            event: EventKind::CanonicalId,
+            sha256: sha256.to_owned(),
+            url: Some(url.to_string()),
+            at: p.clock.now(),
+            detail: id.to_owned(),
+        }))
+        .await?;
+    Ok(())
 }

@@ -80,6 +80,9 @@ pub enum EventKind {
     Evict,
     /// The blob was read (coalesced; feeds retention by age).
     Access,
+    /// A client named the blob's download by this canonical id (`detail`), as Bazel's
+    /// repository cache keys it: exports write the `id-` marker for it.
+    CanonicalId,
 }
 
 /// An event about a blob.

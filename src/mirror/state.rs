@@ -138,6 +138,9 @@ pub struct MirrorState {
     aliases: Aliases,
     /// Drift events, oldest first.
     pub drift: Vec<EventRecord>,
+    /// Canonical ids clients named blobs by (only for blobs that have any), without
+    /// duplicates.
+    pub canonical_ids: HashMap<Sha256Digest, Vec<Arc<str>>>,
     /// Record keys already applied (this replica's own and those read from the store).
     seen: Seen,
     /// The newest record time listed per stream: the next incremental listing starts a few
@@ -153,6 +156,14 @@ impl MirrorState {
         self.blobs
             .get(&Sha256Digest::from_hex(sha256)?)
             .map(|b| &**b)
+    }
+
+    /// The canonical ids clients named blob `sha256` by.
+    #[must_use]
+    pub fn canonical_ids(&self, sha256: &str) -> &[Arc<str>] {
+        Sha256Digest::from_hex(sha256)
+            .and_then(|s| self.canonical_ids.get(&s))
+            .map_or(&[], Vec::as_slice)
     }
 
     /// The pin of `url`.
@@ -235,6 +246,14 @@ impl MirrorState {
                     (EventKind::Evict, Some(b)) => b.evicted = true,
                     (EventKind::Access, Some(b)) => b.last_access = b.last_access.max(e.at),
                     (EventKind::Drift, _) => self.drift.push(e),
+                    (EventKind::CanonicalId, _) => {
+                        if let Some(sha) = Sha256Digest::from_hex(&e.sha256) {
+                            let ids = self.canonical_ids.entry(sha).or_default();
+                            if !ids.iter().any(|id| **id == *e.detail) {
+                                ids.push(Arc::from(e.detail.as_str()));
+                            }
+                        }
+                    }
                     _ => {}
                 }
             }

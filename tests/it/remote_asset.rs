@@ -337,6 +337,26 @@ async fn fetch_blob_checks_checksums_qualifiers_policy_and_pins() {
             .await
             .expect("one SRI of the list matches");
         assert_eq!(d, digest_of(&bytes));
+        // The canonical id is recorded with the blob's provenance, once however often it is
+        // named.
+        door.fetch_blob(
+            &[upstream.url("/b/list.tar.gz")],
+            vec![
+                q("checksum.sri", &sri256(&bytes)),
+                q("bazel.canonical_id", "list-1"),
+            ],
+        )
+        .await
+        .expect("again, by its sha256");
+        let info = door
+            .server
+            .get_json(&format!("/api/v1/blobs/{}", d.hash))
+            .await;
+        assert_eq!(
+            info["canonical_ids"],
+            serde_json::json!(["list-1"]),
+            "{info}"
+        );
 
         // No checksum matches: NOT_FOUND naming the mismatch, and nothing is stored.
         let e = door
@@ -405,6 +425,29 @@ async fn fetch_blob_checks_checksums_qualifiers_policy_and_pins() {
             .expect("the second URI");
         assert_eq!(d, first);
         door.server.stop().await;
+
+        // A repository-cache export marks the canonical id: Bazel finds the archive by it.
+        let out = tempfile::tempdir().expect("tempdir");
+        let cache = out.path().join("cache");
+        let mut export = std::process::Command::new(env!("CARGO_BIN_EXE_gf-registry"));
+        export
+            .args(["mirror", "export", "--format", "repository-cache"])
+            .arg(&cache)
+            .arg("--all")
+            .arg("--data")
+            .arg(door._dir.path().join("data"))
+            .arg("--mirror-policy")
+            .arg(door._dir.path().join("policy"))
+            .arg("--registry")
+            .arg(example_registry());
+        let (code, stdout, stderr) =
+            tokio::task::block_in_place(|| output_within(&mut export, Duration::from_secs(60)));
+        assert_eq!(code, 0, "{stdout}{stderr}");
+        let marker = cache
+            .join("content_addressable/sha256")
+            .join(sha256_hex(&bytes))
+            .join(format!("id-{}", sha256_hex(b"list-1")));
+        assert!(marker.exists(), "missing {}", marker.display());
     })
     .await
     .expect("within the test's bound");

@@ -168,6 +168,15 @@ async fn select(
             .or_default()
             .push(url.to_string());
     }
+    // The canonical ids clients named a download by (FetchBlob's `bazel.canonical_id`).
+    for (sha, ids) in &state.canonical_ids {
+        let list = lists.entry(sha.to_hex()).or_default();
+        for id in ids {
+            if !list.iter().any(|l| **l == **id) {
+                list.push(id.to_string());
+            }
+        }
+    }
     for c in &p.policy.candidates {
         if let Some(sha) = state.resolve_alias(c.integrity.algorithm().name(), &c.integrity.hex()) {
             let joined = c.urls.iter().map(Url::as_str).collect::<Vec<_>>().join(" ");

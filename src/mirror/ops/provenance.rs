@@ -27,6 +27,9 @@ pub struct BlobInfo {
     pub last_access: chrono::DateTime<chrono::Utc>,
     /// Drift events of URLs pinned to it.
     pub drift: Vec<EventRecord>,
+    /// The canonical ids clients named its download by (`bazel.canonical_id` of a
+    /// `FetchBlob`); exports mark each in a repository cache.
+    pub canonical_ids: Vec<String>,
 }
 
 /// Provenance and state of a blob, for the API.
@@ -67,6 +70,11 @@ pub(in crate::mirror) async fn provenance(
             .iter()
             .filter(|d| d.sha256 == sha)
             .cloned()
+            .collect(),
+        canonical_ids: state
+            .canonical_ids(&sha)
+            .iter()
+            .map(|id| id.to_string())
             .collect(),
     })
 }

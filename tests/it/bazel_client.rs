@@ -130,23 +130,7 @@ async fn bazel_builds_through_the_mirror_across_upstream_outage_and_change() {
         "one upstream GET per archive"
     );
 
-    // b. Upstream down, Bazel's caches gone: the mirror alone serves the archives.
-    upstream.stop().await;
-    bazel.forget_downloads();
-    bazel
-        .build(&[&flag])
-        .assert_ok("build with the upstream down");
-    bazel.assert_original_output();
-
-    // c. Upstream back on the same port with different bytes for one URL; the WORKSPACE still
-    //    pins the original sha256, which the mirror must keep serving.
-    upstream.serve_bytes(&release_path(CHANGED), fixture_archive(CHANGED_TO));
-    upstream.restart().await;
-    bazel.forget_downloads();
-    bazel
-        .build(&[&flag])
-        .assert_ok("build after the upstream changed a release");
-    bazel.assert_original_output();
+    outage_then_change(&bazel, &mut upstream, &[&flag]).await;
     // Whether the mirror revalidates with the upstream is its own business: only report it.
     eprintln!(
         "upstream hits after the change: {:?}",
@@ -156,6 +140,24 @@ async fn bazel_builds_through_the_mirror_across_upstream_outage_and_change() {
     drop(bazel);
     server.stop().await;
     upstream.stop().await;
+}
+
+/// The mirror alone serves a build with the upstream down and Bazel's caches gone (b), and
+/// the pinned originals once the upstream is back with other bytes at one URL (c): the
+/// WORKSPACE still pins the original sha256. `flags` send Bazel's downloads to the mirror.
+pub(crate) async fn outage_then_change(bazel: &Bazel, upstream: &mut Upstream, flags: &[&str]) {
+    upstream.stop().await;
+    bazel.forget_downloads();
+    bazel.build(flags).assert_ok("build with the upstream down");
+    bazel.assert_original_output();
+
+    upstream.serve_bytes(&release_path(CHANGED), fixture_archive(CHANGED_TO));
+    upstream.restart().await;
+    bazel.forget_downloads();
+    bazel
+        .build(flags)
+        .assert_ok("build after the upstream changed a release");
+    bazel.assert_original_output();
 }
 
 /// `gf-registry mirror export --format repository-cache` (no server running) gives a directory

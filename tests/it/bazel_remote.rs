@@ -4,8 +4,8 @@
 //! `bazel_client.rs`'s.
 
 use crate::bazel_client::{
-    ARCHIVES, Bazel, CHANGED, CHANGED_TO, bazel_or_skip, fixture_archive, one_hit_per_archive,
-    original_files, release_path, write_policy,
+    ARCHIVES, Bazel, CHANGED, bazel_or_skip, fixture_archive, one_hit_per_archive, original_files,
+    outage_then_change, write_policy,
 };
 use crate::support::certs::TestCerts;
 use crate::support::{TestServer, Upstream, example_registry, path_str, sha256_hex};
@@ -91,22 +91,8 @@ async fn bazel_builds_through_the_remote_asset_api() {
         "Bazel read the blobs over ByteStream:\n{metrics}"
     );
 
-    // b. Upstream down, Bazel's caches gone: the mirror alone serves the archives.
-    upstream.stop().await;
-    bazel.forget_downloads();
-    bazel
-        .build(&flags)
-        .assert_ok("build with the upstream down");
-    bazel.assert_original_output();
-
-    // c. The upstream is back with other bytes at one URL: the pin holds.
-    upstream.serve_bytes(&release_path(CHANGED), fixture_archive(CHANGED_TO));
-    upstream.restart().await;
-    bazel.forget_downloads();
-    bazel
-        .build(&flags)
-        .assert_ok("build after the upstream changed a release");
-    bazel.assert_original_output();
+    // b, c. Upstream down, then back with other bytes at one URL.
+    outage_then_change(&bazel, &mut upstream, &flags).await;
 
     // d. A wrong sha256 in the WORKSPACE: the build fails, and says why.
     let workspace = bazel.ws().join("WORKSPACE");

@@ -24,11 +24,11 @@ use sha2::Digest as _;
 use tonic::Code;
 use tonic::transport::Channel;
 
-use crate::support::publish::{PUBLISHER, config_file};
+use crate::support::publish::{PUBLISHER, bounded, config_file};
 use crate::support::spawned::output_within;
 use crate::support::{TestServer, Upstream, example_registry, path_str, sha256_hex};
 
-/// Bound on one whole test.
+/// Bound on the Python client.
 const TEST_TIMEOUT: Duration = Duration::from_secs(120);
 /// A token with the `push` scope.
 const PUSHER: &str = "gfr_test_pusher_token";
@@ -82,16 +82,7 @@ struct Door {
 impl Door {
     async fn start(upstream: &Upstream, head: &str) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
-        let policy = dir.path().join("policy");
-        std::fs::create_dir_all(&policy).expect("mkdir policy");
-        std::fs::write(
-            policy.join("policy.toml"),
-            format!(
-                "[[upstream]]\nprefix = \"{}/\"\nallow_private = true\n",
-                upstream.origin()
-            ),
-        )
-        .expect("policy");
+        let policy = crate::bazel_client::write_policy(dir.path(), upstream);
         let data = dir.path().join("data");
         std::fs::create_dir_all(&data).expect("mkdir data");
         let extra = format!(
@@ -195,7 +186,7 @@ fn with_token<T>(message: T, token: &str) -> tonic::Request<T> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fetch_blob_pulls_through_once_and_bytestream_reads_the_verified_bytes() {
-    tokio::time::timeout(TEST_TIMEOUT, async {
+    bounded(async {
         let bytes = archive(1);
         let upstream =
             Upstream::start_with_files([("/a/archive-1.tar.gz".to_owned(), bytes.clone())]).await;
@@ -305,13 +296,12 @@ async fn fetch_blob_pulls_through_once_and_bytestream_reads_the_verified_bytes()
         );
         door.server.stop().await;
     })
-    .await
-    .expect("within the test's bound");
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fetch_blob_checks_checksums_qualifiers_policy_and_pins() {
-    tokio::time::timeout(TEST_TIMEOUT, async {
+    bounded(async {
         let bytes = archive(2);
         let other = archive(3);
         let upstream = Upstream::start_with_files([
@@ -449,13 +439,12 @@ async fn fetch_blob_checks_checksums_qualifiers_policy_and_pins() {
             .join(format!("id-{}", sha256_hex(b"list-1")));
         assert!(marker.exists(), "missing {}", marker.display());
     })
-    .await
-    .expect("within the test's bound");
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cas_writes_and_pushes_need_the_push_scope_and_must_hash_to_their_digest() {
-    tokio::time::timeout(TEST_TIMEOUT, async {
+    bounded(async {
         let upstream = Upstream::start().await;
         let door = Door::start(&upstream, "").await;
         let blob = b"pre-seeded by CI".to_vec();
@@ -640,13 +629,12 @@ async fn cas_writes_and_pushes_need_the_push_scope_and_must_hash_to_their_digest
         assert!(caps.execution_capabilities.is_none());
         door.server.stop().await;
     })
-    .await
-    .expect("within the test's bound");
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grpc_reads_need_a_token_when_http_reads_do() {
-    tokio::time::timeout(TEST_TIMEOUT, async {
+    bounded(async {
         let bytes = archive(4);
         let upstream =
             Upstream::start_with_files([("/c/locked.tar.gz".to_owned(), bytes.clone())]).await;
@@ -667,8 +655,7 @@ async fn grpc_reads_need_a_token_when_http_reads_do() {
         assert_eq!(ok.blob_digest, Some(digest_of(&bytes)));
         door.server.stop().await;
     })
-    .await
-    .expect("within the test's bound");
+    .await;
 }
 
 /// grpcio (gRPC's C core, from PyPI) as a second, independent client: SRI lists, header
@@ -752,7 +739,7 @@ async fn a_python_grpcio_client_gets_the_same_answers() {
 /// there, and the HTTP port answers HTTP only.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grpc_listen_gives_grpc_a_port_of_its_own() {
-    tokio::time::timeout(TEST_TIMEOUT, async {
+    bounded(async {
         let upstream = Upstream::start().await;
         let door = Door::start(&upstream, "[server]\ngrpc_listen = \"127.0.0.1:0\"\n").await;
         let target = door.server.running().app.grpc_target();
@@ -792,6 +779,5 @@ async fn grpc_listen_gives_grpc_a_port_of_its_own() {
         assert_eq!(status, 200);
         door.server.stop().await;
     })
-    .await
-    .expect("within the test's bound");
+    .await;
 }

@@ -83,6 +83,24 @@ pub enum Action<'a> {
     Admin,
 }
 
+/// The subject of the client certificate a TLS connection presented and the server verified
+/// against `server.tls_client_ca`; the server puts it into each request of that connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientCertificate {
+    /// The subject, as RFC 4514 writes it (`CN=ci-runner, O=Example`).
+    pub subject: String,
+}
+
+/// How records name a client (the `requested_by` of provenance, the `address` of audit
+/// records): its address, and the verified certificate's subject when it showed one.
+#[must_use]
+pub fn client_label(ip: std::net::IpAddr, certificate: Option<&ClientCertificate>) -> String {
+    match certificate {
+        None => ip.to_string(),
+        Some(c) => format!("{ip} (certificate {})", c.subject),
+    }
+}
+
 /// Who a request runs as: the token's name, or [`ANONYMOUS`] for an open read.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Principal {

@@ -111,7 +111,15 @@ impl Door {
             })?;
             let principal = authorize(&self.app, request.metadata(), &action)?;
             let peer = request.extensions().get::<Peer>().map(|p| p.0);
-            let caller = Caller { principal, peer };
+            let certificate = request
+                .extensions()
+                .get::<crate::auth::ClientCertificate>()
+                .cloned();
+            let caller = Caller {
+                principal,
+                peer,
+                certificate,
+            };
             work(caller, request.into_inner()).await
         }
         .await;
@@ -135,13 +143,17 @@ impl Door {
 struct Caller {
     principal: Principal,
     peer: Option<SocketAddr>,
+    certificate: Option<crate::auth::ClientCertificate>,
 }
 
 impl Caller {
-    /// How provenance records name the caller: the client address, as over HTTP.
+    /// How provenance records name the caller, as over HTTP: the client address, and the
+    /// verified client certificate's subject when it showed one.
     fn requested_by(&self) -> String {
-        self.peer
-            .map_or_else(|| "unknown".to_owned(), |p| p.ip().to_string())
+        self.peer.map_or_else(
+            || "unknown".to_owned(),
+            |p| crate::auth::client_label(p.ip(), self.certificate.as_ref()),
+        )
     }
 }
 

@@ -95,6 +95,7 @@ impl IntoResponse for AuthRejection {
 #[derive(Debug)]
 pub(super) struct Caller {
     peer: SocketAddr,
+    certificate: Option<crate::auth::ClientCertificate>,
     authorization: HeaderMap,
 }
 
@@ -104,7 +105,7 @@ impl Caller {
         let principal = authorize(auth, &self.authorization, action)?;
         Ok(Actor {
             name: principal.name,
-            address: self.peer.ip().to_string(),
+            address: crate::auth::client_label(self.peer.ip(), self.certificate.as_ref()),
         })
     }
 }
@@ -122,6 +123,10 @@ impl<S: Send + Sync> FromRequestParts<S> for Caller {
         }
         Ok(Self {
             peer,
+            certificate: parts
+                .extensions
+                .get::<crate::auth::ClientCertificate>()
+                .cloned(),
             authorization,
         })
     }

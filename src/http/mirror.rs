@@ -26,11 +26,12 @@ pub(super) async fn get_mirror_url(
     MirrorTarget(target): MirrorTarget,
     ranged: Ranged,
     headers: HeaderMap,
+    certificate: Option<axum::Extension<crate::auth::ClientCertificate>>,
 ) -> Response {
     if let Some(answer) = transparent_door(&app, &target, &headers).await {
         return answer.unwrap_or_else(IntoResponse::into_response);
     }
-    let client = peer.ip().to_string();
+    let client = crate::auth::client_label(peer.ip(), certificate.as_ref().map(|c| &c.0));
     let read = method != Method::HEAD;
     let blob = with_if_range(&ranged, |range| {
         app.mirror.get_url(&target, range, &client, read)

@@ -205,6 +205,10 @@ pub(super) async fn serve(
         let guard = Open(open.clone());
         let _ = stream.set_nodelay(true);
         let mut conn_doors = doors.connection(peer);
+        // The verified client certificate's subject, known once the TLS handshake is done
+        // (before the first request is read).
+        let certificate = Arc::new(std::sync::OnceLock::<crate::auth::ClientCertificate>::new());
+        let request_certificate = certificate.clone();
         let activity = Activity::new();
         let tracked = activity.clone();
         // gRPC calls (`content-type: application/grpc`) go to the gRPC services, and
@@ -213,6 +217,9 @@ pub(super) async fn serve(
         // router.
         let service = tower::service_fn(move |mut req: axum::http::Request<Incoming>| {
             let busy = Busy::enter(&tracked);
+            if let Some(c) = request_certificate.get() {
+                req.extensions_mut().insert(c.clone());
+            }
             let to_grpc = match &conn_doors {
                 ConnDoors::Both(..) => crate::grpc::is_grpc(&req),
                 ConnDoors::Http(_) => false,
@@ -252,7 +259,12 @@ pub(super) async fn serve(
                 Some(acceptor) => {
                     match tokio::time::timeout(limits.header_timeout, acceptor.accept(stream)).await
                     {
-                        Ok(Ok(tls)) => tokio_util::either::Either::Right(tls),
+                        Ok(Ok(tls)) => {
+                            if let Some(c) = super::tls::client_certificate(tls.get_ref().1) {
+                                let _ = certificate.set(c);
+                            }
+                            tokio_util::either::Either::Right(tls)
+                        }
                         Ok(Err(e)) => {
                             tracing::debug!(peer = %peer, error = %e, "TLS handshake failed");
                             return;

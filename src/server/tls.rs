@@ -158,3 +158,15 @@ fn server_config(files: &TlsFiles) -> anyhow::Result<ServerConfig> {
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(config)
 }
+
+/// The subject of the verified client certificate of a TLS connection, if it showed one.
+#[must_use]
+pub(super) fn client_certificate(
+    conn: &tokio_rustls::rustls::ServerConnection,
+) -> Option<crate::auth::ClientCertificate> {
+    let leaf = conn.peer_certificates()?.first()?;
+    let (_, cert) = x509_parser::parse_x509_certificate(leaf.as_ref()).ok()?;
+    Some(crate::auth::ClientCertificate {
+        subject: cert.subject().to_string(),
+    })
+}

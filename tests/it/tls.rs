@@ -13,7 +13,7 @@ use bazel_remote_apis::build::bazel::remote::execution::v2::capabilities_client:
 use gf_registry::config::{Config, Inputs};
 
 use crate::support::certs::TestCerts;
-use crate::support::{TestServer, example_registry, path_str};
+use crate::support::{TestServer, Upstream, example_registry, path_str};
 
 /// Bound on waiting for a reload to show.
 const RELOAD_WAIT: Duration = Duration::from_secs(20);
@@ -194,4 +194,74 @@ async fn tls_settings_errors_name_the_setting_and_the_file() {
             .to_string();
         assert!(e.contains(needle), "{needle}: {e}");
     }
+}
+
+/// With `server.tls_client_ca`, a client may show a certificate from that CA: its subject is
+/// recorded as who asked (provenance), one from another CA is refused at the handshake, and a
+/// client without one is served as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_verified_client_certificate_names_who_asked() {
+    tokio::time::timeout(Duration::from_secs(120), async {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let certs = TestCerts::new(dir.path(), "server");
+        let (client, client_key) = certs.issue_client("ci-runner");
+        let other_dir = tempfile::tempdir().expect("tempdir");
+        let other = TestCerts::new(other_dir.path(), "other");
+        let (stranger, stranger_key) = other.issue_client("stranger");
+        let bytes: Vec<u8> = (0..50_000u32).map(|i| (i % 253) as u8).collect();
+        let upstream =
+            Upstream::start_with_files([("/m/a.tar.gz".to_owned(), bytes.clone())]).await;
+        let policy = upstream.policy_dir();
+        let server = TestServer::start_with_env(
+            &example_registry(),
+            &[
+                ("tls-cert", path_str(&certs.cert)),
+                ("tls-key", path_str(&certs.key)),
+                ("mirror-policy", path_str(policy.path())),
+            ],
+            &[("GF_REGISTRY_TLS_CLIENT_CA", path_str(&certs.ca))],
+        )
+        .await;
+        let base = format!("https://127.0.0.1:{}", server.addr().port());
+        let archive = format!("{base}/mirror/{}/m/a.tar.gz", upstream.host());
+        let with_cert = |cert: &Path, key: &Path| {
+            vec![
+                "--cert".to_owned(),
+                cert.display().to_string(),
+                "--key".to_owned(),
+                key.display().to_string(),
+            ]
+        };
+        let args = with_cert(&client, &client_key);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let (ok, got, log) = curl(&certs.ca, &args, &archive);
+        assert!(ok && got.starts_with("200"), "{got}\n{log}");
+        let info = Command::new("curl")
+            .args(["-fsS", "--max-time", "10", "--cacert"])
+            .arg(&certs.ca)
+            .arg(format!(
+                "{base}/api/v1/blobs/{}",
+                crate::support::sha256_hex(&bytes)
+            ))
+            .output()
+            .expect("curl provenance");
+        let info: serde_json::Value = serde_json::from_slice(&info.stdout).expect("JSON");
+        assert_eq!(
+            info["record"]["requested_by"], "127.0.0.1 (certificate CN=ci-runner)",
+            "{info}"
+        );
+
+        let args = with_cert(&stranger, &stranger_key);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let (ok, got, _) = curl(&certs.ca, &args, &format!("{base}/readyz"));
+        assert!(
+            !ok && !got.starts_with("200"),
+            "a certificate from another CA: {got}"
+        );
+        let (ok, got, log) = curl(&certs.ca, &[], &format!("{base}/readyz"));
+        assert!(ok && got.starts_with("200"), "no certificate: {got}\n{log}");
+        server.stop().await;
+    })
+    .await
+    .expect("within the test's bound");
 }

@@ -111,4 +111,52 @@ impl TestCerts {
         std::fs::rename(dir.join("next-key.pem"), &self.key).expect("install key");
         std::fs::rename(dir.join("next.pem"), &self.cert).expect("install cert");
     }
+
+    /// A client certificate whose subject is `CN=<cn>`, signed by this CA: its certificate
+    /// and key files.
+    pub(crate) fn issue_client(&self, cn: &str) -> (PathBuf, PathBuf) {
+        let dir = &self.dir;
+        std::fs::write(dir.join("client-ext.cnf"), "extendedKeyUsage=clientAuth\n")
+            .expect("client-ext.cnf");
+        let subject = format!("/CN={cn}");
+        let (cert, key) = (format!("client-{cn}.pem"), format!("client-{cn}-key.pem"));
+        openssl(
+            dir,
+            &[
+                "req",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-256",
+                "-nodes",
+                "-subj",
+                &subject,
+                "-keyout",
+                &key,
+                "-out",
+                "client.csr",
+            ],
+        );
+        openssl(
+            dir,
+            &[
+                "x509",
+                "-req",
+                "-in",
+                "client.csr",
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                self.ca_key.to_str().expect("utf-8"),
+                "-CAcreateserial",
+                "-days",
+                "2",
+                "-extfile",
+                "client-ext.cnf",
+                "-out",
+                &cert,
+            ],
+        );
+        (dir.join(cert), dir.join(key))
+    }
 }

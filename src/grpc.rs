@@ -15,8 +15,12 @@
 //! Like `http`, this layer parses, calls one domain method and maps the result; it never
 //! reaches the storage or the upstream itself.
 
+mod blob;
+mod bytestream;
+mod cache;
 mod cas;
 mod fetch;
+mod push;
 
 use std::net::SocketAddr;
 use std::time::Instant;

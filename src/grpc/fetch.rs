@@ -1,5 +1,4 @@
-//! `build.bazel.remote.asset.v1.Fetch`: an archive by its URLs, through the mirror; and
-//! `Push`, which binds URLs to a blob already in the CAS (scope `push`).
+//! `build.bazel.remote.asset.v1.Fetch`: an archive by its URLs, through the mirror.
 //!
 //! `FetchBlob` tries the request's URIs in order, each through [`Mirror::ingest_url`]: the
 //! first-seen pin when the URL has one, else a pull-through that the policy must allow (one
@@ -15,9 +14,8 @@
 use std::time::Duration;
 
 use bazel_remote_apis::build::bazel::remote::asset::v1::{
-    FetchBlobRequest, FetchBlobResponse, FetchDirectoryRequest, FetchDirectoryResponse,
-    PushBlobRequest, PushBlobResponse, PushDirectoryRequest, PushDirectoryResponse, Qualifier,
-    fetch_server::Fetch, push_server::Push,
+    FetchBlobRequest, FetchBlobResponse, FetchDirectoryRequest, FetchDirectoryResponse, Qualifier,
+    fetch_server::Fetch,
 };
 use bazel_remote_apis::build::bazel::remote::execution::v2::{Digest, digest_function};
 use tonic::{Code, Status};
@@ -320,85 +318,6 @@ impl Fetch for Door {
                 ))
             },
         )
-        .await
-    }
-}
-
-impl Door {
-    async fn push_blob_inner(
-        &self,
-        caller: Caller,
-        req: PushBlobRequest,
-    ) -> Result<PushBlobResponse, Status> {
-        check_digest_function(req.digest_function, "digest_function")?;
-        if req.uris.is_empty() {
-            return Err(Status::invalid_argument(
-                "uris: empty; give at least one URI to bind",
-            ));
-        }
-        let mut urls = Vec::new();
-        for (i, uri) in req.uris.iter().enumerate() {
-            match Url::parse(uri) {
-                Ok(url) if matches!(url.scheme(), "http" | "https") => urls.push(url),
-                _ => {
-                    return Err(Status::invalid_argument(format!(
-                        "uris[{i}]: `{uri}` is not an http or https URL"
-                    )));
-                }
-            }
-        }
-        let q = qualifiers(&req.qualifiers)?;
-        let blob = super::cas::address(req.blob_digest.as_ref(), "blob_digest")?;
-        let mirror = &self.app.mirror;
-        let stored = mirror.stored(&blob.integrity());
-        if stored.as_ref().is_some_and(|(_, size)| *size != blob.size) {
-            return Err(Status::not_found(format!(
-                "blob_digest: the CAS holds {} with another size than {}",
-                blob.sha256, blob.size
-            )));
-        }
-        // The CAS must hold it (any replica's writes count); the checksum, when given, must
-        // be the blob's: a push is trusted with the URLs, not with the bytes.
-        if !q.checksums.is_empty()
-            && !q
-                .checksums
-                .iter()
-                .any(|c| mirror.stored(c).is_some_and(|(sha, _)| sha == blob.sha256))
-        {
-            return Err(Status::invalid_argument(format!(
-                "checksum.sri: no value matches blob {} (or the blob is not stored)",
-                blob.sha256
-            )));
-        }
-        mirror
-            .bind_urls(&urls, &blob.sha256, &caller.requested_by())
-            .await
-            .map_err(|e| status_of(&e))?;
-        Ok(PushBlobResponse {})
-    }
-}
-
-#[tonic::async_trait]
-impl Push for Door {
-    async fn push_blob(
-        &self,
-        request: tonic::Request<PushBlobRequest>,
-    ) -> Result<tonic::Response<PushBlobResponse>, Status> {
-        self.call("Push/PushBlob", Action::Push, request, |caller, req| {
-            self.push_blob_inner(caller, req)
-        })
-        .await
-    }
-
-    async fn push_directory(
-        &self,
-        request: tonic::Request<PushDirectoryRequest>,
-    ) -> Result<tonic::Response<PushDirectoryResponse>, Status> {
-        self.call("Push/PushDirectory", Action::Push, request, |_, _| async {
-            Err(Status::unimplemented(
-                "PushDirectory is not offered: this server keeps archives as blobs (use PushBlob)",
-            ))
-        })
         .await
     }
 }

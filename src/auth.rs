@@ -34,6 +34,20 @@ pub struct AuthConfig {
     pub require_token_for_reads: bool,
     /// The known tokens.
     pub tokens: Vec<TokenEntry>,
+    /// Client certificates (by verified subject) and what they may do, like tokens.
+    pub clients: Vec<ClientEntry>,
+}
+
+/// One `[[auth.clients]]` entry: a client whose verified TLS certificate has this subject may
+/// do what `scopes` allow, without a token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientEntry {
+    /// The subject, as RFC 4514 writes it and `/api/v1/blobs` shows it (`CN=ci-runner`).
+    pub subject: String,
+    /// Unique name, for audit logs and answers, as a token's.
+    pub name: String,
+    /// What it may do (never empty).
+    pub scopes: Vec<Scope>,
 }
 
 /// One `[[auth.tokens]]` entry.
@@ -128,6 +142,18 @@ pub enum AuthError {
         /// The token's configured name.
         name: String,
     },
+    /// The client certificate is configured but lacks the scope the action needs.
+    #[error(
+        "client certificate \"{subject}\" (auth.clients entry \"{name}\") lacks scope {needed}"
+    )]
+    CertificateForbidden {
+        /// The certificate's subject.
+        subject: String,
+        /// The entry's configured name.
+        name: String,
+        /// The scope needed.
+        needed: String,
+    },
     /// The token is valid but lacks the scope the action needs.
     #[error("token \"{name}\" lacks scope {needed}")]
     Forbidden {
@@ -197,6 +223,37 @@ impl AuthConfig {
         }
     }
 
+    /// [`AuthConfig::authorize`], with the client certificate the connection showed: without
+    /// a token, a certificate that an `[[auth.clients]]` entry names does what its scopes
+    /// allow (a token, when given, decides alone).
+    pub fn authorize_client(
+        &self,
+        credential: Option<&Credential>,
+        certificate: Option<&ClientCertificate>,
+        action: &Action<'_>,
+        now: DateTime<Utc>,
+    ) -> Result<Principal, AuthError> {
+        if credential.is_none()
+            && let Some(cert) = certificate
+            && let Some(entry) = self.clients.iter().find(|c| c.subject == cert.subject)
+        {
+            return if entry.scopes.iter().any(|s| s.allows(action)) {
+                Ok(Principal {
+                    name: entry.name.clone(),
+                })
+            } else if self.allows_anonymous(action) {
+                Ok(Principal::anonymous())
+            } else {
+                Err(AuthError::CertificateForbidden {
+                    subject: cert.subject.clone(),
+                    name: entry.name.clone(),
+                    needed: action.needed_scope(),
+                })
+            };
+        }
+        self.authorize(credential, action, now)
+    }
+
     fn check(
         &self,
         token: &str,
@@ -248,6 +305,79 @@ mod tests {
         AuthConfig::from_toml(&doc["auth"])
     }
 
+    #[test]
+    fn client_certificates_act_by_their_entry() {
+        let c = config(
+            "[auth]\nrequire_token_for_reads = true\n[[auth.clients]]\nsubject = \"CN=ci\"\n\
+             name = \"ci\"\nscopes = [\"push\"]\n",
+        )
+        .unwrap();
+        let now = at("2026-12-01T00:00:00Z");
+        let ci = ClientCertificate {
+            subject: "CN=ci".to_owned(),
+        };
+        let other = ClientCertificate {
+            subject: "CN=other".to_owned(),
+        };
+        let name = |r: Result<Principal, AuthError>| r.map(|p| p.name);
+        assert_eq!(
+            name(c.authorize_client(None, Some(&ci), &Action::Push, now)),
+            Ok("ci".to_owned())
+        );
+        assert_eq!(
+            name(c.authorize_client(None, Some(&ci), &Action::Read, now)),
+            Ok("ci".to_owned()),
+            "any scope reads, as a token's"
+        );
+        let e = c
+            .authorize_client(None, Some(&ci), &Action::Admin, now)
+            .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            r#"client certificate "CN=ci" (auth.clients entry "ci") lacks scope admin"#
+        );
+        // An unknown subject, or none, is as if no certificate were shown.
+        assert_eq!(
+            c.authorize_client(None, Some(&other), &Action::Read, now),
+            Err(AuthError::Missing)
+        );
+        assert_eq!(
+            c.authorize_client(None, None, &Action::Push, now),
+            Err(AuthError::Missing)
+        );
+        // A token given decides alone.
+        let bad = Credential::Bearer("gfr_nope".to_owned());
+        assert_eq!(
+            c.authorize_client(Some(&bad), Some(&ci), &Action::Push, now),
+            Err(AuthError::Unknown)
+        );
+    }
+
+    #[test]
+    fn client_entries_name_what_is_wrong() {
+        for (text, want) in [
+            (
+                "[[auth.clients]]\nname = \"a\"\nscopes = [\"push\"]\n",
+                "auth.clients[0].subject: missing",
+            ),
+            (
+                "[[auth.clients]]\nsubject = \"CN=a\"\nname = \"a\"\nscopes = []\n",
+                "auth.clients[0].scopes: empty",
+            ),
+            (
+                "[[auth.clients]]\nsubject = \"CN=a\"\nname = \"a\"\nscopes = [\"push\"]\nrole = 1\n",
+                "auth.clients[0].role: unknown key",
+            ),
+            (
+                "[[auth.clients]]\nsubject = \"CN=a\"\nname = \"a\"\nscopes = [\"push\"]\n[[auth.clients]]\nsubject = \"CN=a\"\nname = \"b\"\nscopes = [\"push\"]\n",
+                "auth.clients[1].subject: duplicate subject",
+            ),
+        ] {
+            let e = config(&format!("[auth]\n{text}")).unwrap_err();
+            assert!(e.starts_with(want), "got: {e}\nwant: {want}");
+        }
+    }
+
     fn entry(name: &str, token: &str, scopes: &[&str], expires: Option<&str>) -> TokenEntry {
         TokenEntry {
             name: name.to_owned(),
@@ -260,6 +390,7 @@ mod tests {
     fn sample() -> AuthConfig {
         AuthConfig {
             require_token_for_reads: false,
+            clients: Vec::new(),
             tokens: vec![
                 entry("ci", "tok-ci", &["publish:rules_*", "yank:rules_go"], None),
                 entry("root", "tok-root", &["admin"], None),
@@ -645,6 +776,7 @@ mod tests {
         let token = "gfr_supersecretvalue";
         let c = AuthConfig {
             require_token_for_reads: true,
+            clients: Vec::new(),
             tokens: vec![
                 entry("ci", token, &["publish:foo"], None),
                 entry("exp", "gfr_other", &["admin"], Some("2000-01-01T00:00:00Z")),
@@ -896,7 +1028,7 @@ expires = 2027-01-01T01:00:00+01:00
             ),
             (
                 "[auth]\nrequire_tokens_for_reads = true\n".to_owned(),
-                "auth.require_tokens_for_reads: unknown key (expected require_token_for_reads, tokens)",
+                "auth.require_tokens_for_reads: unknown key (expected require_token_for_reads, tokens, clients)",
             ),
             (
                 "[auth]\ntokens = 3\n".to_owned(),

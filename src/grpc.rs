@@ -113,12 +113,13 @@ impl Door {
                     "server.max_concurrent_requests calls are already in progress; retry shortly",
                 )
             })?;
-            let principal = authorize(&self.app, request.metadata(), &action)?;
             let peer = request.extensions().get::<Peer>().map(|p| p.0);
             let certificate = request
                 .extensions()
                 .get::<crate::auth::ClientCertificate>()
                 .cloned();
+            let principal =
+                authorize(&self.app, request.metadata(), certificate.as_ref(), &action)?;
             let caller = Caller {
                 principal,
                 peer,
@@ -166,6 +167,7 @@ impl Caller {
 fn authorize(
     app: &AppState,
     metadata: &tonic::metadata::MetadataMap,
+    certificate: Option<&crate::auth::ClientCertificate>,
     action: &Action<'_>,
 ) -> Result<Principal, Status> {
     let mut values = metadata.get_all("authorization").iter();
@@ -178,14 +180,16 @@ fn authorize(
     };
     let auth = &app.config.auth;
     let result = match credential {
-        Ok(c) => auth.authorize(c.as_ref(), action, chrono::Utc::now()),
+        Ok(c) => auth.authorize_client(c.as_ref(), certificate, action, chrono::Utc::now()),
         Err(_) if auth.allows_anonymous(action) => Ok(Principal::anonymous()),
         Err(e) => Err(e),
     };
     result.map_err(|error| {
         tracing::info!(action = %action.needed_scope(), reason = %error, "gRPC call refused");
         match error {
-            AuthError::Forbidden { .. } => Status::permission_denied(error.to_string()),
+            AuthError::Forbidden { .. } | AuthError::CertificateForbidden { .. } => {
+                Status::permission_denied(error.to_string())
+            }
             _ => Status::unauthenticated(error.to_string()),
         }
     })

@@ -2,9 +2,9 @@
 
 use chrono::{DateTime, SecondsFormat, Utc};
 
-use super::{ANONYMOUS, AuthConfig, Scope, TokenEntry, token_sha256};
+use super::{ANONYMOUS, AuthConfig, ClientEntry, Scope, TokenEntry, token_sha256};
 
-const TOP_KEYS: &str = "require_token_for_reads, tokens";
+const TOP_KEYS: &str = "require_token_for_reads, tokens, clients";
 const ENTRY_KEYS: &str = "name, sha256, scopes, expires";
 
 /// Checks a token name: 1 to 64 visible ASCII characters other than `"` and `\`, not
@@ -92,6 +92,25 @@ impl AuthConfig {
                         config.tokens.push(entry);
                     }
                 }
+                "clients" => {
+                    let list = v.as_array().ok_or_else(|| {
+                        expected("auth.clients", "an array of tables ([[auth.clients]])", v)
+                    })?;
+                    for (i, item) in list.iter().enumerate() {
+                        let entry = parse_client(&format!("auth.clients[{i}]"), item)?;
+                        if let Some(j) = config
+                            .clients
+                            .iter()
+                            .position(|c| c.subject == entry.subject)
+                        {
+                            return Err(format!(
+                                "auth.clients[{i}].subject: duplicate subject {:?} (also auth.clients[{j}])",
+                                entry.subject
+                            ));
+                        }
+                        config.clients.push(entry);
+                    }
+                }
                 other => {
                     return Err(format!("auth.{other}: unknown key (expected {TOP_KEYS})"));
                 }
@@ -99,6 +118,60 @@ impl AuthConfig {
         }
         Ok(config)
     }
+}
+
+fn parse_scopes(here: &str, v: &toml::Value) -> Result<Vec<Scope>, String> {
+    let list = v
+        .as_array()
+        .ok_or_else(|| expected(here, "an array of strings", v))?;
+    if list.is_empty() {
+        return Err(format!(
+            "{here}: empty (give at least one of publish:<glob>, yank:<glob>, push, admin)"
+        ));
+    }
+    let mut parsed = Vec::with_capacity(list.len());
+    for (i, s) in list.iter().enumerate() {
+        let at_i = format!("{here}[{i}]");
+        let s = s.as_str().ok_or_else(|| expected(&at_i, "a string", s))?;
+        parsed.push(s.parse::<Scope>().map_err(|e| format!("{at_i}: {e}"))?);
+    }
+    Ok(parsed)
+}
+
+fn parse_client(at: &str, value: &toml::Value) -> Result<ClientEntry, String> {
+    let toml::Value::Table(table) = value else {
+        return Err(expected(at, "a table", value));
+    };
+    let (mut subject, mut name, mut scopes) = (None, None, None);
+    for (key, v) in table {
+        let here = format!("{at}.{key}");
+        match key.as_str() {
+            "subject" => {
+                let s = v.as_str().ok_or_else(|| expected(&here, "a string", v))?;
+                if s.trim().is_empty() {
+                    return Err(format!("{here}: empty (e.g. \"CN=ci-runner\")"));
+                }
+                subject = Some(s.to_owned());
+            }
+            "name" => {
+                let n = v.as_str().ok_or_else(|| expected(&here, "a string", v))?;
+                validate_token_name(n).map_err(|e| format!("{here}: {e}"))?;
+                name = Some(n.to_owned());
+            }
+            "scopes" => scopes = Some(parse_scopes(&here, v)?),
+            _ => {
+                return Err(format!(
+                    "{here}: unknown key (expected subject, name, scopes)"
+                ));
+            }
+        }
+    }
+    let missing = |key: &str| format!("{at}.{key}: missing (required)");
+    Ok(ClientEntry {
+        subject: subject.ok_or_else(|| missing("subject"))?,
+        name: name.ok_or_else(|| missing("name"))?,
+        scopes: scopes.ok_or_else(|| missing("scopes"))?,
+    })
 }
 
 fn parse_entry(at: &str, value: &toml::Value) -> Result<TokenEntry, String> {
@@ -130,23 +203,7 @@ fn parse_entry(at: &str, value: &toml::Value) -> Result<TokenEntry, String> {
                 }
                 sha256 = Some(bytes);
             }
-            "scopes" => {
-                let list = v
-                    .as_array()
-                    .ok_or_else(|| expected(&here, "an array of strings", v))?;
-                if list.is_empty() {
-                    return Err(format!(
-                        "{here}: empty (give at least one of publish:<glob>, yank:<glob>, admin)"
-                    ));
-                }
-                let mut parsed = Vec::with_capacity(list.len());
-                for (i, s) in list.iter().enumerate() {
-                    let at_i = format!("{here}[{i}]");
-                    let s = s.as_str().ok_or_else(|| expected(&at_i, "a string", s))?;
-                    parsed.push(s.parse::<Scope>().map_err(|e| format!("{at_i}: {e}"))?);
-                }
-                scopes = Some(parsed);
-            }
+            "scopes" => scopes = Some(parse_scopes(&here, v)?),
             "expires" => {
                 let e = match v {
                     toml::Value::String(s) => parse_expiry(s),

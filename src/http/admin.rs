@@ -38,12 +38,18 @@ pub(super) async fn get_metrics(State(app): State<AppState>) -> impl IntoRespons
 pub(super) async fn refresh_registry(
     State(app): State<AppState>,
     headers: axum::http::HeaderMap,
+    certificate: Option<axum::Extension<crate::auth::ClientCertificate>>,
     body: axum::body::Bytes,
 ) -> Result<axum::response::Response, ApiError> {
     // With tokens configured, this needs the `admin` scope; a server with no tokens at all (a
     // development setup) keeps it open.
-    if !app.config.auth.tokens.is_empty() {
-        super::auth::authorize(&app.config.auth, &headers, &crate::auth::Action::Admin)?;
+    if !app.config.auth.tokens.is_empty() || !app.config.auth.clients.is_empty() {
+        super::auth::authorize(
+            &app.config.auth,
+            &headers,
+            certificate.as_ref().map(|c| &c.0),
+            &crate::auth::Action::Admin,
+        )?;
     }
     if !body.is_empty() {
         return Err(ApiError::new(

@@ -23,6 +23,7 @@ const CHALLENGES: [&str; 2] = [
 pub(crate) fn authorize(
     auth: &AuthConfig,
     headers: &HeaderMap,
+    certificate: Option<&crate::auth::ClientCertificate>,
     action: &Action<'_>,
 ) -> Result<Principal, AuthRejection> {
     let mut values = headers.get_all(header::AUTHORIZATION).iter();
@@ -32,7 +33,7 @@ pub(crate) fn authorize(
         (Some(_), Some(_)) => Err(AuthError::Malformed("more than one Authorization header")),
     };
     let result = match credential {
-        Ok(c) => auth.authorize(c.as_ref(), action, chrono::Utc::now()),
+        Ok(c) => auth.authorize_client(c.as_ref(), certificate, action, chrono::Utc::now()),
         // Open reads stay open whatever a client sends along.
         Err(_) if auth.allows_anonymous(action) => Ok(Principal::anonymous()),
         Err(e) => Err(e),
@@ -57,7 +58,9 @@ impl AuthRejection {
     /// The answer's status.
     pub(crate) fn status(&self) -> StatusCode {
         match self.error {
-            AuthError::Forbidden { .. } => StatusCode::FORBIDDEN,
+            AuthError::Forbidden { .. } | AuthError::CertificateForbidden { .. } => {
+                StatusCode::FORBIDDEN
+            }
             AuthError::Missing
             | AuthError::Malformed(_)
             | AuthError::Unknown
@@ -102,7 +105,7 @@ pub(super) struct Caller {
 impl Caller {
     /// Checks the token for `action` and names the caller for commits and audit records.
     pub(super) fn may(&self, auth: &AuthConfig, action: &Action<'_>) -> Result<Actor, ApiError> {
-        let principal = authorize(auth, &self.authorization, action)?;
+        let principal = authorize(auth, &self.authorization, self.certificate.as_ref(), action)?;
         Ok(Actor {
             name: principal.name,
             address: crate::auth::client_label(self.peer.ip(), self.certificate.as_ref()),
@@ -152,6 +155,7 @@ mod tests {
         };
         AuthConfig {
             require_token_for_reads,
+            clients: Vec::new(),
             tokens: vec![
                 entry("ci", "gfr_secret1", "publish:rules_*"),
                 entry("root", "gfr_secret2", "admin"),
@@ -173,20 +177,23 @@ mod tests {
     }
 
     fn reject(c: &AuthConfig, h: &[&str], a: &Action<'_>) -> AuthRejection {
-        authorize(c, &headers(h), a).unwrap_err()
+        authorize(c, &headers(h), None, a).unwrap_err()
     }
 
     #[test]
     fn allowed() {
         let c = config(false);
         assert_eq!(
-            authorize(&c, &headers(&[]), &Action::Read).unwrap().name,
+            authorize(&c, &headers(&[]), None, &Action::Read)
+                .unwrap()
+                .name,
             "anonymous"
         );
         assert_eq!(
             authorize(
                 &c,
                 &headers(&["Bearer gfr_secret1"]),
+                None,
                 &Action::Publish("rules_go")
             )
             .unwrap()
@@ -198,7 +205,7 @@ mod tests {
             base64::engine::general_purpose::STANDARD.encode("me:gfr_secret2")
         );
         assert_eq!(
-            authorize(&c, &headers(&[&basic]), &Action::Admin)
+            authorize(&c, &headers(&[&basic]), None, &Action::Admin)
                 .unwrap()
                 .name,
             "root"
@@ -210,7 +217,9 @@ mod tests {
             &["Bearer a", "Bearer b"],
         ] {
             assert_eq!(
-                authorize(&c, &headers(h), &Action::Read).unwrap().name,
+                authorize(&c, &headers(h), None, &Action::Read)
+                    .unwrap()
+                    .name,
                 "anonymous"
             );
         }

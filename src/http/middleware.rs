@@ -115,8 +115,12 @@ fn refuse(app: &AppState, req: &Request) -> Option<Response> {
     if auth.require_token_for_reads
         && matches!(*req.method(), Method::GET | Method::HEAD)
         && !matches!(req.uri().path(), "/healthz" | "/readyz")
-        && let Err(rejection) =
-            super::auth::authorize(auth, req.headers(), &crate::auth::Action::Read)
+        && let Err(rejection) = super::auth::authorize(
+            auth,
+            req.headers(),
+            req.extensions().get::<crate::auth::ClientCertificate>(),
+            &crate::auth::Action::Read,
+        )
     {
         return Some(IntoResponse::into_response(rejection));
     }

@@ -265,3 +265,76 @@ async fn a_verified_client_certificate_names_who_asked() {
     .await
     .expect("within the test's bound");
 }
+
+/// `[[auth.clients]]` maps a verified certificate's subject to scopes, as a token's: reads
+/// that need a token pass with the certificate alone, and an admin call passes or is refused
+/// by the entry's scopes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_certificates_map_to_scopes() {
+    tokio::time::timeout(Duration::from_secs(120), async {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let certs = TestCerts::new(dir.path(), "server");
+        let (admin, admin_key) = certs.issue_client("ops");
+        let (pusher, pusher_key) = certs.issue_client("ci");
+        let config = dir.path().join("config.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "[server]\ntls_client_ca = {:?}\n[auth]\nrequire_token_for_reads = true\n\
+                 [[auth.clients]]\nsubject = \"CN=ops\"\nname = \"ops\"\nscopes = [\"admin\"]\n\
+                 [[auth.clients]]\nsubject = \"CN=ci\"\nname = \"ci\"\nscopes = [\"push\"]\n",
+                path_str(&certs.ca)
+            ),
+        )
+        .expect("config");
+        let data = tempfile::tempdir().expect("tempdir");
+        let registry = example_registry();
+        let server = TestServer::start_exact(
+            &[
+                ("registry", path_str(&registry)),
+                ("data", path_str(data.path())),
+                ("tls-cert", path_str(&certs.cert)),
+                ("tls-key", path_str(&certs.key)),
+            ],
+            Some(&config),
+            &[],
+        )
+        .await;
+        let base = format!("https://127.0.0.1:{}", server.addr().port());
+        let cert_args = |cert: &Path, key: &Path| {
+            vec![
+                "--cert".to_owned(),
+                cert.display().to_string(),
+                "--key".to_owned(),
+                key.display().to_string(),
+            ]
+        };
+        let ops = cert_args(&admin, &admin_key);
+        let ops: Vec<&str> = ops.iter().map(String::as_str).collect();
+        let ci = cert_args(&pusher, &pusher_key);
+        let ci: Vec<&str> = ci.iter().map(String::as_str).collect();
+        let read = format!("{base}/bazel_registry.json");
+        let (_, got, _) = curl(&certs.ca, &[], &read);
+        assert!(got.starts_with("401"), "no certificate, no token: {got}");
+        let (_, got, _) = curl(&certs.ca, &ci, &read);
+        assert!(
+            got.starts_with("200"),
+            "a configured certificate reads: {got}"
+        );
+        let refresh = format!("{base}/admin/registry/refresh");
+        let post = |extra: &[&str]| {
+            let mut args = vec!["-X", "POST"];
+            args.extend_from_slice(extra);
+            curl(&certs.ca, &args, &refresh).1
+        };
+        assert!(post(&ops).starts_with("200"), "admin scope: {}", post(&ops));
+        assert!(
+            post(&ci).starts_with("403"),
+            "push scope only: {}",
+            post(&ci)
+        );
+        server.stop().await;
+    })
+    .await
+    .expect("within the test's bound");
+}

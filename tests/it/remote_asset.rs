@@ -175,6 +175,13 @@ impl Door {
     }
 }
 
+/// The codes of a batch answer's per-blob statuses (`-1`: none).
+fn codes<'a>(
+    statuses: impl Iterator<Item = Option<&'a bazel_remote_apis::google::rpc::Status>>,
+) -> Vec<i32> {
+    statuses.map(|s| s.map_or(-1, |s| s.code)).collect()
+}
+
 fn with_token<T>(message: T, token: &str) -> tonic::Request<T> {
     let mut request = tonic::Request::new(message);
     request.metadata_mut().insert(
@@ -261,11 +268,7 @@ async fn fetch_blob_pulls_through_once_and_bytestream_reads_the_verified_bytes()
             .await
             .expect("BatchReadBlobs")
             .into_inner();
-        let codes: Vec<i32> = batch
-            .responses
-            .iter()
-            .map(|r| r.status.as_ref().map_or(-1, |s| s.code))
-            .collect();
+        let codes = codes(batch.responses.iter().map(|r| r.status.as_ref()));
         assert_eq!(codes, vec![Code::Ok as i32, Code::NotFound as i32]);
         let e = door
             .cas()
@@ -515,11 +518,7 @@ async fn cas_writes_and_pushes_need_the_push_scope_and_must_hash_to_their_digest
             .await
             .expect("BatchUpdateBlobs")
             .into_inner();
-        let codes: Vec<i32> = batch
-            .responses
-            .iter()
-            .map(|r| r.status.as_ref().map_or(-1, |s| s.code))
-            .collect();
+        let codes = codes(batch.responses.iter().map(|r| r.status.as_ref()));
         assert_eq!(codes, vec![Code::Ok as i32, Code::InvalidArgument as i32]);
         assert_eq!(
             door.missing(vec![digest_of(&good), bad_digest.clone()])

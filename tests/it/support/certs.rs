@@ -64,12 +64,30 @@ impl TestCerts {
     /// Replaces the server certificate and key with new ones whose subject is `CN=<cn>`,
     /// each file written whole in one rename.
     pub(crate) fn issue(&self, cn: &str) {
-        let dir = &self.dir;
-        std::fs::write(
-            dir.join("ext.cnf"),
+        self.sign(
+            cn,
             "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n",
-        )
-        .expect("ext.cnf");
+            "next.pem",
+            "next-key.pem",
+        );
+        let dir = &self.dir;
+        std::fs::rename(dir.join("next-key.pem"), &self.key).expect("install key");
+        std::fs::rename(dir.join("next.pem"), &self.cert).expect("install cert");
+    }
+
+    /// A client certificate whose subject is `CN=<cn>`, signed by this CA: its certificate
+    /// and key files.
+    pub(crate) fn issue_client(&self, cn: &str) -> (PathBuf, PathBuf) {
+        let (cert, key) = (format!("client-{cn}.pem"), format!("client-{cn}-key.pem"));
+        self.sign(cn, "extendedKeyUsage=clientAuth\n", &cert, &key);
+        (self.dir.join(cert), self.dir.join(key))
+    }
+
+    /// A new P-256 key (`key`, in the folder) and a certificate for it (`cert`) whose subject
+    /// is `CN=<cn>`, with the extensions `ext`, signed by the CA.
+    fn sign(&self, cn: &str, ext: &str, cert: &str, key: &str) {
+        let dir = &self.dir;
+        std::fs::write(dir.join("ext.cnf"), ext).expect("ext.cnf");
         let subject = format!("/CN={cn}");
         openssl(
             dir,
@@ -83,7 +101,7 @@ impl TestCerts {
                 "-subj",
                 &subject,
                 "-keyout",
-                "next-key.pem",
+                key,
                 "-out",
                 "next.csr",
             ],
@@ -105,58 +123,8 @@ impl TestCerts {
                 "-extfile",
                 "ext.cnf",
                 "-out",
-                "next.pem",
+                cert,
             ],
         );
-        std::fs::rename(dir.join("next-key.pem"), &self.key).expect("install key");
-        std::fs::rename(dir.join("next.pem"), &self.cert).expect("install cert");
-    }
-
-    /// A client certificate whose subject is `CN=<cn>`, signed by this CA: its certificate
-    /// and key files.
-    pub(crate) fn issue_client(&self, cn: &str) -> (PathBuf, PathBuf) {
-        let dir = &self.dir;
-        std::fs::write(dir.join("client-ext.cnf"), "extendedKeyUsage=clientAuth\n")
-            .expect("client-ext.cnf");
-        let subject = format!("/CN={cn}");
-        let (cert, key) = (format!("client-{cn}.pem"), format!("client-{cn}-key.pem"));
-        openssl(
-            dir,
-            &[
-                "req",
-                "-newkey",
-                "ec",
-                "-pkeyopt",
-                "ec_paramgen_curve:P-256",
-                "-nodes",
-                "-subj",
-                &subject,
-                "-keyout",
-                &key,
-                "-out",
-                "client.csr",
-            ],
-        );
-        openssl(
-            dir,
-            &[
-                "x509",
-                "-req",
-                "-in",
-                "client.csr",
-                "-CA",
-                "ca.pem",
-                "-CAkey",
-                self.ca_key.to_str().expect("utf-8"),
-                "-CAcreateserial",
-                "-days",
-                "2",
-                "-extfile",
-                "client-ext.cnf",
-                "-out",
-                &cert,
-            ],
-        );
-        (dir.join(cert), dir.join(key))
     }
 }

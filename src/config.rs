@@ -592,6 +592,18 @@ impl Config {
                 s.flag.map(|f| format!(", flag --{f}")).unwrap_or_default()
             ));
         }
+        // The upstreams read from a local clone (file only: `clone`, `ref` in a table).
+        for c in &self.upstream_clones {
+            out.push_str(&format!(
+                "# registry.upstreams {}: read from the clone {}{}\n",
+                c.url,
+                c.path.display(),
+                c.git_ref
+                    .as_deref()
+                    .map(|r| format!(" at ref {r}"))
+                    .unwrap_or_default()
+            ));
+        }
         out
     }
 
@@ -1019,6 +1031,13 @@ mod tests {
         assert_eq!(c.upstream_clones.len(), 1);
         assert_eq!(c.upstream_clones[0].path, PathBuf::from("/srv/bcr"));
         assert_eq!(c.upstream_clones[0].git_ref.as_deref(), Some("main"));
+        let shown = c.show();
+        assert!(
+            shown.contains(
+                "# registry.upstreams https://a.example/: read from the clone /srv/bcr at ref main\n"
+            ),
+            "{shown}"
+        );
         for (bad, says) in [
             ("ref = \"main\"\n", "`ref` needs `clone`"),
             ("clone = 1\n", "`clone` must be a string"),

@@ -223,6 +223,32 @@ impl AuthConfig {
         }
     }
 
+    /// Decides a request from its `Authorization` values (HTTP headers or gRPC metadata, at
+    /// most one; `several` names the fault when there are more) and the client certificate
+    /// its connection showed, as [`AuthConfig::authorize_client`] does. Open reads stay open
+    /// whatever a client sends along. A refusal is logged at info, never with the token.
+    pub fn authorize_request<'v>(
+        &self,
+        mut values: impl Iterator<Item = &'v [u8]>,
+        several: &'static str,
+        certificate: Option<&ClientCertificate>,
+        action: &Action<'_>,
+    ) -> Result<Principal, AuthError> {
+        let credential = match (values.next(), values.next()) {
+            (None, _) => Ok(None),
+            (Some(v), None) => parse_authorization(v).map(Some),
+            (Some(_), Some(_)) => Err(AuthError::Malformed(several)),
+        };
+        let result = match credential {
+            Ok(c) => self.authorize_client(c.as_ref(), certificate, action, Utc::now()),
+            Err(_) if self.allows_anonymous(action) => Ok(Principal::anonymous()),
+            Err(e) => Err(e),
+        };
+        result.inspect_err(|error| {
+            tracing::info!(action = %action.needed_scope(), reason = %error, "request refused");
+        })
+    }
+
     /// [`AuthConfig::authorize`], with the client certificate the connection showed: without
     /// a token, a certificate that an `[[auth.clients]]` entry names does what its scopes
     /// allow (a token, when given, decides alone).

@@ -34,7 +34,7 @@ use bazel_remote_apis::google::bytestream::byte_stream_server::ByteStreamServer;
 use tonic::{Code, Status};
 
 use crate::app::AppState;
-use crate::auth::{Action, AuthError, Principal, parse_authorization};
+use crate::auth::{Action, AuthError, Principal};
 use crate::metrics::GrpcLabels;
 use crate::mirror::MirrorError;
 
@@ -170,28 +170,20 @@ fn authorize(
     certificate: Option<&crate::auth::ClientCertificate>,
     action: &Action<'_>,
 ) -> Result<Principal, Status> {
-    let mut values = metadata.get_all("authorization").iter();
-    let credential = match (values.next(), values.next()) {
-        (None, _) => Ok(None),
-        (Some(v), None) => parse_authorization(v.as_bytes()).map(Some),
-        (Some(_), Some(_)) => Err(AuthError::Malformed(
-            "more than one authorization metadata entry",
-        )),
-    };
-    let auth = &app.config.auth;
-    let result = match credential {
-        Ok(c) => auth.authorize_client(c.as_ref(), certificate, action, chrono::Utc::now()),
-        Err(_) if auth.allows_anonymous(action) => Ok(Principal::anonymous()),
-        Err(e) => Err(e),
-    };
-    result.map_err(|error| {
-        tracing::info!(action = %action.needed_scope(), reason = %error, "gRPC call refused");
-        match error {
-            AuthError::Forbidden { .. } | AuthError::CertificateForbidden { .. } => {
-                Status::permission_denied(error.to_string())
-            }
-            _ => Status::unauthenticated(error.to_string()),
+    let result = app.config.auth.authorize_request(
+        metadata
+            .get_all("authorization")
+            .iter()
+            .map(|v| v.as_bytes()),
+        "more than one authorization metadata entry",
+        certificate,
+        action,
+    );
+    result.map_err(|error| match error {
+        AuthError::Forbidden { .. } | AuthError::CertificateForbidden { .. } => {
+            Status::permission_denied(error.to_string())
         }
+        _ => Status::unauthenticated(error.to_string()),
     })
 }
 

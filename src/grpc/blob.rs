@@ -95,22 +95,33 @@ pub(super) fn resource(name: &str, write: bool) -> Result<BlobAddress, Status> {
 }
 
 impl Door {
-    /// The size of the available blob at `address`, looking at other replicas' records once
-    /// before saying it is missing; `Ok(None)` when it is not there (or not at that size).
-    pub(super) async fn present(&self, address: &BlobAddress) -> Result<bool, Status> {
-        if address.is_empty_blob() {
-            return Ok(true);
-        }
-        let mirror = &self.app.mirror;
-        let found = |m: &crate::mirror::Mirror| {
-            m.stored(&address.integrity())
+    /// Whether the available blobs in memory include `address` (at its size); the empty blob
+    /// always is.
+    pub(super) fn held(&self, address: &BlobAddress) -> bool {
+        address.is_empty_blob()
+            || self
+                .app
+                .mirror
+                .stored(&address.integrity())
                 .is_some_and(|(_, size)| size == address.size)
-        };
-        if found(mirror) {
+    }
+
+    /// [`Door::held`], looking at other replicas' records once before saying it is missing.
+    pub(super) async fn present(&self, address: &BlobAddress) -> Result<bool, Status> {
+        if self.held(address) {
             return Ok(true);
         }
-        mirror.reload_records().await.map_err(|e| status_of(&e))?;
-        Ok(found(mirror))
+        self.reload().await?;
+        Ok(self.held(address))
+    }
+
+    /// Reads the records other replicas wrote since the last look.
+    pub(super) async fn reload(&self) -> Result<(), Status> {
+        self.app
+            .mirror
+            .reload_records()
+            .await
+            .map_err(|e| status_of(&e))
     }
 
     /// The verified bytes of `address` from `offset`, at most `limit` (0: to the end).

@@ -14,7 +14,7 @@ use bazel_remote_apis::google::rpc;
 use futures::stream::{BoxStream, StreamExt as _};
 use tonic::{Code, Status};
 
-use super::blob::address;
+use super::blob::{BlobAddress, address};
 use super::fetch::check_digest_function;
 use super::{Door, MAX_BATCH_BYTES};
 use crate::auth::Action;
@@ -42,12 +42,17 @@ impl ContentAddressableStorage for Door {
                 let mut missing = Vec::new();
                 for (i, d) in req.blob_digests.iter().enumerate() {
                     let a = address(Some(d), &format!("blob_digests[{i}]"))?;
-                    if !self.present(&a).await? {
-                        missing.push(a.digest());
+                    if !self.held(&a) {
+                        missing.push(a);
                     }
                 }
+                // One look at other replicas' records for the whole request, not one per blob.
+                if !missing.is_empty() {
+                    self.reload().await?;
+                    missing.retain(|a| !self.held(a));
+                }
                 Ok(FindMissingBlobsResponse {
-                    missing_blob_digests: missing,
+                    missing_blob_digests: missing.iter().map(BlobAddress::digest).collect(),
                 })
             },
         )

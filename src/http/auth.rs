@@ -9,7 +9,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 use super::error::ApiError;
-use crate::auth::{Action, AuthConfig, AuthError, Principal, parse_authorization};
+use crate::auth::{Action, AuthConfig, AuthError, Principal};
 use crate::publish::Actor;
 
 /// The challenges of a `401`, one `WWW-Authenticate` header per scheme.
@@ -26,26 +26,16 @@ pub(crate) fn authorize(
     certificate: Option<&crate::auth::ClientCertificate>,
     action: &Action<'_>,
 ) -> Result<Principal, AuthRejection> {
-    let mut values = headers.get_all(header::AUTHORIZATION).iter();
-    let credential = match (values.next(), values.next()) {
-        (None, _) => Ok(None),
-        (Some(v), None) => parse_authorization(v.as_bytes()).map(Some),
-        (Some(_), Some(_)) => Err(AuthError::Malformed("more than one Authorization header")),
-    };
-    let result = match credential {
-        Ok(c) => auth.authorize_client(c.as_ref(), certificate, action, chrono::Utc::now()),
-        // Open reads stay open whatever a client sends along.
-        Err(_) if auth.allows_anonymous(action) => Ok(Principal::anonymous()),
-        Err(e) => Err(e),
-    };
-    result.map_err(|error| {
-        tracing::info!(
-            action = %action.needed_scope(),
-            reason = %error,
-            "request refused"
-        );
-        AuthRejection { error }
-    })
+    auth.authorize_request(
+        headers
+            .get_all(header::AUTHORIZATION)
+            .iter()
+            .map(|v| v.as_bytes()),
+        "more than one Authorization header",
+        certificate,
+        action,
+    )
+    .map_err(|error| AuthRejection { error })
 }
 
 /// A refused request: `401` with `WWW-Authenticate` challenges, or `403` naming the scope needed.

@@ -204,66 +204,21 @@ pub(super) async fn serve(
         }
         let guard = Open(open.clone());
         let _ = stream.set_nodelay(true);
-        let mut conn_doors = doors.connection(peer);
-        // The verified client certificate's subject, known once the TLS handshake is done
-        // (before the first request is read).
-        let certificate = Arc::new(std::sync::OnceLock::<crate::auth::ClientCertificate>::new());
-        let request_certificate = certificate.clone();
-        let activity = Activity::new();
-        let tracked = activity.clone();
-        // gRPC calls (`content-type: application/grpc`) go to the gRPC services, and
-        // everything on a gRPC-only port. Registry files the cache holds are answered before
-        // routing (the hot path of every Bazel resolution); everything else goes through the
-        // router.
-        let service = tower::service_fn(move |mut req: axum::http::Request<Incoming>| {
-            let busy = Busy::enter(&tracked);
-            if let Some(c) = request_certificate.get() {
-                req.extensions_mut().insert(c.clone());
-            }
-            let to_grpc = match &conn_doors {
-                ConnDoors::Both(..) => crate::grpc::is_grpc(&req),
-                ConnDoors::Http(_) => false,
-                ConnDoors::Grpc(_) => true,
-            };
-            let response = match &mut conn_doors {
-                ConnDoors::Both(http, _) | ConnDoors::Http(http) if !to_grpc => {
-                    Either::Right(tower::Service::call(http, req))
-                }
-                ConnDoors::Both(_, grpc) | ConnDoors::Grpc(grpc) => {
-                    req.extensions_mut().insert(crate::grpc::Peer(peer));
-                    Either::Left(futures::FutureExt::map(
-                        tower::Service::call(grpc, req),
-                        |answer| answer.map(|response| response.map(Body::new)),
-                    ))
-                }
-                ConnDoors::Http(http) => Either::Right(tower::Service::call(http, req)),
-            };
-            async move {
-                let response = match response.await {
-                    Ok(response) => response,
-                    Err(never) => match never {},
-                };
-                Ok::<_, std::convert::Infallible>(
-                    response.map(|inner| Tracked { inner, _busy: busy }),
-                )
-            }
-        });
-        let service = TowerToHyperService::new(service);
+        let conn_doors = doors.connection(peer);
         let watcher = graceful.watcher();
         let acceptor = tls.as_ref().map(|t| t.acceptor());
         tokio::spawn(async move {
-            let io = match acceptor {
-                None => tokio_util::either::Either::Left(stream),
+            // The verified client certificate's subject, from the handshake.
+            let (io, certificate) = match acceptor {
+                None => (tokio_util::either::Either::Left(stream), None),
                 // The handshake gets the header timeout too: a client that connects and
                 // says nothing is closed as on plain HTTP.
                 Some(acceptor) => {
                     match tokio::time::timeout(limits.header_timeout, acceptor.accept(stream)).await
                     {
                         Ok(Ok(tls)) => {
-                            if let Some(c) = super::tls::client_certificate(tls.get_ref().1) {
-                                let _ = certificate.set(c);
-                            }
-                            tokio_util::either::Either::Right(tls)
+                            let certificate = super::tls::client_certificate(tls.get_ref().1);
+                            (tokio_util::either::Either::Right(tls), certificate)
                         }
                         Ok(Err(e)) => {
                             tracing::debug!(peer = %peer, error = %e, "TLS handshake failed");
@@ -276,6 +231,47 @@ pub(super) async fn serve(
                     }
                 }
             };
+            let mut conn_doors = conn_doors;
+            let activity = Activity::new();
+            let tracked = activity.clone();
+            // gRPC calls (`content-type: application/grpc`) go to the gRPC services, and
+            // everything on a gRPC-only port. Registry files the cache holds are answered before
+            // routing (the hot path of every Bazel resolution); everything else goes through the
+            // router.
+            let service = tower::service_fn(move |mut req: axum::http::Request<Incoming>| {
+                let busy = Busy::enter(&tracked);
+                if let Some(c) = &certificate {
+                    req.extensions_mut().insert(c.clone());
+                }
+                let to_grpc = match &conn_doors {
+                    ConnDoors::Both(..) => crate::grpc::is_grpc(&req),
+                    ConnDoors::Http(_) => false,
+                    ConnDoors::Grpc(_) => true,
+                };
+                let response = match &mut conn_doors {
+                    ConnDoors::Both(http, _) | ConnDoors::Http(http) if !to_grpc => {
+                        Either::Right(tower::Service::call(http, req))
+                    }
+                    ConnDoors::Both(_, grpc) | ConnDoors::Grpc(grpc) => {
+                        req.extensions_mut().insert(crate::grpc::Peer(peer));
+                        Either::Left(futures::FutureExt::map(
+                            tower::Service::call(grpc, req),
+                            |answer| answer.map(|response| response.map(Body::new)),
+                        ))
+                    }
+                    ConnDoors::Http(http) => Either::Right(tower::Service::call(http, req)),
+                };
+                async move {
+                    let response = match response.await {
+                        Ok(response) => response,
+                        Err(never) => match never {},
+                    };
+                    Ok::<_, std::convert::Infallible>(
+                        response.map(|inner| Tracked { inner, _busy: busy }),
+                    )
+                }
+            });
+            let service = TowerToHyperService::new(service);
             let mut builder = auto::Builder::new(TokioExecutor::new());
             builder
                 .http1()
